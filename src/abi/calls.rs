@@ -1,0 +1,226 @@
+//! The syscall names, the permission groups that bundle them, and the typed
+//! arguments of each call.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// Every syscall of the ABI. Names on the wire are the SCREAMING_CASE forms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+pub enum Call {
+    GETPID,
+    SYS_EXIT,
+    SPAWN_AGENT,
+    WAIT,
+    KILL,
+    PS,
+    SEND_MSG,
+    RECV_MSG,
+    SYS_WRITE_STDOUT,
+    SYS_READ_STDIN,
+    SLEEP,
+    FS_READ,
+    FS_WRITE,
+    FS_LIST,
+    FS_DELETE,
+}
+
+impl Call {
+    pub const ALL: [Call; 15] = [
+        Call::GETPID,
+        Call::SYS_EXIT,
+        Call::SPAWN_AGENT,
+        Call::WAIT,
+        Call::KILL,
+        Call::PS,
+        Call::SEND_MSG,
+        Call::RECV_MSG,
+        Call::SYS_WRITE_STDOUT,
+        Call::SYS_READ_STDIN,
+        Call::SLEEP,
+        Call::FS_READ,
+        Call::FS_WRITE,
+        Call::FS_LIST,
+        Call::FS_DELETE,
+    ];
+
+    pub fn parse(name: &str) -> Option<Call> {
+        Call::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Call::GETPID => "GETPID",
+            Call::SYS_EXIT => "SYS_EXIT",
+            Call::SPAWN_AGENT => "SPAWN_AGENT",
+            Call::WAIT => "WAIT",
+            Call::KILL => "KILL",
+            Call::PS => "PS",
+            Call::SEND_MSG => "SEND_MSG",
+            Call::RECV_MSG => "RECV_MSG",
+            Call::SYS_WRITE_STDOUT => "SYS_WRITE_STDOUT",
+            Call::SYS_READ_STDIN => "SYS_READ_STDIN",
+            Call::SLEEP => "SLEEP",
+            Call::FS_READ => "FS_READ",
+            Call::FS_WRITE => "FS_WRITE",
+            Call::FS_LIST => "FS_LIST",
+            Call::FS_DELETE => "FS_DELETE",
+        }
+    }
+
+    /// Calls every agent may make whatever its permission list says: asking
+    /// who it is and ending itself grant nothing.
+    pub fn always_allowed(self) -> bool {
+        matches!(self, Call::GETPID | Call::SYS_EXIT)
+    }
+
+    /// Whether the call only reads state. Journal entries of read-only calls
+    /// ride the next group commit instead of delaying the reply.
+    pub fn is_read_only(self) -> bool {
+        matches!(
+            self,
+            Call::GETPID | Call::PS | Call::FS_READ | Call::FS_LIST | Call::SLEEP | Call::WAIT
+        )
+    }
+}
+
+/// Permission groups accepted wherever a permission list is given.
+pub const GROUPS: &[(&str, &[Call])] = &[
+    (
+        "process",
+        &[Call::SPAWN_AGENT, Call::WAIT, Call::KILL, Call::PS],
+    ),
+    (
+        "ipc",
+        &[
+            Call::SEND_MSG,
+            Call::RECV_MSG,
+            Call::SYS_WRITE_STDOUT,
+            Call::SYS_READ_STDIN,
+        ],
+    ),
+    ("time", &[Call::SLEEP]),
+    (
+        "fs",
+        &[Call::FS_READ, Call::FS_WRITE, Call::FS_LIST, Call::FS_DELETE],
+    ),
+];
+
+/// Expands a permission list (call names, group names, or `*`) into calls.
+pub fn expand_permissions(list: &[String]) -> Result<BTreeSet<Call>, String> {
+    let mut out = BTreeSet::new();
+    for item in list {
+        let item = item.trim();
+        if item == "*" {
+            out.extend(Call::ALL);
+        } else if let Some((_, calls)) = GROUPS.iter().find(|(g, _)| *g == item) {
+            out.extend(calls.iter().copied());
+        } else if let Some(call) = Call::parse(&item.to_ascii_uppercase()) {
+            out.insert(call);
+        } else {
+            return Err(format!(
+                "unknown permission {item:?} (a call name, one of the groups {}, or *)",
+                GROUPS.iter().map(|(g, _)| *g).collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    Ok(out)
+}
+
+// ---- typed arguments -------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExitArgs {
+    #[serde(default)]
+    pub code: i32,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpawnArgs {
+    pub name: String,
+    /// Absolute path of the program; defaults to the parent's own program.
+    #[serde(default)]
+    pub program: Option<String>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Absent or empty: the child gets no permissions.
+    #[serde(default)]
+    pub permissions: Vec<String>,
+    /// Absent fields inherit the parent's limit; present ones must not exceed it.
+    #[serde(default)]
+    pub limits: Option<crate::kernel::pcb::LimitsPatch>,
+    /// Agent that receives this child's SYS_WRITE_STDOUT output on its stdin.
+    #[serde(default)]
+    pub pipe_to: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PidArgs {
+    pub pid: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitArgs {
+    pub pid: u64,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendArgs {
+    pub to: u64,
+    pub body: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecvArgs {
+    /// How long to block when the inbox is empty; 0 or absent returns at once.
+    #[serde(default)]
+    pub wait_ms: u64,
+    /// Most messages to return in one reply.
+    #[serde(default)]
+    pub max: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriteStdoutArgs {
+    pub data: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SleepArgs {
+    pub ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for c in Call::ALL {
+            assert_eq!(Call::parse(c.name()), Some(c));
+        }
+        assert_eq!(Call::parse("NOPE"), None);
+    }
+
+    #[test]
+    fn groups_and_names_expand() {
+        let set = expand_permissions(&["fs".into(), "send_msg".into()]).expect("valid");
+        assert!(set.contains(&Call::FS_DELETE));
+        assert!(set.contains(&Call::SEND_MSG));
+        assert!(!set.contains(&Call::KILL));
+        assert!(expand_permissions(&[]).expect("empty").is_empty());
+        assert!(expand_permissions(&["root".into()]).is_err());
+    }
+}

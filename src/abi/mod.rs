@@ -1,0 +1,8 @@
+//! The fd-3 syscall ABI: newline-delimited JSON requests and replies, the
+//! call names and their arguments, and the closed set of error codes.
+
+pub mod calls;
+pub mod errno;
+pub mod wire;
+
+pub use errno::{Errno, SysError};

@@ -1,0 +1,96 @@
+//! A small blocking client of the admin socket, used by the `agentos` CLI
+//! and by the integration tests.
+
+use super::protocol::{AdminRequest, AdminResponse};
+use crate::abi::SysError;
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {path}: {source} (is agentosd running? set --socket or AGENTOS_SOCKET)")]
+    Connect {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("admin socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the daemon sent something unreadable: {0}")]
+    Protocol(String),
+    #[error("the daemon closed the connection")]
+    Closed,
+    /// The daemon refused or failed the request.
+    #[error("{0}")]
+    Refused(SysError),
+}
+
+pub struct Client {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Client {
+    pub fn connect(path: &Path) -> Result<Client, ClientError> {
+        let s = UnixStream::connect(path).map_err(|source| ClientError::Connect {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let writer = s.try_clone()?;
+        Ok(Client {
+            reader: BufReader::new(s),
+            writer,
+        })
+    }
+
+    fn send(&mut self, req: &AdminRequest) -> Result<(), ClientError> {
+        let mut line = serde_json::to_vec(req).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        line.push(b'\n');
+        self.writer.write_all(&line)?;
+        Ok(())
+    }
+
+    fn read(&mut self) -> Result<AdminResponse, ClientError> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            return Err(ClientError::Closed);
+        }
+        serde_json::from_str(&line).map_err(|e| ClientError::Protocol(format!("{e}: {line}")))
+    }
+
+    /// Sends a request and returns its result.
+    pub fn call(&mut self, req: &AdminRequest) -> Result<Value, ClientError> {
+        self.send(req)?;
+        let resp = self.read()?;
+        match (resp.ok, resp.error) {
+            (false, Some(e)) => Err(ClientError::Refused(e)),
+            (false, None) => Err(ClientError::Protocol("error without details".into())),
+            (true, _) => Ok(resp.result.unwrap_or(Value::Null)),
+        }
+    }
+
+    /// Sends a streaming request and calls `each` for every event until the
+    /// stream ends.
+    pub fn stream(
+        &mut self,
+        req: &AdminRequest,
+        mut each: impl FnMut(crate::kernel::journal::LogEvent) -> bool,
+    ) -> Result<(), ClientError> {
+        self.send(req)?;
+        loop {
+            let resp = self.read()?;
+            if let Some(e) = resp.error {
+                return Err(ClientError::Refused(e));
+            }
+            if resp.end {
+                return Ok(());
+            }
+            if let Some(ev) = resp.event {
+                if !each(ev) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}

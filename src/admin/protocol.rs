@@ -1,0 +1,199 @@
+//! The admin socket protocol: one JSON request per line, answered by one
+//! response line (or, for `logs --follow`, a stream of event lines closed by
+//! an `end` line).
+
+use crate::abi::SysError;
+use crate::kernel::journal::LogEvent;
+use crate::kernel::pcb::{LimitsPatch, Pid};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Default admin socket path.
+pub const DEFAULT_SOCKET: &str = "/run/agentos/agentosd.sock";
+
+/// An admin request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum AdminRequest {
+    Spawn(SpawnRequest),
+    Ps,
+    Tree,
+    Inspect {
+        pid: Pid,
+    },
+    Logs {
+        pid: Pid,
+        #[serde(default)]
+        follow: bool,
+        #[serde(default)]
+        tail: Option<usize>,
+    },
+    Kill {
+        pid: Pid,
+    },
+    Stop {
+        pid: Pid,
+    },
+    Cont {
+        pid: Pid,
+    },
+    Send {
+        pid: Pid,
+        body: String,
+    },
+    Wait {
+        pid: Pid,
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+    },
+    Inbox {
+        pid: Pid,
+    },
+    Status,
+}
+
+impl AdminRequest {
+    /// The agent the request is about, if any.
+    pub fn target(&self) -> Option<Pid> {
+        match self {
+            AdminRequest::Inspect { pid }
+            | AdminRequest::Logs { pid, .. }
+            | AdminRequest::Kill { pid }
+            | AdminRequest::Stop { pid }
+            | AdminRequest::Cont { pid }
+            | AdminRequest::Send { pid, .. }
+            | AdminRequest::Wait { pid, .. }
+            | AdminRequest::Inbox { pid } => Some(*pid),
+            AdminRequest::Spawn(_)
+            | AdminRequest::Ps
+            | AdminRequest::Tree
+            | AdminRequest::Status => None,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            AdminRequest::Spawn(_) => "spawn",
+            AdminRequest::Ps => "ps",
+            AdminRequest::Tree => "tree",
+            AdminRequest::Inspect { .. } => "inspect",
+            AdminRequest::Logs { .. } => "logs",
+            AdminRequest::Kill { .. } => "kill",
+            AdminRequest::Stop { .. } => "stop",
+            AdminRequest::Cont { .. } => "cont",
+            AdminRequest::Send { .. } => "send",
+            AdminRequest::Wait { .. } => "wait",
+            AdminRequest::Inbox { .. } => "inbox",
+            AdminRequest::Status => "status",
+        }
+    }
+}
+
+/// What `agentos spawn` asks for.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SpawnRequest {
+    pub name: String,
+    pub program: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Profile name; `default` when absent.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Permission names or groups; the profile's defaults when absent.
+    #[serde(default)]
+    pub permissions: Option<Vec<String>>,
+    #[serde(default)]
+    pub limits: Option<LimitsPatch>,
+    /// Extra host paths bound read-only.
+    #[serde(default)]
+    pub ro: Vec<String>,
+    #[serde(default)]
+    pub pipe_to: Option<Pid>,
+}
+
+/// One response line.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AdminResponse {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<SysError>,
+    /// A streamed log event (logs --follow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<LogEvent>,
+    /// Closes a stream.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub end: bool,
+}
+
+impl AdminResponse {
+    pub fn result(v: Value) -> Self {
+        AdminResponse {
+            ok: true,
+            result: Some(v),
+            error: None,
+            event: None,
+            end: false,
+        }
+    }
+
+    pub fn error(e: SysError) -> Self {
+        AdminResponse {
+            ok: false,
+            result: None,
+            error: Some(e),
+            event: None,
+            end: false,
+        }
+    }
+
+    pub fn event(e: LogEvent) -> Self {
+        AdminResponse {
+            ok: true,
+            result: None,
+            error: None,
+            event: Some(e),
+            end: false,
+        }
+    }
+
+    pub fn end() -> Self {
+        AdminResponse {
+            ok: true,
+            result: None,
+            error: None,
+            event: None,
+            end: true,
+        }
+    }
+
+    pub fn to_line(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec(self).unwrap_or_else(|_| {
+            br#"{"ok":false,"error":{"code":"EIO","message":"response encoding failed"}}"#.to_vec()
+        });
+        v.push(b'\n');
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_with_an_op_tag() {
+        let r = AdminRequest::Logs {
+            pid: 3,
+            follow: true,
+            tail: None,
+        };
+        let s = serde_json::to_string(&r).expect("encode");
+        assert!(s.contains(r#""op":"logs""#), "{s}");
+        assert_eq!(serde_json::from_str::<AdminRequest>(&s).expect("decode"), r);
+        let spawn: AdminRequest =
+            serde_json::from_str(r#"{"op":"spawn","name":"a","program":"/bin/true"}"#).expect("spawn");
+        assert_eq!(spawn.name(), "spawn");
+        assert!(serde_json::from_str::<AdminRequest>(r#"{"op":"format_disk"}"#).is_err());
+    }
+}

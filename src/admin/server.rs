@@ -1,0 +1,396 @@
+//! The admin socket server. The socket is created in a private directory
+//! with its final mode and group already set and then renamed into place,
+//! so there is no moment at which it is more open than configured. Every
+//! request is authorised from the peer's credentials (SO_PEERCRED): root
+//! manages everything, any other user only the agents it spawned.
+
+use super::protocol::{AdminRequest, AdminResponse, SpawnRequest};
+use crate::abi::calls::expand_permissions;
+use crate::abi::{Errno, SysError};
+use crate::kernel::Kernel;
+use crate::kernel::pcb::{Pcb, Pid};
+use crate::kernel::spawn::SpawnSpec;
+use serde_json::{Value, json};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+/// Longest admin request line.
+const MAX_REQUEST: u64 = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("another agentosd is already listening on {0}")]
+    InUse(PathBuf),
+}
+
+/// Who is asking.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Peer {
+    fn is_root(&self) -> bool {
+        self.uid == 0
+    }
+}
+
+/// Creates the listening socket at `path` with `mode` and group `gid`.
+pub fn bind(path: &Path, mode: u32, gid: Option<u32>) -> Result<UnixListener, ServerError> {
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |e| ServerError::Io(what, e)
+    };
+    let dir = path
+        .parent()
+        .ok_or_else(|| ServerError::Io(path.display().to_string(), std::io::ErrorKind::InvalidInput.into()))?;
+    std::fs::create_dir_all(dir).map_err(io(&dir.display().to_string()))?;
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(ServerError::InUse(path.to_path_buf()));
+        }
+        std::fs::remove_file(path).map_err(io(&path.display().to_string()))?;
+    }
+    // A private staging directory: nobody else can reach the socket until
+    // it has its final permissions.
+    let staging = dir.join(format!(".agentosd-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir(&staging).map_err(io(&staging.display().to_string()))?;
+    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o700))
+        .map_err(io(&staging.display().to_string()))?;
+    let tmp = staging.join("sock");
+    let result = (|| {
+        let std_listener = std::os::unix::net::UnixListener::bind(&tmp).map_err(io("bind"))?;
+        std::os::unix::fs::chown(&tmp, Some(0), gid).map_err(io("chown socket"))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(io("chmod socket"))?;
+        std::fs::rename(&tmp, path).map_err(io("rename socket into place"))?;
+        std_listener.set_nonblocking(true).map_err(io("socket"))?;
+        UnixListener::from_std(std_listener).map_err(io("socket"))
+    })();
+    let _ = std::fs::remove_dir_all(&staging);
+    result
+}
+
+/// Serves admin requests until `shutdown` resolves.
+pub async fn run(kernel: Arc<Kernel>, listener: UnixListener, shutdown: impl std::future::Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    tokio::spawn(serve_client(kernel.clone(), stream));
+                }
+                Err(e) => {
+                    tracing::warn!("admin accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn serve_client(k: Arc<Kernel>, stream: UnixStream) {
+    let Ok(cred) = stream.peer_cred() else {
+        return;
+    };
+    let peer = Peer {
+        uid: cred.uid(),
+        gid: cred.gid(),
+    };
+    let (rd, mut wr) = stream.into_split();
+    let mut reader = BufReader::new(rd);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let mut limited = (&mut reader).take(MAX_REQUEST);
+        match tokio::io::AsyncBufReadExt::read_until(&mut limited, b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) if line.last() != Some(&b'\n') && line.len() as u64 >= MAX_REQUEST => {
+                let e = SysError::msgsize("admin request too long");
+                let _ = wr.write_all(&AdminResponse::error(e).to_line()).await;
+                return;
+            }
+            Ok(_) => {}
+        }
+        let req: AdminRequest = match serde_json::from_slice(&line) {
+            Ok(r) => r,
+            Err(e) => {
+                let e = SysError::inval(format!("bad admin request: {e}"));
+                if wr.write_all(&AdminResponse::error(e).to_line()).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        if let AdminRequest::Logs {
+            pid,
+            follow: true,
+            tail,
+        } = req
+        {
+            if let Err(e) = authorize(&k, peer, pid) {
+                let _ = wr.write_all(&AdminResponse::error(e).to_line()).await;
+                continue;
+            }
+            follow_logs(&k, pid, tail, &mut wr).await;
+            return;
+        }
+        let resp = match handle(&k, peer, req).await {
+            Ok(v) => AdminResponse::result(v),
+            Err(e) => AdminResponse::error(e),
+        };
+        if wr.write_all(&resp.to_line()).await.is_err() {
+            return;
+        }
+    }
+}
+
+use tokio::io::AsyncReadExt;
+
+/// Checks that `peer` may act on agent `pid`.
+fn authorize(k: &Kernel, peer: Peer, pid: Pid) -> Result<Pcb, SysError> {
+    let pcb = k
+        .table
+        .get(pid)
+        .ok_or_else(|| SysError::srch(format!("no agent {pid}")))?;
+    if !peer.is_root() && pcb.owner != peer.uid {
+        return Err(SysError::acces(format!(
+            "permission denied: agent {pid} belongs to another user (you are uid {})",
+            peer.uid
+        )));
+    }
+    Ok(pcb)
+}
+
+async fn handle(k: &Arc<Kernel>, peer: Peer, req: AdminRequest) -> Result<Value, SysError> {
+    let op = req.name();
+    let target = req.target();
+    let checked = match target {
+        Some(pid) => Some(authorize(k, peer, pid).inspect_err(|e| {
+            tracing::warn!(target: "audit", uid = peer.uid, op, pid, "admin request denied: {}", e.message);
+        })?),
+        None => None,
+    };
+    if !matches!(req, AdminRequest::Ps | AdminRequest::Tree | AdminRequest::Status | AdminRequest::Inspect { .. } | AdminRequest::Logs { .. } | AdminRequest::Inbox { .. } | AdminRequest::Wait { .. }) {
+        tracing::info!(target: "audit", uid = peer.uid, op, pid = target, "admin action");
+    }
+    let visible = |p: &Pcb| peer.is_root() || p.owner == peer.uid;
+    match req {
+        AdminRequest::Status => Ok(status(k)),
+        AdminRequest::Ps => Ok(json!(k.table.all().into_iter().filter(visible).collect::<Vec<_>>())),
+        AdminRequest::Tree => {
+            let list: Vec<Value> = k
+                .table
+                .all()
+                .into_iter()
+                .filter(visible)
+                .map(|p| json!({"pid": p.pid, "ppid": p.ppid, "name": p.name, "state": p.state}))
+                .collect();
+            Ok(json!(list))
+        }
+        AdminRequest::Inspect { .. } => Ok(json!(checked)),
+        AdminRequest::Logs { pid, tail, .. } => {
+            let events = k.read_log(pid, None, tail).map_err(|e| SysError::io(e.to_string()))?;
+            Ok(json!(events))
+        }
+        AdminRequest::Kill { pid } => {
+            k.kill_agent(pid, &format!("killed by admin (uid {})", peer.uid))?;
+            let exit = k.wait_for(pid, Some(10_000), None).await?;
+            Ok(json!({"pid": pid, "exit": exit}))
+        }
+        AdminRequest::Stop { pid } => Ok(json!({"pid": pid, "state": k.set_stopped(pid, true)?})),
+        AdminRequest::Cont { pid } => Ok(json!({"pid": pid, "state": k.set_stopped(pid, false)?})),
+        AdminRequest::Send { pid, body } => {
+            let target = checked.ok_or_else(|| SysError::srch(format!("no agent {pid}")))?;
+            let seq = k.deliver(&target, 0, Some(peer.uid), body)?;
+            k.store.durable().await.map_err(|e| SysError::io(e.to_string()))?;
+            Ok(json!({"pid": pid, "seq": seq}))
+        }
+        AdminRequest::Wait { pid, timeout_ms } => {
+            let exit = k.wait_for(pid, timeout_ms, None).await?;
+            Ok(json!({"pid": pid, "exit": exit}))
+        }
+        AdminRequest::Inbox { pid } => {
+            let msgs: Vec<(u64, crate::kernel::ipc::Message)> = k
+                .store
+                .range(&k.store.trees.inbox, pid, None, 10_000)
+                .map_err(|e| SysError::io(e.to_string()))?;
+            Ok(json!(msgs.into_iter().map(|(_, m)| m).collect::<Vec<_>>()))
+        }
+        AdminRequest::Spawn(s) => {
+            let spec = spawn_spec(k, peer, s)?;
+            let pcb = k.spawn(spec).await?;
+            Ok(json!(pcb))
+        }
+    }
+}
+
+/// Turns an admin spawn request into a spec, enforcing what a non-root
+/// client may ask for: the profile's permissions and limits at most, and
+/// only programs and binds the client itself can read.
+fn spawn_spec(k: &Kernel, peer: Peer, s: SpawnRequest) -> Result<SpawnSpec, SysError> {
+    let profile_name = s.profile.unwrap_or_else(|| "default".into());
+    let profile = k
+        .profiles
+        .get(&profile_name)
+        .map_err(|e| SysError::inval(e.to_string()))?;
+    let granted = expand_permissions(s.permissions.as_ref().unwrap_or(&profile.permissions))
+        .map_err(SysError::inval)?;
+    let limits = match &s.limits {
+        None => profile.limits,
+        Some(patch) if peer.is_root() => root_limits(profile.limits, patch)?,
+        Some(patch) => profile.limits.narrow(patch).map_err(SysError::acces)?,
+    };
+    let program = PathBuf::from(&s.program);
+    crate::kernel::spawn::check_program(&program)?;
+    let ro: Vec<PathBuf> = s.ro.iter().map(PathBuf::from).collect();
+    for p in &ro {
+        if !p.is_absolute() || p.components().any(|c| c.as_os_str() == "..") {
+            return Err(SysError::inval(format!("--ro {} must be an absolute path without ..", p.display())));
+        }
+        if !p.exists() {
+            return Err(SysError::noent(format!("--ro {} does not exist", p.display())));
+        }
+    }
+    if !peer.is_root() {
+        let ceiling = expand_permissions(&profile.permissions).map_err(SysError::inval)?;
+        if let Some(c) = granted.iter().find(|c| !ceiling.contains(c)) {
+            return Err(SysError::acces(format!(
+                "permission {} is beyond profile {profile_name}; only root may grant it",
+                c.name()
+            )));
+        }
+        if !user_can(&program, peer, 0o5) {
+            return Err(SysError::acces(format!(
+                "you (uid {}) cannot read and execute {}",
+                peer.uid,
+                program.display()
+            )));
+        }
+        if let Some(p) = ro.iter().find(|p| !user_can(p, peer, 0o4)) {
+            return Err(SysError::acces(format!(
+                "you (uid {}) cannot read {}",
+                peer.uid,
+                p.display()
+            )));
+        }
+    }
+    Ok(SpawnSpec {
+        name: s.name,
+        ppid: 0,
+        owner: peer.uid,
+        profile: profile_name,
+        program,
+        args: s.args,
+        ro_binds: ro,
+        permissions: granted,
+        limits,
+        pipe_to: s.pipe_to,
+    })
+}
+
+/// Root may raise limits above the profile; values must still be sane.
+fn root_limits(base: crate::kernel::pcb::Limits, patch: &crate::kernel::pcb::LimitsPatch) -> Result<crate::kernel::pcb::Limits, SysError> {
+    let unbounded = crate::kernel::pcb::Limits {
+        memory_bytes: u64::MAX,
+        pids: u64::MAX,
+        cpu_percent: u64::MAX,
+        wall_time_s: 0,
+        workspace_bytes: u64::MAX,
+        max_file_bytes: u64::MAX,
+        max_read_bytes: u64::MAX,
+        nofile: u64::MAX,
+        syscalls_per_s: 0,
+        tmp_bytes: u64::MAX,
+    };
+    let mut l = unbounded.narrow(patch).map_err(SysError::inval)?;
+    macro_rules! keep {
+        ($($f:ident),*) => { $( if patch.$f.is_none() { l.$f = base.$f; } )* };
+    }
+    keep!(memory_bytes, pids, cpu_percent, wall_time_s, workspace_bytes, max_file_bytes, max_read_bytes, nofile, syscalls_per_s, tmp_bytes);
+    Ok(l)
+}
+
+/// Whether `peer` has the `want` bits (4 = read, 1 = execute) on `path`
+/// and search permission on every directory above it, judged by mode bits
+/// for its uid and primary gid.
+fn user_can(path: &Path, peer: Peer, want: u32) -> bool {
+    let allowed = |meta: &std::fs::Metadata, bits: u32| {
+        let mode = meta.mode();
+        let granted = if meta.uid() == peer.uid {
+            (mode >> 6) & 7
+        } else if meta.gid() == peer.gid {
+            (mode >> 3) & 7
+        } else {
+            mode & 7
+        };
+        granted & bits == bits
+    };
+    let Ok(canon) = path.canonicalize() else {
+        return false;
+    };
+    for dir in canon.ancestors().skip(1) {
+        match std::fs::metadata(dir) {
+            Ok(m) if allowed(&m, 0o1) => {}
+            _ => return false,
+        }
+    }
+    std::fs::metadata(&canon).is_ok_and(|m| allowed(&m, want))
+}
+
+fn status(k: &Kernel) -> Value {
+    let all = k.table.all();
+    let live = all.iter().filter(|p| p.is_live()).count();
+    let features = crate::sandbox::features::detect(k.cgroups.describe());
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "daemon_pid": std::process::id(),
+        "uptime_s": k.started.elapsed().as_secs(),
+        "agents_live": live,
+        "agents_total": all.len(),
+        "state_dir": k.config.state_dir,
+        "uid_range": format!("{}-{}", k.config.uid_range.first, k.config.uid_range.last),
+        "profiles": k.profiles.names().collect::<Vec<_>>(),
+        "kernel": features,
+    })
+}
+
+/// Streams the stored log, then new events, until the agent has terminated
+/// and everything it wrote was sent.
+async fn follow_logs(k: &Arc<Kernel>, pid: Pid, tail: Option<usize>, wr: &mut tokio::net::unix::OwnedWriteHalf) {
+    let mut wake = k.logs.subscribe();
+    let mut last = 0u64;
+    let mut first = true;
+    loop {
+        let terminated = k.table.get(pid).is_none_or(|p| !p.is_live());
+        let after = if first { None } else { Some(last) };
+        let events = match k.read_log(pid, after, if first { tail } else { None }) {
+            Ok(e) => e,
+            Err(e) => {
+                let _ = wr.write_all(&AdminResponse::error(SysError::new(Errno::EIO, e.to_string())).to_line()).await;
+                return;
+            }
+        };
+        first = false;
+        let seen = last;
+        for ev in events.into_iter().filter(|e| e.seq > seen) {
+            last = ev.seq;
+            if wr.write_all(&AdminResponse::event(ev).to_line()).await.is_err() {
+                return;
+            }
+        }
+        if terminated {
+            let _ = wr.write_all(&AdminResponse::end().to_line()).await;
+            return;
+        }
+        // Wake on any new log event, or re-check every 250 ms.
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(250), wake.recv()).await;
+    }
+}

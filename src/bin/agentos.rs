@@ -1,0 +1,438 @@
+//! `agentos`: the command-line client of agentosd's admin socket.
+//!
+//! Exit codes: 0 success; 1 the daemon refused or failed the request;
+//! 2 usage error; 3 the daemon cannot be reached; `wait` exits with the
+//! agent's own exit code (0-255).
+
+use agentos::admin::client::{Client, ClientError};
+use agentos::admin::protocol::{AdminRequest, DEFAULT_SOCKET, SpawnRequest};
+use agentos::kernel::journal::LogEvent;
+use agentos::kernel::pcb::{LimitsPatch, Pcb, State, now_ms};
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Control AgentOS agents: spawn confined agents, watch and manage them.
+#[derive(Debug, Parser)]
+#[command(name = "agentos", version)]
+struct Cli {
+    /// Admin socket of agentosd.
+    #[arg(long, global = true, env = "AGENTOS_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start a new confined agent running PROGRAM.
+    ///
+    /// Example: agentos spawn --name probe --program /usr/local/bin/my-agent -- --flag
+    Spawn(SpawnArgs),
+    /// List agents (running ones; --all includes terminated).
+    Ps {
+        #[arg(long, short)]
+        all: bool,
+    },
+    /// Show the agent process tree.
+    Tree {
+        #[arg(long, short)]
+        all: bool,
+    },
+    /// Show an agent's whole process control block.
+    Inspect { pid: u64 },
+    /// Show an agent's output and syscall trace.
+    Logs {
+        pid: u64,
+        /// Keep following until the agent terminates.
+        #[arg(long, short)]
+        follow: bool,
+        /// Only the last N events.
+        #[arg(long)]
+        tail: Option<usize>,
+    },
+    /// Put a message in an agent's inbox (it reads it with RECV_MSG).
+    Send { pid: u64, message: String },
+    /// List the messages waiting in an agent's inbox.
+    Inbox { pid: u64 },
+    /// Freeze an agent (all its processes).
+    Stop { pid: u64 },
+    /// Thaw a stopped agent.
+    Cont { pid: u64 },
+    /// Kill an agent and everything it started.
+    Kill { pid: u64 },
+    /// Wait for an agent to terminate; exits with its exit code.
+    Wait {
+        pid: u64,
+        /// Give up after this many seconds (exit 1).
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+    /// Daemon version, uptime and the kernel's confinement features.
+    Status,
+}
+
+#[derive(Debug, clap::Args)]
+struct SpawnArgs {
+    /// Agent name (letters, digits, - _ .).
+    #[arg(long)]
+    name: String,
+    /// Absolute path of the program to run confined.
+    #[arg(long)]
+    program: String,
+    /// Sandbox profile from the policies directory.
+    #[arg(long)]
+    profile: Option<String>,
+    /// Syscalls or groups to grant (e.g. fs,ipc,SLEEP); repeatable. Default:
+    /// the profile's. `--allow none` grants nothing.
+    #[arg(long, value_delimiter = ',')]
+    allow: Vec<String>,
+    /// Memory limit (e.g. 256M, 1G).
+    #[arg(long, value_parser = parse_size)]
+    memory: Option<u64>,
+    /// Process/thread limit.
+    #[arg(long)]
+    pids: Option<u64>,
+    /// CPU quota in percent of one core.
+    #[arg(long)]
+    cpu: Option<u64>,
+    /// Wall-clock lifetime in seconds.
+    #[arg(long)]
+    wall_time: Option<u64>,
+    /// Workspace quota (e.g. 100M).
+    #[arg(long, value_parser = parse_size)]
+    workspace: Option<u64>,
+    /// Syscalls per second on fd 3.
+    #[arg(long)]
+    syscall_rate: Option<u64>,
+    /// Extra host path made visible read-only (e.g. a script); repeatable.
+    #[arg(long)]
+    ro: Vec<String>,
+    /// Send this agent's SYS_WRITE_STDOUT output to another agent's stdin.
+    #[arg(long)]
+    pipe_to: Option<u64>,
+    /// Arguments passed to the program (after --).
+    #[arg(last = true)]
+    args: Vec<String>,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        None => (s, 1u64),
+        Some((i, _)) => {
+            let unit = s[i..].to_ascii_uppercase();
+            let mult = match unit.trim_end_matches("IB").trim_end_matches('B') {
+                "" => 1,
+                "K" => 1 << 10,
+                "M" => 1 << 20,
+                "G" => 1 << 30,
+                "T" => 1 << 40,
+                _ => return Err(format!("{s}: unknown unit (use K, M, G or T)")),
+            };
+            (&s[..i], mult)
+        }
+    };
+    let n: u64 = num.trim().parse().map_err(|_| format!("{s}: not a size"))?;
+    n.checked_mul(mult).ok_or_else(|| format!("{s}: too large"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(code) => code,
+        Err(ClientError::Connect { path, source }) => {
+            eprintln!("agentos: cannot connect to {path}: {source}\n  is agentosd running? (--socket or AGENTOS_SOCKET)");
+            ExitCode::from(3)
+        }
+        Err(ClientError::Refused(e)) => {
+            eprintln!("agentos: {}: {}", e.code, e.message);
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("agentos: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
+    let mut c = Client::connect(&cli.socket)?;
+    let print_json = |v: &Value| println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    match &cli.command {
+        Command::Spawn(a) => {
+            let permissions = match a.allow.as_slice() {
+                [] => None,
+                [one] if one == "none" => Some(Vec::new()),
+                list => Some(list.to_vec()),
+            };
+            let limits = LimitsPatch {
+                memory_bytes: a.memory,
+                pids: a.pids,
+                cpu_percent: a.cpu,
+                wall_time_s: a.wall_time,
+                workspace_bytes: a.workspace,
+                syscalls_per_s: a.syscall_rate,
+                ..Default::default()
+            };
+            let req = AdminRequest::Spawn(SpawnRequest {
+                name: a.name.clone(),
+                program: a.program.clone(),
+                args: a.args.clone(),
+                profile: a.profile.clone(),
+                permissions,
+                limits: (limits != LimitsPatch::default()).then_some(limits),
+                ro: a.ro.clone(),
+                pipe_to: a.pipe_to,
+            });
+            let v = c.call(&req)?;
+            if cli.json {
+                print_json(&v);
+            } else {
+                let p: Pcb = decode(v)?;
+                println!("spawned agent {} ({}) as uid {}, workspace {}", p.pid, p.name, p.uid, p.workspace);
+            }
+        }
+        Command::Ps { all } => {
+            let pcbs: Vec<Pcb> = decode(c.call(&AdminRequest::Ps)?)?;
+            let pcbs: Vec<Pcb> = pcbs.into_iter().filter(|p| *all || p.is_live()).collect();
+            if cli.json {
+                print_json(&serde_json::to_value(&pcbs).unwrap_or_default());
+            } else {
+                print_ps(&pcbs);
+            }
+        }
+        Command::Tree { all } => {
+            let pcbs: Vec<Value> = decode(c.call(&AdminRequest::Tree)?)?;
+            if cli.json {
+                print_json(&Value::Array(pcbs));
+            } else {
+                print_tree(&pcbs, *all);
+            }
+        }
+        Command::Inspect { pid } => print_json(&c.call(&AdminRequest::Inspect { pid: *pid })?),
+        Command::Logs { pid, follow, tail } => {
+            let show = |e: &LogEvent| {
+                if cli.json {
+                    println!("{}", serde_json::to_string(e).unwrap_or_default());
+                } else {
+                    println!("{} {:<7} {}", fmt_time(e.ts_ms), e.stream, e.text);
+                }
+            };
+            let req = AdminRequest::Logs {
+                pid: *pid,
+                follow: *follow,
+                tail: *tail,
+            };
+            if *follow {
+                c.stream(&req, |e| {
+                    show(&e);
+                    true
+                })?;
+            } else {
+                let events: Vec<LogEvent> = decode(c.call(&req)?)?;
+                events.iter().for_each(show);
+            }
+        }
+        Command::Send { pid, message } => {
+            let v = c.call(&AdminRequest::Send {
+                pid: *pid,
+                body: message.clone(),
+            })?;
+            if cli.json {
+                print_json(&v);
+            } else {
+                println!("delivered to agent {pid} (seq {})", v["seq"]);
+            }
+        }
+        Command::Inbox { pid } => {
+            let v = c.call(&AdminRequest::Inbox { pid: *pid })?;
+            if cli.json {
+                print_json(&v);
+            } else {
+                for m in v.as_array().into_iter().flatten() {
+                    println!("{:>8}  from {:<6} {}", m["seq"], m["from"], m["body"].as_str().unwrap_or(""));
+                }
+            }
+        }
+        Command::Stop { pid } | Command::Cont { pid } => {
+            let req = if matches!(cli.command, Command::Stop { .. }) {
+                AdminRequest::Stop { pid: *pid }
+            } else {
+                AdminRequest::Cont { pid: *pid }
+            };
+            let v = c.call(&req)?;
+            if cli.json {
+                print_json(&v);
+            } else {
+                println!("agent {pid}: {}", v["state"].as_str().unwrap_or("?"));
+            }
+        }
+        Command::Kill { pid } => {
+            let v = c.call(&AdminRequest::Kill { pid: *pid })?;
+            if cli.json {
+                print_json(&v);
+            } else {
+                println!("agent {pid}: {}", v["exit"]["reason"].as_str().unwrap_or("killed"));
+            }
+        }
+        Command::Wait { pid, timeout } => {
+            let v = c.call(&AdminRequest::Wait {
+                pid: *pid,
+                timeout_ms: timeout.map(|t| t * 1000),
+            })?;
+            let code = v["exit"]["code"].as_i64().unwrap_or(1);
+            if cli.json {
+                print_json(&v);
+            } else {
+                println!("agent {pid}: {} (exit code {code})", v["exit"]["reason"].as_str().unwrap_or("?"));
+            }
+            return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+        }
+        Command::Status => {
+            let v = c.call(&AdminRequest::Status)?;
+            if cli.json {
+                print_json(&v);
+            } else {
+                print_status(&v);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ClientError> {
+    serde_json::from_value(v).map_err(|e| ClientError::Protocol(e.to_string()))
+}
+
+fn fmt_time(ms: u64) -> String {
+    let s = ms / 1000;
+    format!("{:02}:{:02}:{:02}.{:03}", (s / 3600) % 24, (s / 60) % 60, s % 60, ms % 1000)
+}
+
+pub fn fmt_duration(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, (s / 60) % 60),
+        _ => format!("{}d{:02}h", s / 86400, (s / 3600) % 24),
+    }
+}
+
+fn user_name(uid: u32) -> String {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_string())
+        })
+        .unwrap_or_else(|| uid.to_string())
+}
+
+fn print_ps(pcbs: &[Pcb]) {
+    println!(
+        "{:>6} {:>6} {:<20} {:<10} {:>8} {:<10} {:>8} {:>9}",
+        "PID", "PPID", "NAME", "STATE", "UID", "OWNER", "UPTIME", "SYSCALLS"
+    );
+    let now = now_ms();
+    for p in pcbs {
+        let up = match (p.started_ms, p.ended_ms) {
+            (Some(s), Some(e)) => fmt_duration(e.saturating_sub(s)),
+            (Some(s), None) => fmt_duration(now.saturating_sub(s)),
+            _ => "-".into(),
+        };
+        println!(
+            "{:>6} {:>6} {:<20} {:<10} {:>8} {:<10} {:>8} {:>9}",
+            p.pid,
+            p.ppid,
+            truncate(&p.name, 20),
+            p.state.as_str(),
+            p.uid,
+            truncate(&user_name(p.owner), 10),
+            up,
+            p.counters.syscalls
+        );
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        s.chars().take(n - 1).chain(['…']).collect()
+    }
+}
+
+fn print_tree(nodes: &[Value], all: bool) {
+    let live = |n: &Value| all || n["state"].as_str() != Some(State::Terminated.as_str());
+    fn walk(nodes: &[Value], parent: u64, prefix: &str, live: &dyn Fn(&Value) -> bool) {
+        let kids: Vec<&Value> = nodes
+            .iter()
+            .filter(|n| n["ppid"].as_u64() == Some(parent) && live(n))
+            .collect();
+        for (i, n) in kids.iter().enumerate() {
+            let last = i + 1 == kids.len();
+            println!(
+                "{prefix}{}{} {} [{}]",
+                if last { "└─ " } else { "├─ " },
+                n["pid"],
+                n["name"].as_str().unwrap_or(""),
+                n["state"].as_str().unwrap_or("")
+            );
+            let next = format!("{prefix}{}", if last { "   " } else { "│  " });
+            walk(nodes, n["pid"].as_u64().unwrap_or(0), &next, live);
+        }
+    }
+    // Roots: spawned by an admin, or whose parent is not listed.
+    let pids: std::collections::HashSet<u64> = nodes.iter().filter_map(|n| n["pid"].as_u64()).collect();
+    for n in nodes.iter().filter(|n| live(n)) {
+        let ppid = n["ppid"].as_u64().unwrap_or(0);
+        if ppid == 0 || !pids.contains(&ppid) {
+            println!("{} {} [{}]", n["pid"], n["name"].as_str().unwrap_or(""), n["state"].as_str().unwrap_or(""));
+            walk(nodes, n["pid"].as_u64().unwrap_or(0), "", &live);
+        }
+    }
+}
+
+fn print_status(v: &Value) {
+    let k = &v["kernel"];
+    println!("agentosd {} (pid {}), up {}", v["version"].as_str().unwrap_or("?"), v["daemon_pid"], fmt_duration(v["uptime_s"].as_u64().unwrap_or(0) * 1000));
+    println!("agents:      {} live, {} total", v["agents_live"], v["agents_total"]);
+    println!("state dir:   {}", v["state_dir"].as_str().unwrap_or("?"));
+    println!("uid range:   {}", v["uid_range"].as_str().unwrap_or("?"));
+    println!("kernel:      {}", k["kernel"].as_str().unwrap_or("?"));
+    println!("landlock:    ABI {}", k["landlock_abi"]);
+    println!("seccomp:     {}", if k["seccomp_filter"].as_bool() == Some(true) { "filter mode available" } else { "UNAVAILABLE" });
+    println!("cgroups:     {}", k["cgroup"].as_str().unwrap_or("?"));
+    let ns: Vec<&str> = k["namespaces"].as_array().into_iter().flatten().filter_map(|x| x.as_str()).collect();
+    println!("namespaces:  {}", ns.join(" "));
+    let profiles: Vec<&str> = v["profiles"].as_array().into_iter().flatten().filter_map(|x| x.as_str()).collect();
+    println!("profiles:    {}", profiles.join(" "));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("512"), Ok(512));
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(fmt_duration(5_000), "5s");
+        assert_eq!(fmt_duration(125_000), "2m05s");
+        assert_eq!(fmt_duration(7_200_000), "2h00m");
+    }
+}

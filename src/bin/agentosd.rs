@@ -1,0 +1,5 @@
+//! `agentosd`: the AgentOS supervisor daemon.
+
+fn main() -> anyhow::Result<()> {
+    agentos::daemon::main()
+}

@@ -1,0 +1,3 @@
+//! Drivers: what syscalls act on outside the supervisor's own tables.
+
+pub mod fs;

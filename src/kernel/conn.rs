@@ -1,0 +1,216 @@
+//! One agent's fd-3 connection: read newline-delimited requests under a line
+//! cap, run each as its own task (so blocking calls do not hold up the
+//! rest), and write replies in whatever order they finish.
+//!
+//! Back-pressure keeps memory flat under a flood: at most `max_in_flight`
+//! requests run at once; while all slots are busy the daemon stops reading
+//! and the agent's writes block in its socket buffer.
+
+use super::Kernel;
+use super::pcb::Pid;
+use crate::abi::wire::{Reply, parse_request};
+use crate::abi::{Errno, SysError};
+use serde_json::Value;
+use std::sync::Arc;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::sync::{Semaphore, mpsc};
+
+/// Outcome of reading one line.
+enum Line {
+    Complete(Vec<u8>),
+    /// A line exceeded the cap; it was dropped up to its newline (or EOF).
+    TooLong,
+    Eof,
+}
+
+/// Reads one line of at most `cap` bytes; an oversized line is answered as
+/// soon as it passes the cap (`on_overflow`) and then skipped.
+async fn read_line<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    cap: usize,
+    mut on_overflow: impl FnMut(),
+) -> std::io::Result<Line> {
+    buf.clear();
+    let mut discarding = false;
+    loop {
+        let avail = r.fill_buf().await?;
+        if avail.is_empty() {
+            return Ok(Line::Eof);
+        }
+        if let Some(i) = avail.iter().position(|&b| b == b'\n') {
+            if !discarding && buf.len() + i <= cap {
+                buf.extend_from_slice(&avail[..i]);
+            } else if !discarding {
+                on_overflow();
+                discarding = true;
+            }
+            r.consume(i + 1);
+            return Ok(if discarding {
+                Line::TooLong
+            } else {
+                Line::Complete(std::mem::take(buf))
+            });
+        }
+        let n = avail.len();
+        if !discarding {
+            if buf.len() + n > cap {
+                buf.clear();
+                buf.shrink_to(64 * 1024);
+                discarding = true;
+                on_overflow();
+            } else {
+                buf.extend_from_slice(avail);
+            }
+        }
+        r.consume(n);
+    }
+}
+
+/// Serves the agent until it closes its socket.
+pub async fn serve(k: Arc<Kernel>, pid: Pid, stream: UnixStream) {
+    let (rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(k.config.max_in_flight.max(1));
+    let writer = tokio::spawn(async move {
+        while let Some(line) = rx.recv().await {
+            if wr.write_all(&line).await.is_err() {
+                break;
+            }
+        }
+    });
+
+    let slots = Arc::new(Semaphore::new(k.config.max_in_flight.max(1)));
+    let mut reader = BufReader::with_capacity(64 * 1024, rd);
+    let mut buf = Vec::new();
+    let mut limiter = RateLimiter::new(k.table.get(pid).map(|p| p.limits.syscalls_per_s).unwrap_or(0));
+    let cap = k.config.line_cap;
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let overflow_tx = tx.clone();
+        let line = read_line(&mut reader, &mut buf, cap, || {
+            let reply = Reply::error(
+                Value::Null,
+                SysError::new(
+                    Errno::EMSGSIZE,
+                    format!("request line longer than {cap} bytes; the line is dropped"),
+                ),
+            );
+            let _ = overflow_tx.try_send(reply.to_line());
+        })
+        .await;
+        match line {
+            Ok(Line::Complete(bytes)) => {
+                let req = match parse_request(&bytes) {
+                    Ok(r) => r,
+                    Err(reply) => {
+                        k.table.count(pid, |p| p.counters.syscalls += 1);
+                        let _ = tx.send(reply.to_line()).await;
+                        continue;
+                    }
+                };
+                if !limiter.admit() {
+                    let reply = Reply::error(
+                        req.id,
+                        SysError::new(Errno::EAGAIN, "syscall rate limit exceeded; slow down"),
+                    );
+                    let _ = tx.send(reply.to_line()).await;
+                    continue;
+                }
+                let k = k.clone();
+                let tx = tx.clone();
+                let n = bytes.len() as u64;
+                tokio::spawn(async move {
+                    k.table.count(pid, |p| p.counters.bytes_in += n + 1);
+                    let reply = super::dispatch::dispatch(&k, pid, req).await;
+                    let line = reply.to_line();
+                    k.table.count(pid, |p| p.counters.bytes_out += line.len() as u64);
+                    let _ = tx.send(line).await;
+                    drop(permit);
+                });
+            }
+            Ok(Line::TooLong) => continue,
+            Ok(Line::Eof) | Err(_) => break,
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+/// A token bucket admitting `rate` calls per second (0 = unlimited) with a
+/// burst of one second's worth.
+struct RateLimiter {
+    rate: f64,
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+impl RateLimiter {
+    fn new(rate: u64) -> Self {
+        RateLimiter {
+            rate: rate as f64,
+            tokens: rate as f64,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    fn admit(&mut self) -> bool {
+        if self.rate == 0.0 {
+            return true;
+        }
+        let now = std::time::Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.rate);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn lines(input: &[u8], cap: usize) -> (Vec<String>, usize) {
+        let mut r = BufReader::with_capacity(7, input);
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        let mut overflows = 0;
+        loop {
+            match read_line(&mut r, &mut buf, cap, || overflows += 1).await {
+                Ok(Line::Complete(l)) => out.push(String::from_utf8_lossy(&l).into_owned()),
+                Ok(Line::TooLong) => out.push("<too long>".into()),
+                Ok(Line::Eof) | Err(_) => break,
+            }
+        }
+        (out, overflows)
+    }
+
+    #[tokio::test]
+    async fn splits_lines_and_drops_oversized_ones() {
+        let (out, overflows) = lines(b"abc\nthis line is too long\nok\n", 10).await;
+        assert_eq!(out, vec!["abc", "<too long>", "ok"]);
+        assert_eq!(overflows, 1);
+    }
+
+    #[tokio::test]
+    async fn a_line_of_exactly_the_cap_passes() {
+        let (out, overflows) = lines(b"0123456789\n01234567890\n", 10).await;
+        assert_eq!(out, vec!["0123456789", "<too long>"]);
+        assert_eq!(overflows, 1);
+    }
+
+    #[test]
+    fn rate_limiter_admits_a_burst_then_refuses() {
+        let mut r = RateLimiter::new(5);
+        let admitted = (0..20).filter(|_| r.admit()).count();
+        assert!((5..=6).contains(&admitted), "admitted {admitted}");
+        let mut unlimited = RateLimiter::new(0);
+        assert!((0..1000).all(|_| unlimited.admit()));
+    }
+}

@@ -1,0 +1,112 @@
+//! The dispatcher: checks a call against the caller's PCB, runs its handler,
+//! journals the call with its result and timing, counts it, and — for calls
+//! that change state — waits for the group commit before the reply leaves.
+
+use super::Kernel;
+use super::journal::JournalEntry;
+use super::pcb::Pid;
+use crate::abi::calls::Call;
+use crate::abi::wire::{Reply, Request};
+use crate::abi::{Errno, SysError};
+use crate::drivers::fs;
+use serde_json::Value;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// Runs one request of agent `pid` and returns its reply. Boxed because
+/// SPAWN_AGENT makes the call graph recursive (a spawned agent's connection
+/// dispatches calls too).
+pub fn dispatch(k: &Arc<Kernel>, pid: Pid, req: Request) -> Pin<Box<dyn Future<Output = Reply> + Send + '_>> {
+    Box::pin(dispatch_inner(k, pid, req))
+}
+
+async fn dispatch_inner(k: &Arc<Kernel>, pid: Pid, req: Request) -> Reply {
+    let started = std::time::Instant::now();
+    let outcome = run(k, pid, &req).await;
+    let elapsed = started.elapsed().as_micros() as u64;
+    let call = Call::parse(&req.call);
+    let denied = matches!(&outcome, Err(e) if e.code == Errno::EACCES && e.message.starts_with("permission denied"));
+    k.table.count(pid, |p| {
+        p.counters.syscalls += 1;
+        if denied {
+            p.counters.denied += 1;
+        }
+    });
+    if denied {
+        tracing::warn!(target: "audit", pid, call = %req.call, "syscall denied");
+    }
+    let entry = JournalEntry::syscall(&req.call, &req.args, &outcome, elapsed);
+    if let Err(e) = k.journal(pid, entry) {
+        return Reply::error(req.id, SysError::io(format!("journal: {e}")));
+    }
+    // A state change is acknowledged only once it is durable. Read-only
+    // calls and refusals changed nothing; their journal entries ride the
+    // next flush.
+    let mutating = call.is_some_and(|c| !c.is_read_only()) && outcome.is_ok();
+    if mutating || denied {
+        if let Err(e) = k.store.durable().await {
+            return Reply::error(req.id, SysError::io(format!("store: {e}")));
+        }
+    }
+    Reply::from_result(req.id, outcome)
+}
+
+async fn run(k: &Arc<Kernel>, pid: Pid, req: &Request) -> Result<Value, SysError> {
+    let Some(call) = Call::parse(&req.call) else {
+        return Err(SysError::new(
+            Errno::ENOSYS,
+            format!("unknown syscall {:?}", req.call),
+        ));
+    };
+    let pcb = k
+        .table
+        .get(pid)
+        .ok_or_else(|| SysError::srch("caller has no PCB"))?;
+    if !pcb.may(call) {
+        return Err(SysError::acces(format!(
+            "permission denied for syscall {}",
+            call.name()
+        )));
+    }
+    if !req.args.is_object() {
+        return Err(SysError::inval(format!(
+            "bad arguments for {}: args must be a JSON object",
+            call.name()
+        )));
+    }
+    let args = &req.args;
+    match call {
+        Call::GETPID => k.sys_getpid(&pcb, args),
+        Call::SYS_EXIT => k.sys_exit(&pcb, args).await,
+        Call::SPAWN_AGENT => k.sys_spawn(&pcb, args).await,
+        Call::WAIT => k.sys_wait(&pcb, args).await,
+        Call::KILL => k.sys_kill(&pcb, args),
+        Call::PS => k.sys_ps(&pcb, args),
+        Call::SLEEP => k.sys_sleep(&pcb, args).await,
+        Call::SEND_MSG => k.sys_send(&pcb, args),
+        Call::RECV_MSG => k.sys_recv(&pcb, args).await,
+        Call::SYS_WRITE_STDOUT => k.sys_write_stdout(&pcb, args),
+        Call::SYS_READ_STDIN => k.sys_read_stdin(&pcb, args).await,
+        Call::FS_READ => fs_call(k, pid, args, fs::fs_read).await,
+        Call::FS_WRITE => fs_call(k, pid, args, fs::fs_write).await,
+        Call::FS_LIST => fs_call(k, pid, args, fs::fs_list).await,
+        Call::FS_DELETE => fs_call(k, pid, args, fs::fs_delete).await,
+    }
+}
+
+type FsOp = fn(&fs::Workspace, &Value) -> Result<Value, SysError>;
+
+/// File calls block (and switch the thread's fsuid), so they run on the
+/// blocking pool.
+async fn fs_call(k: &Arc<Kernel>, pid: Pid, args: &Value, op: FsOp) -> Result<Value, SysError> {
+    let live = k
+        .live
+        .get(pid)
+        .ok_or_else(|| SysError::srch("agent is not running"))?;
+    let ws = live.workspace.clone();
+    let args = args.clone();
+    tokio::task::spawn_blocking(move || op(&ws, &args))
+        .await
+        .map_err(|e| SysError::io(format!("file operation failed: {e}")))?
+}

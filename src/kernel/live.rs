@@ -1,0 +1,91 @@
+//! Runtime handles of running agents: what the supervisor needs to wake,
+//! kill or freeze an agent, which is not part of its durable PCB.
+
+use super::pcb::Pid;
+use crate::drivers::fs::Workspace;
+use crate::sandbox::cgroup::AgentCgroup;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+/// One running agent.
+pub struct Live {
+    pub cgroup: AgentCgroup,
+    /// Host pid of the launcher (our direct child).
+    pub launcher_pid: Option<u32>,
+    /// Opened workspace for the file syscalls.
+    pub workspace: Arc<Workspace>,
+    /// Woken when a message lands in the inbox.
+    pub inbox: Notify,
+    /// Woken when data lands on stdin.
+    pub stdin: Notify,
+    /// Set when the supervisor ends the agent on purpose; becomes the reason.
+    pub kill_reason: Mutex<Option<String>>,
+    /// Woken when the agent is being killed, to end blocking calls.
+    pub dying: Notify,
+    /// Serializes RECV_MSG / SYS_READ_STDIN so two concurrent reads never
+    /// hand out the same entry.
+    pub recv_lock: tokio::sync::Mutex<()>,
+    /// Bytes of stdout/stderr logged so far.
+    pub logged_bytes: std::sync::atomic::AtomicU64,
+}
+
+impl Live {
+    /// Ends the agent: records why, kills the launcher (its pid 1 follows by
+    /// parent-death signal) and everything in its cgroup.
+    pub fn kill(&self, reason: &str) {
+        {
+            let mut r = self.kill_reason.lock().unwrap_or_else(|e| e.into_inner());
+            if r.is_none() {
+                *r = Some(reason.to_string());
+            }
+        }
+        self.dying.notify_waiters();
+        if let Some(pid) = self.launcher_pid {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        self.cgroup.kill();
+    }
+
+    pub fn kill_reason(&self) -> Option<String> {
+        self.kill_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// The map of running agents.
+#[derive(Default)]
+pub struct LiveAgents {
+    map: Mutex<HashMap<Pid, Arc<Live>>>,
+}
+
+impl LiveAgents {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Pid, Arc<Live>>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn get(&self, pid: Pid) -> Option<Arc<Live>> {
+        self.lock().get(&pid).cloned()
+    }
+
+    pub fn insert(&self, pid: Pid, live: Arc<Live>) {
+        self.lock().insert(pid, live);
+    }
+
+    pub fn remove(&self, pid: Pid) -> Option<Arc<Live>> {
+        self.lock().remove(&pid)
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

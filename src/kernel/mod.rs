@@ -1,0 +1,130 @@
+//! The supervisor's core: the process table, spawning and reaping agents,
+//! the per-agent syscall connection and the dispatcher that routes calls to
+//! their handlers.
+
+pub mod conn;
+pub mod dispatch;
+pub mod ipc;
+pub mod journal;
+pub mod live;
+pub mod pcb;
+pub mod process;
+pub mod spawn;
+pub mod store;
+pub mod table;
+
+use crate::sandbox::cgroup::Cgroups;
+use crate::sandbox::profile::Profiles;
+use crate::sandbox::uids::{UidAllocator, UidRange};
+use live::LiveAgents;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use store::Store;
+use table::Table;
+
+/// Daemon settings that the kernel needs.
+#[derive(Debug, Clone)]
+pub struct KernelConfig {
+    /// Holds `db/`, `workspaces/` and `root/` (the sandbox mount point).
+    pub state_dir: PathBuf,
+    /// Directory with `profiles/` and `seccomp/`.
+    pub policies_dir: PathBuf,
+    /// Path of the `agentos-launcher` binary.
+    pub launcher: PathBuf,
+    pub uid_range: UidRange,
+    /// Names this daemon's cgroups (lets several daemons share a host).
+    pub cgroup_name: String,
+    /// Cap on one request line on fd 3.
+    pub line_cap: usize,
+    /// Requests one agent may have in flight before the daemon stops reading.
+    pub max_in_flight: usize,
+    /// Bytes of stdout/stderr kept per agent.
+    pub log_bytes_per_agent: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Profiles(#[from] crate::sandbox::profile::ProfileError),
+    #[error(transparent)]
+    Cgroup(#[from] crate::sandbox::cgroup::CgroupError),
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("the launcher {0} is missing or not executable")]
+    Launcher(PathBuf),
+}
+
+/// Everything the supervisor holds; shared as `Arc<Kernel>`.
+pub struct Kernel {
+    pub config: KernelConfig,
+    pub store: Store,
+    pub table: Table,
+    pub profiles: Profiles,
+    pub cgroups: Cgroups,
+    pub uids: Mutex<UidAllocator>,
+    pub live: LiveAgents,
+    pub logs: tokio::sync::broadcast::Sender<journal::LogEvent>,
+    /// Woken whenever an agent terminates (WAIT, `agentos wait`).
+    pub exits: tokio::sync::Notify,
+    pub started: std::time::Instant,
+}
+
+impl Kernel {
+    /// Opens the state directory, loads the table and policies, prepares
+    /// cgroups, and settles agents left over from a previous run.
+    pub fn open(config: KernelConfig) -> Result<Arc<Kernel>, KernelError> {
+        let io = |what: &str| {
+            let what = what.to_string();
+            move |e| KernelError::Io(what, e)
+        };
+        if !is_executable(&config.launcher) {
+            return Err(KernelError::Launcher(config.launcher.clone()));
+        }
+        for (dir, mode) in [
+            (config.state_dir.clone(), 0o711),
+            (config.state_dir.join("workspaces"), 0o711),
+            (config.state_dir.join("root"), 0o755),
+        ] {
+            std::fs::create_dir_all(&dir).map_err(io(&dir.display().to_string()))?;
+            set_mode(&dir, mode).map_err(io(&dir.display().to_string()))?;
+        }
+        let profiles = Profiles::load(&config.policies_dir)?;
+        let store = Store::open(&config.state_dir.join("db"))?;
+        let table = Table::load(store.clone())?;
+        let cgroups = Cgroups::setup(&config.cgroup_name)?;
+        let (logs, _) = tokio::sync::broadcast::channel(4096);
+        let kernel = Arc::new(Kernel {
+            uids: Mutex::new(UidAllocator::new(config.uid_range)),
+            config,
+            store,
+            table,
+            profiles,
+            cgroups,
+            live: LiveAgents::default(),
+            logs,
+            exits: tokio::sync::Notify::new(),
+            started: std::time::Instant::now(),
+        });
+        spawn::settle_previous_run(&kernel)?;
+        Ok(kernel)
+    }
+
+    /// Host path of an agent's workspace.
+    pub fn workspace_dir(&self, pid: pcb::Pid) -> PathBuf {
+        self.config.state_dir.join("workspaces").join(pid.to_string())
+    }
+}
+
+fn is_executable(p: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+fn set_mode(p: &std::path::Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+}

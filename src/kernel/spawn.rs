@@ -1,0 +1,491 @@
+//! Creating and ending agents: validation of a spawn request, the PCB, the
+//! uid, workspace and cgroup, the launch through `agentos-launcher`, and the
+//! reaper that turns a dead process into a TERMINATED PCB with its reason.
+
+use super::Kernel;
+use super::journal::clip;
+use super::live::Live;
+use super::pcb::{Counters, ExitStatus, Limits, Pcb, Pid, State, now_ms};
+use crate::abi::SysError;
+use crate::abi::calls::Call;
+use crate::drivers::fs::{FsLimits, Workspace};
+use crate::sandbox::handoff;
+use crate::sandbox::launcher::EXIT_SETUP_FAILED;
+use crate::sandbox::plan::{LaunchEvent, LaunchPlan, Rlimits};
+use std::collections::BTreeSet;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// How long a sandbox may take to reach exec before it is killed.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest stdout/stderr line stored as one log entry.
+const MAX_LOG_LINE: usize = 8192;
+
+/// A validated request to create an agent.
+#[derive(Debug, Clone)]
+pub struct SpawnSpec {
+    pub name: String,
+    pub ppid: Pid,
+    pub owner: u32,
+    pub profile: String,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub ro_binds: Vec<PathBuf>,
+    pub permissions: BTreeSet<Call>,
+    pub limits: Limits,
+    pub pipe_to: Option<Pid>,
+}
+
+/// Checks a name given to an agent.
+pub fn check_name(name: &str) -> Result<(), SysError> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(SysError::inval("name must be 1 to 64 characters"));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(SysError::inval(format!(
+            "name {name:?} may only hold letters, digits, '-', '_' and '.'"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that a program path names an executable regular file.
+pub fn check_program(path: &Path) -> Result<(), SysError> {
+    if !path.is_absolute() {
+        return Err(SysError::inval(format!(
+            "program {} must be an absolute path",
+            path.display()
+        )));
+    }
+    let meta = std::fs::metadata(path)
+        .map_err(|e| SysError::noent(format!("program {}: {e}", path.display())))?;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return Err(SysError::inval(format!(
+            "program {} is not an executable file",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+impl Kernel {
+    /// Creates, launches and returns a new agent. Returns once the sandbox
+    /// reached exec (or failed, in which case the PCB is TERMINATED with the
+    /// failing step and the error names it). The PCB is durable on return.
+    pub async fn spawn(self: &Arc<Self>, spec: SpawnSpec) -> Result<Pcb, SysError> {
+        check_name(&spec.name)?;
+        check_program(&spec.program)?;
+        let profile = self
+            .profiles
+            .get(&spec.profile)
+            .map_err(|e| SysError::inval(e.to_string()))?
+            .clone();
+        if let Some(target) = spec.pipe_to {
+            match self.table.get(target) {
+                Some(t) if t.is_live() && t.owner == spec.owner => {}
+                Some(t) if t.is_live() => {
+                    return Err(SysError::acces(format!(
+                        "pipe_to agent {target} belongs to another user"
+                    )));
+                }
+                _ => return Err(SysError::srch(format!("pipe_to: no live agent {target}"))),
+            }
+        }
+
+        let pid = self.store.next_pid().map_err(store_err)?;
+        let uid = self
+            .uids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .allocate()
+            .map_err(|e| SysError::new(crate::abi::Errno::EAGAIN, e.to_string()))?;
+        let workspace = self.workspace_dir(pid);
+        let pcb = Pcb {
+            pid,
+            ppid: spec.ppid,
+            name: spec.name.clone(),
+            owner: spec.owner,
+            uid,
+            gid: uid,
+            state: State::Ready,
+            profile: profile.name.clone(),
+            program: spec.program.display().to_string(),
+            args: spec.args.clone(),
+            ro_binds: spec.ro_binds.iter().map(|p| p.display().to_string()).collect(),
+            permissions: spec.permissions.clone(),
+            limits: spec.limits,
+            pipe_to: spec.pipe_to,
+            counters: Counters::default(),
+            created_ms: now_ms(),
+            started_ms: None,
+            ended_ms: None,
+            exit: None,
+            host_pid: None,
+            workspace: workspace.display().to_string(),
+        };
+        if let Err(e) = self.table.insert(pcb.clone()) {
+            self.release_uid(uid);
+            return Err(store_err(e));
+        }
+
+        match self.launch(&pcb, &profile).await {
+            Ok(()) => {}
+            Err(e) => {
+                // The PCB stays, TERMINATED, so the failure can be inspected.
+                self.mark_terminated(pid, ExitStatus {
+                    code: EXIT_SETUP_FAILED,
+                    signal: None,
+                    reason: e.message.clone(),
+                })
+                .await;
+                return Err(e);
+            }
+        }
+        self.store.durable().await.map_err(store_err)?;
+        self.table
+            .get(pid)
+            .ok_or_else(|| SysError::io("agent vanished during spawn"))
+    }
+
+    /// Builds the workspace, cgroup and plan, starts the launcher and waits
+    /// until the agent program is exec'd.
+    async fn launch(self: &Arc<Self>, pcb: &Pcb, profile: &crate::sandbox::profile::Profile) -> Result<(), SysError> {
+        let pid = pcb.pid;
+        let workspace = PathBuf::from(&pcb.workspace);
+        make_workspace(&workspace, pcb.uid, pcb.gid)
+            .map_err(|e| SysError::io(format!("workspace {}: {e}", workspace.display())))?;
+        let ws = Workspace::open(&workspace, pcb.uid, pcb.gid, FsLimits {
+            quota_bytes: pcb.limits.workspace_bytes,
+            max_file_bytes: pcb.limits.max_file_bytes,
+            max_read_bytes: pcb.limits.max_read_bytes,
+        })
+        .map_err(|e| SysError::io(format!("workspace {}: {e}", workspace.display())))?;
+        let cgroup = self
+            .cgroups
+            .create(pid, &pcb.limits)
+            .map_err(|e| SysError::io(format!("cgroup: {e}")))?;
+
+        let mut ro_binds = profile.filesystem.ro_binds.clone();
+        ro_binds.push(PathBuf::from(&pcb.program));
+        ro_binds.extend(pcb.ro_binds.iter().map(PathBuf::from));
+        let plan = LaunchPlan {
+            pid,
+            uid: pcb.uid,
+            gid: pcb.gid,
+            program: PathBuf::from(&pcb.program),
+            args: pcb.args.clone(),
+            env: agent_env(pid),
+            new_root: self.config.state_dir.join("root"),
+            workspace: workspace.clone(),
+            ro_binds,
+            etc: profile.filesystem.etc.clone(),
+            dev: profile.filesystem.dev.clone(),
+            tmp_bytes: pcb.limits.tmp_bytes,
+            cgroup_procs: cgroup.procs_files(),
+            rlimits: Rlimits {
+                nofile: pcb.limits.nofile,
+                fsize: pcb.limits.workspace_bytes.max(pcb.limits.tmp_bytes),
+                nproc: pcb.limits.pids,
+            },
+            landlock_min_abi: profile.landlock.min_abi,
+            seccomp: profile.filters.clone(),
+        };
+
+        let io = |what: &'static str| move |e: std::io::Error| SysError::io(format!("{what}: {e}"));
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(io("socketpair"))?;
+        let (out_r, out_w) = pipe().map_err(io("pipe"))?;
+        let (err_r, err_w) = pipe().map_err(io("pipe"))?;
+        let (status_r, status_w) = pipe().map_err(io("pipe"))?;
+        handoff::send(
+            ours.as_raw_fd(),
+            &plan,
+            [out_w.as_raw_fd(), err_w.as_raw_fd(), status_w.as_raw_fd()],
+        )
+        .map_err(|e| SysError::io(format!("handing the plan to the launcher: {e}")))?;
+        drop((out_w, err_w, status_w));
+
+        let mut child = tokio::process::Command::new(&self.config.launcher)
+            .env_clear()
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(io("starting the launcher"))?;
+
+        let live = Arc::new(Live {
+            cgroup,
+            launcher_pid: child.id(),
+            workspace: Arc::new(ws),
+            inbox: Default::default(),
+            stdin: Default::default(),
+            kill_reason: Default::default(),
+            dying: Default::default(),
+            recv_lock: Default::default(),
+            logged_bytes: Default::default(),
+        });
+        self.live.insert(pid, live.clone());
+
+        // Wait for the launcher's verdict: the host pid, then EOF (exec'd)
+        // or a failed step.
+        let outcome = tokio::time::timeout(SETUP_TIMEOUT, read_launch_events(status_r)).await;
+        let (host_pid, failure) = match outcome {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => (None, Some(format!("reading launcher status: {e}"))),
+            Err(_) => (None, Some(format!("sandbox setup took longer than {SETUP_TIMEOUT:?}"))),
+        };
+        if let Some(reason) = failure {
+            live.kill(&reason);
+            let _ = child.wait().await;
+            self.finish(pid, &live, None).await;
+            return Err(SysError::io(reason));
+        }
+
+        if let Ok(Some(p)) = self.table.update(pid, |p| {
+            p.state = State::Running;
+            p.host_pid = host_pid;
+            p.started_ms = Some(now_ms());
+        }) {
+            let _ = p;
+        }
+        self.journal_state(pid, State::Ready, State::Running, None);
+
+        let stream = ours;
+        stream.set_nonblocking(true).map_err(io("socket"))?;
+        let stream = tokio::net::UnixStream::from_std(stream).map_err(io("socket"))?;
+        tokio::spawn(super::conn::serve(self.clone(), pid, stream));
+        for (fd, name) in [(out_r, "stdout"), (err_r, "stderr")] {
+            tokio::spawn(self.clone().pump_output(pid, fd, name, live.clone()));
+        }
+        let wall = pcb.limits.wall_time_s;
+        tokio::spawn(self.clone().reap(pid, child, live, wall));
+        Ok(())
+    }
+
+    /// Copies one output pipe of the agent into its log.
+    async fn pump_output(self: Arc<Self>, pid: Pid, fd: OwnedFd, stream: &'static str, live: Arc<Live>) {
+        let Ok(rx) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
+            return;
+        };
+        let cap = self.config.log_bytes_per_agent;
+        let mut reader = BufReader::new(rx);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            // Read up to a newline, but never hold more than MAX_LOG_LINE.
+            let mut limited = (&mut reader).take(MAX_LOG_LINE as u64);
+            match tokio::io::AsyncBufReadExt::read_until(&mut limited, b'\n', &mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    let before = live
+                        .logged_bytes
+                        .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                    if before >= cap {
+                        continue;
+                    }
+                    if before + n as u64 >= cap {
+                        self.log_line(pid, "daemon", format!("log limit of {cap} bytes reached; further output is dropped"));
+                        continue;
+                    }
+                    let text = String::from_utf8_lossy(&buf).trim_end_matches('\n').to_string();
+                    self.log_line(pid, stream, text);
+                }
+            }
+        }
+    }
+
+    /// Waits for the agent to end (or its wall-time limit) and finishes it.
+    async fn reap(self: Arc<Self>, pid: Pid, mut child: tokio::process::Child, live: Arc<Live>, wall_s: u64) {
+        let status = if wall_s > 0 {
+            tokio::select! {
+                s = child.wait() => s,
+                _ = tokio::time::sleep(Duration::from_secs(wall_s)) => {
+                    live.kill(&format!("wall-time limit of {wall_s} s reached"));
+                    child.wait().await
+                }
+            }
+        } else {
+            child.wait().await
+        };
+        self.finish(pid, &live, status.ok()).await;
+    }
+
+    /// Records how the agent ended, removes its cgroup and wakes waiters.
+    async fn finish(&self, pid: Pid, live: &Arc<Live>, status: Option<std::process::ExitStatus>) {
+        use std::os::unix::process::ExitStatusExt;
+        let oom = live.cgroup.oom_killed();
+        let kill_reason = live.kill_reason();
+        let limit = self.table.get(pid).map(|p| p.limits.memory_bytes).unwrap_or(0);
+        let cgroup = live.cgroup.clone();
+        let _ = tokio::task::spawn_blocking(move || cgroup.remove()).await;
+
+        let (code, signal) = match status {
+            Some(s) => match s.signal() {
+                Some(sig) => (128 + sig, Some(sig)),
+                None => (s.code().unwrap_or(-1), None),
+            },
+            None => (-1, None),
+        };
+        let reason = if let Some(r) = kill_reason {
+            r
+        } else if oom {
+            format!("killed by the OOM killer (memory limit {limit} bytes)")
+        } else if let Some(sig) = signal {
+            format!("killed by signal {}", signal_name(sig))
+        } else {
+            format!("exited with code {code}")
+        };
+        self.mark_terminated(pid, ExitStatus {
+            code,
+            signal,
+            reason,
+        })
+        .await;
+        self.live.remove(pid);
+    }
+
+    /// Makes the PCB TERMINATED (keeping an exit status already recorded by
+    /// SYS_EXIT), makes that durable, frees the uid and wakes waiters.
+    pub(crate) async fn mark_terminated(&self, pid: Pid, exit: ExitStatus) {
+        let mut from = State::Terminated;
+        let mut uid = None;
+        let updated = self.table.update(pid, |p| {
+            from = p.state;
+            if from == State::Terminated {
+                return;
+            }
+            uid = Some(p.uid);
+            p.state = State::Terminated;
+            p.host_pid = None;
+            p.ended_ms = Some(now_ms());
+            if p.exit.is_none() {
+                p.exit = Some(exit.clone());
+            }
+        });
+        let reason = match updated {
+            Ok(Some(p)) => p.exit.map(|e| e.reason),
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(pid, "cannot record termination: {e}");
+                None
+            }
+        };
+        if from == State::Terminated {
+            return;
+        }
+        self.journal_state(pid, from, State::Terminated, reason.map(clip));
+        if let Err(e) = self.store.durable().await {
+            tracing::error!(pid, "flush after termination failed: {e}");
+        }
+        if let Some(uid) = uid {
+            self.release_uid(uid);
+        }
+        tracing::info!(pid, "agent terminated");
+        self.exits.notify_waiters();
+    }
+
+    fn release_uid(&self, uid: u32) {
+        self.uids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .release(uid);
+    }
+}
+
+/// Settles the table after a restart: agents that were running when the
+/// previous daemon stopped are gone (they die with it); record that, clear
+/// their cgroups and keep their data.
+pub fn settle_previous_run(k: &Kernel) -> Result<(), super::KernelError> {
+    let mut settled = 0;
+    for pcb in k.table.all() {
+        if !pcb.is_live() {
+            continue;
+        }
+        k.cgroups.agent(pcb.pid).remove();
+        let from = pcb.state;
+        k.table.update(pcb.pid, |p| {
+            p.state = State::Terminated;
+            p.host_pid = None;
+            p.ended_ms = Some(now_ms());
+            p.exit = Some(ExitStatus {
+                code: -1,
+                signal: None,
+                reason: "the supervisor stopped while the agent ran".into(),
+            });
+        })?;
+        k.journal_state(pcb.pid, from, State::Terminated, Some("supervisor restart".into()));
+        settled += 1;
+    }
+    if settled > 0 {
+        tracing::warn!(settled, "agents of the previous run were marked TERMINATED");
+    }
+    Ok(())
+}
+
+fn store_err(e: super::store::StoreError) -> SysError {
+    SysError::io(format!("store: {e}"))
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)
+}
+
+fn make_workspace(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+fn agent_env(pid: Pid) -> Vec<(String, String)> {
+    [
+        ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        ("HOME", "/workspace"),
+        ("TMPDIR", "/tmp"),
+        ("LANG", "C.UTF-8"),
+        ("USER", "agent"),
+        ("AGENTOS_FD", "3"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .chain([("AGENTOS_PID".to_string(), pid.to_string())])
+    .collect()
+}
+
+async fn read_launch_events(fd: OwnedFd) -> std::io::Result<(Option<i32>, Option<String>)> {
+    let rx = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?;
+    let mut lines = BufReader::new(rx).lines();
+    let mut host_pid = None;
+    let mut failure = None;
+    while let Some(line) = lines.next_line().await? {
+        match serde_json::from_str::<LaunchEvent>(&line) {
+            Ok(LaunchEvent::Forked { host_pid: p }) => host_pid = Some(p),
+            Ok(LaunchEvent::Failed { step, error }) => {
+                failure = Some(format!("sandbox setup failed at step {step}: {error}"))
+            }
+            Err(_) => failure = Some(format!("launcher said something unexpected: {line}")),
+        }
+    }
+    if host_pid.is_none() && failure.is_none() {
+        failure = Some("the launcher exited before starting the agent".into());
+    }
+    Ok((host_pid, failure))
+}
+
+pub fn signal_name(sig: i32) -> String {
+    nix::sys::signal::Signal::try_from(sig)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("{sig}"))
+}
+
+use tokio::io::AsyncReadExt;

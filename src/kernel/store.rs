@@ -1,0 +1,238 @@
+//! The durable store: one sled database with the trees of DESIGN.md §5, and
+//! group commit. Writers apply their change (in one transaction where
+//! several trees change) and then await [`Store::durable`], which resolves
+//! once a flush that started after the change has completed. One flush
+//! serves every writer that queued while the previous one ran.
+//!
+//! A flush error is fatal: the waiters get EIO and the daemon exits, to be
+//! restarted and recover from what is on disk.
+
+use super::pcb::{Pcb, Pid};
+use serde::{Serialize, de::DeserializeOwned};
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+use tokio::sync::oneshot;
+
+const SCHEMA_VERSION: u64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("encoding: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("flush failed: {0}")]
+    Flush(String),
+    #[error("database schema version {found} is not supported (expected {SCHEMA_VERSION})")]
+    Schema { found: u64 },
+    #[error("transaction: {0}")]
+    Transaction(String),
+}
+
+/// Keys are big-endian so that sled's order is numeric order.
+pub fn key(pid: Pid, seq: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&pid.to_be_bytes());
+    k[8..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub fn pid_key(pid: Pid) -> [u8; 8] {
+    pid.to_be_bytes()
+}
+
+/// Decodes the sequence half of a 16-byte key.
+pub fn seq_of(k: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    if k.len() == 16 {
+        b.copy_from_slice(&k[8..]);
+    }
+    u64::from_be_bytes(b)
+}
+
+/// The trees.
+#[derive(Clone)]
+pub struct Trees {
+    pub pcb: sled::Tree,
+    pub journal: sled::Tree,
+    pub inbox: sled::Tree,
+    pub stdin: sled::Tree,
+    pub log: sled::Tree,
+    pub meta: sled::Tree,
+}
+
+type Waiter = oneshot::Sender<Result<(), String>>;
+
+struct Committer {
+    waiting: Mutex<Vec<Waiter>>,
+    wake: Condvar,
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    pub trees: Trees,
+    committer: Arc<Committer>,
+}
+
+impl Store {
+    /// Opens (or creates) the database and starts the group-commit thread.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            // Durability comes from our own flushes; the background flush is
+            // only a safety net for unacknowledged data (logs).
+            .flush_every_ms(Some(1000))
+            .open()?;
+        let trees = Trees {
+            pcb: db.open_tree("pcb")?,
+            journal: db.open_tree("journal")?,
+            inbox: db.open_tree("inbox")?,
+            stdin: db.open_tree("stdin")?,
+            log: db.open_tree("log")?,
+            meta: db.open_tree("meta")?,
+        };
+        match trees.meta.get("schema")? {
+            None => {
+                trees.meta.insert("schema", &SCHEMA_VERSION.to_be_bytes())?;
+                db.flush()?;
+            }
+            Some(v) => {
+                let found = u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]));
+                if found != SCHEMA_VERSION {
+                    return Err(StoreError::Schema { found });
+                }
+            }
+        }
+        let committer = Arc::new(Committer {
+            waiting: Mutex::new(Vec::new()),
+            wake: Condvar::new(),
+        });
+        let store = Store {
+            db,
+            trees,
+            committer,
+        };
+        store.start_committer();
+        Ok(store)
+    }
+
+    fn start_committer(&self) {
+        let db = self.db.clone();
+        let c = self.committer.clone();
+        let run = move || {
+            loop {
+                let batch: Vec<Waiter> = {
+                    let Ok(mut w) = c.waiting.lock() else { return };
+                    while w.is_empty() {
+                        w = match c.wake.wait(w) {
+                            Ok(w) => w,
+                            Err(_) => return,
+                        };
+                    }
+                    std::mem::take(&mut *w)
+                };
+                // Everything written before these waiters queued is covered
+                // by a flush that starts now.
+                let result = db.flush().map(|_| ()).map_err(|e| e.to_string());
+                let failed = result.is_err();
+                for w in batch {
+                    let _ = w.send(result.clone());
+                }
+                if failed {
+                    tracing::error!(error = ?result, "store flush failed; exiting so that recovery starts from durable state");
+                    std::process::exit(70);
+                }
+            }
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("store-commit".into())
+            .spawn(run)
+        {
+            tracing::error!("cannot start the group-commit thread: {e}");
+            std::process::exit(70);
+        }
+    }
+
+    /// Resolves once everything written before this call is on disk.
+    pub async fn durable(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        match self.committer.waiting.lock() {
+            Ok(mut w) => w.push(tx),
+            Err(_) => return Err(StoreError::Flush("committer poisoned".into())),
+        }
+        self.committer.wake.notify_one();
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StoreError::Flush(e)),
+            Err(_) => Err(StoreError::Flush("committer stopped".into())),
+        }
+    }
+
+    /// A unique, increasing sequence number (persisted across restarts).
+    pub fn next_seq(&self) -> Result<u64, StoreError> {
+        Ok(self.db.generate_id()?)
+    }
+
+    /// Allocates the next pid; pids are never reused.
+    pub fn next_pid(&self) -> Result<Pid, StoreError> {
+        let v = self.trees.meta.update_and_fetch("next_pid", |old| {
+            let n = old
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0)
+                + 1;
+            Some(n.to_be_bytes().to_vec())
+        })?;
+        Ok(v.and_then(|b| b.as_ref().try_into().ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(1))
+    }
+
+    pub fn put_pcb(&self, pcb: &Pcb) -> Result<(), StoreError> {
+        self.trees
+            .pcb
+            .insert(pid_key(pcb.pid), serde_json::to_vec(pcb)?)?;
+        Ok(())
+    }
+
+    pub fn all_pcbs(&self) -> Result<Vec<Pcb>, StoreError> {
+        self.trees
+            .pcb
+            .iter()
+            .values()
+            .map(|v| Ok(serde_json::from_slice(&v?)?))
+            .collect()
+    }
+
+    /// Appends a JSON value to a per-pid tree under a fresh sequence number.
+    pub fn append<T: Serialize>(&self, tree: &sled::Tree, pid: Pid, value: &T) -> Result<u64, StoreError> {
+        let seq = self.next_seq()?;
+        tree.insert(key(pid, seq), serde_json::to_vec(value)?)?;
+        Ok(seq)
+    }
+
+    /// Entries of one pid in a per-pid tree, oldest first, after `after_seq`.
+    pub fn range<T: DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+        pid: Pid,
+        after_seq: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, T)>, StoreError> {
+        let start = key(pid, after_seq.map(|s| s.saturating_add(1)).unwrap_or(0));
+        let end = key(pid, u64::MAX);
+        let mut out = Vec::new();
+        for kv in tree.range(start..=end).take(limit) {
+            let (k, v) = kv?;
+            out.push((seq_of(&k), serde_json::from_slice(&v)?));
+        }
+        Ok(out)
+    }
+
+    /// Number of entries of one pid in a per-pid tree.
+    pub fn count(&self, tree: &sled::Tree, pid: Pid) -> usize {
+        tree.range(key(pid, 0)..=key(pid, u64::MAX)).count()
+    }
+}
