@@ -60,7 +60,9 @@ pub struct Args {
 fn parse_mode(s: &str) -> Result<u32, String> {
     let m = u32::from_str_radix(s, 8).map_err(|e| format!("{s}: not an octal mode: {e}"))?;
     if m & 0o7 != 0 {
-        return Err(format!("{s}: the admin socket must not be accessible to others; use 660 with --socket-group"));
+        return Err(format!(
+            "{s}: the admin socket must not be accessible to others; use 660 with --socket-group"
+        ));
     }
     Ok(m)
 }
@@ -72,7 +74,9 @@ fn resolve_group(name: &str) -> anyhow::Result<Option<u32>> {
     let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
     Ok(groups.lines().find_map(|l| {
         let mut f = l.split(':');
-        (f.next() == Some(name)).then(|| f.nth(1).and_then(|g| g.parse().ok())).flatten()
+        (f.next() == Some(name))
+            .then(|| f.nth(1).and_then(|g| g.parse().ok()))
+            .flatten()
     }))
 }
 

@@ -102,7 +102,12 @@ pub const GROUPS: &[(&str, &[Call])] = &[
     ("time", &[Call::SLEEP]),
     (
         "fs",
-        &[Call::FS_READ, Call::FS_WRITE, Call::FS_LIST, Call::FS_DELETE],
+        &[
+            Call::FS_READ,
+            Call::FS_WRITE,
+            Call::FS_LIST,
+            Call::FS_DELETE,
+        ],
     ),
 ];
 
@@ -120,7 +125,11 @@ pub fn expand_permissions(list: &[String]) -> Result<BTreeSet<Call>, String> {
         } else {
             return Err(format!(
                 "unknown permission {item:?} (a call name, one of the groups {}, or *)",
-                GROUPS.iter().map(|(g, _)| *g).collect::<Vec<_>>().join(", ")
+                GROUPS
+                    .iter()
+                    .map(|(g, _)| *g)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
     }

@@ -10,7 +10,9 @@ use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to {path}: {source} (is agentosd running? set --socket or AGENTOS_SOCKET)")]
+    #[error(
+        "cannot connect to {path}: {source} (is agentosd running? set --socket or AGENTOS_SOCKET)"
+    )]
     Connect {
         path: String,
         source: std::io::Error,

@@ -192,7 +192,8 @@ mod tests {
         assert!(s.contains(r#""op":"logs""#), "{s}");
         assert_eq!(serde_json::from_str::<AdminRequest>(&s).expect("decode"), r);
         let spawn: AdminRequest =
-            serde_json::from_str(r#"{"op":"spawn","name":"a","program":"/bin/true"}"#).expect("spawn");
+            serde_json::from_str(r#"{"op":"spawn","name":"a","program":"/bin/true"}"#)
+                .expect("spawn");
         assert_eq!(spawn.name(), "spawn");
         assert!(serde_json::from_str::<AdminRequest>(r#"{"op":"format_disk"}"#).is_err());
     }

@@ -47,9 +47,12 @@ pub fn bind(path: &Path, mode: u32, gid: Option<u32>) -> Result<UnixListener, Se
         let what = what.to_string();
         move |e| ServerError::Io(what, e)
     };
-    let dir = path
-        .parent()
-        .ok_or_else(|| ServerError::Io(path.display().to_string(), std::io::ErrorKind::InvalidInput.into()))?;
+    let dir = path.parent().ok_or_else(|| {
+        ServerError::Io(
+            path.display().to_string(),
+            std::io::ErrorKind::InvalidInput.into(),
+        )
+    })?;
     std::fs::create_dir_all(dir).map_err(io(&dir.display().to_string()))?;
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -68,7 +71,8 @@ pub fn bind(path: &Path, mode: u32, gid: Option<u32>) -> Result<UnixListener, Se
     let result = (|| {
         let std_listener = std::os::unix::net::UnixListener::bind(&tmp).map_err(io("bind"))?;
         std::os::unix::fs::chown(&tmp, Some(0), gid).map_err(io("chown socket"))?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(io("chmod socket"))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+            .map_err(io("chmod socket"))?;
         std::fs::rename(&tmp, path).map_err(io("rename socket into place"))?;
         std_listener.set_nonblocking(true).map_err(io("socket"))?;
         UnixListener::from_std(std_listener).map_err(io("socket"))
@@ -78,7 +82,11 @@ pub fn bind(path: &Path, mode: u32, gid: Option<u32>) -> Result<UnixListener, Se
 }
 
 /// Serves admin requests until `shutdown` resolves.
-pub async fn run(kernel: Arc<Kernel>, listener: UnixListener, shutdown: impl std::future::Future<Output = ()>) {
+pub async fn run(
+    kernel: Arc<Kernel>,
+    listener: UnixListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -123,7 +131,11 @@ async fn serve_client(k: Arc<Kernel>, stream: UnixStream) {
             Ok(r) => r,
             Err(e) => {
                 let e = SysError::inval(format!("bad admin request: {e}"));
-                if wr.write_all(&AdminResponse::error(e).to_line()).await.is_err() {
+                if wr
+                    .write_all(&AdminResponse::error(e).to_line())
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 continue;
@@ -178,13 +190,28 @@ async fn handle(k: &Arc<Kernel>, peer: Peer, req: AdminRequest) -> Result<Value,
         })?),
         None => None,
     };
-    if !matches!(req, AdminRequest::Ps | AdminRequest::Tree | AdminRequest::Status | AdminRequest::Inspect { .. } | AdminRequest::Logs { .. } | AdminRequest::Inbox { .. } | AdminRequest::Wait { .. }) {
+    if !matches!(
+        req,
+        AdminRequest::Ps
+            | AdminRequest::Tree
+            | AdminRequest::Status
+            | AdminRequest::Inspect { .. }
+            | AdminRequest::Logs { .. }
+            | AdminRequest::Inbox { .. }
+            | AdminRequest::Wait { .. }
+    ) {
         tracing::info!(target: "audit", uid = peer.uid, op, pid = target, "admin action");
     }
     let visible = |p: &Pcb| peer.is_root() || p.owner == peer.uid;
     match req {
         AdminRequest::Status => Ok(status(k)),
-        AdminRequest::Ps => Ok(json!(k.table.all().into_iter().filter(visible).collect::<Vec<_>>())),
+        AdminRequest::Ps => Ok(json!(
+            k.table
+                .all()
+                .into_iter()
+                .filter(visible)
+                .collect::<Vec<_>>()
+        )),
         AdminRequest::Tree => {
             let list: Vec<Value> = k
                 .table
@@ -197,7 +224,9 @@ async fn handle(k: &Arc<Kernel>, peer: Peer, req: AdminRequest) -> Result<Value,
         }
         AdminRequest::Inspect { .. } => Ok(json!(checked)),
         AdminRequest::Logs { pid, tail, .. } => {
-            let events = k.read_log(pid, None, tail).map_err(|e| SysError::io(e.to_string()))?;
+            let events = k
+                .read_log(pid, None, tail)
+                .map_err(|e| SysError::io(e.to_string()))?;
             Ok(json!(events))
         }
         AdminRequest::Kill { pid } => {
@@ -210,7 +239,10 @@ async fn handle(k: &Arc<Kernel>, peer: Peer, req: AdminRequest) -> Result<Value,
         AdminRequest::Send { pid, body } => {
             let target = checked.ok_or_else(|| SysError::srch(format!("no agent {pid}")))?;
             let seq = k.deliver(&target, 0, Some(peer.uid), body)?;
-            k.store.durable().await.map_err(|e| SysError::io(e.to_string()))?;
+            k.store
+                .durable()
+                .await
+                .map_err(|e| SysError::io(e.to_string()))?;
             Ok(json!({"pid": pid, "seq": seq}))
         }
         AdminRequest::Wait { pid, timeout_ms } => {
@@ -252,12 +284,7 @@ fn spawn_spec(k: &Kernel, peer: Peer, s: SpawnRequest) -> Result<SpawnSpec, SysE
     crate::kernel::spawn::check_program(&program)?;
     let ro: Vec<PathBuf> = s.ro.iter().map(PathBuf::from).collect();
     for p in &ro {
-        if !p.is_absolute() || p.components().any(|c| c.as_os_str() == "..") {
-            return Err(SysError::inval(format!("--ro {} must be an absolute path without ..", p.display())));
-        }
-        if !p.exists() {
-            return Err(SysError::noent(format!("--ro {} does not exist", p.display())));
-        }
+        crate::kernel::spawn::check_ro_bind(p)?;
     }
     if !peer.is_root() {
         let ceiling = expand_permissions(&profile.permissions).map_err(SysError::inval)?;
@@ -297,7 +324,10 @@ fn spawn_spec(k: &Kernel, peer: Peer, s: SpawnRequest) -> Result<SpawnSpec, SysE
 }
 
 /// Root may raise limits above the profile; values must still be sane.
-fn root_limits(base: crate::kernel::pcb::Limits, patch: &crate::kernel::pcb::LimitsPatch) -> Result<crate::kernel::pcb::Limits, SysError> {
+fn root_limits(
+    base: crate::kernel::pcb::Limits,
+    patch: &crate::kernel::pcb::LimitsPatch,
+) -> Result<crate::kernel::pcb::Limits, SysError> {
     let unbounded = crate::kernel::pcb::Limits {
         memory_bytes: u64::MAX,
         pids: u64::MAX,
@@ -314,7 +344,18 @@ fn root_limits(base: crate::kernel::pcb::Limits, patch: &crate::kernel::pcb::Lim
     macro_rules! keep {
         ($($f:ident),*) => { $( if patch.$f.is_none() { l.$f = base.$f; } )* };
     }
-    keep!(memory_bytes, pids, cpu_percent, wall_time_s, workspace_bytes, max_file_bytes, max_read_bytes, nofile, syscalls_per_s, tmp_bytes);
+    keep!(
+        memory_bytes,
+        pids,
+        cpu_percent,
+        wall_time_s,
+        workspace_bytes,
+        max_file_bytes,
+        max_read_bytes,
+        nofile,
+        syscalls_per_s,
+        tmp_bytes
+    );
     Ok(l)
 }
 
@@ -364,7 +405,12 @@ fn status(k: &Kernel) -> Value {
 
 /// Streams the stored log, then new events, until the agent has terminated
 /// and everything it wrote was sent.
-async fn follow_logs(k: &Arc<Kernel>, pid: Pid, tail: Option<usize>, wr: &mut tokio::net::unix::OwnedWriteHalf) {
+async fn follow_logs(
+    k: &Arc<Kernel>,
+    pid: Pid,
+    tail: Option<usize>,
+    wr: &mut tokio::net::unix::OwnedWriteHalf,
+) {
     let mut wake = k.logs.subscribe();
     let mut last = 0u64;
     let mut first = true;
@@ -374,7 +420,11 @@ async fn follow_logs(k: &Arc<Kernel>, pid: Pid, tail: Option<usize>, wr: &mut to
         let events = match k.read_log(pid, after, if first { tail } else { None }) {
             Ok(e) => e,
             Err(e) => {
-                let _ = wr.write_all(&AdminResponse::error(SysError::new(Errno::EIO, e.to_string())).to_line()).await;
+                let _ = wr
+                    .write_all(
+                        &AdminResponse::error(SysError::new(Errno::EIO, e.to_string())).to_line(),
+                    )
+                    .await;
                 return;
             }
         };
@@ -382,7 +432,11 @@ async fn follow_logs(k: &Arc<Kernel>, pid: Pid, tail: Option<usize>, wr: &mut to
         let seen = last;
         for ev in events.into_iter().filter(|e| e.seq > seen) {
             last = ev.seq;
-            if wr.write_all(&AdminResponse::event(ev).to_line()).await.is_err() {
+            if wr
+                .write_all(&AdminResponse::event(ev).to_line())
+                .await
+                .is_err()
+            {
                 return;
             }
         }

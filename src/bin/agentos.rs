@@ -146,7 +146,9 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(code) => code,
         Err(ClientError::Connect { path, source }) => {
-            eprintln!("agentos: cannot connect to {path}: {source}\n  is agentosd running? (--socket or AGENTOS_SOCKET)");
+            eprintln!(
+                "agentos: cannot connect to {path}: {source}\n  is agentosd running? (--socket or AGENTOS_SOCKET)"
+            );
             ExitCode::from(3)
         }
         Err(ClientError::Refused(e)) => {
@@ -162,7 +164,8 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
     let mut c = Client::connect(&cli.socket)?;
-    let print_json = |v: &Value| println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    let print_json =
+        |v: &Value| println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
     match &cli.command {
         Command::Spawn(a) => {
             let permissions = match a.allow.as_slice() {
@@ -194,7 +197,10 @@ fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
                 print_json(&v);
             } else {
                 let p: Pcb = decode(v)?;
-                println!("spawned agent {} ({}) as uid {}, workspace {}", p.pid, p.name, p.uid, p.workspace);
+                println!(
+                    "spawned agent {} ({}) as uid {}, workspace {}",
+                    p.pid, p.name, p.uid, p.workspace
+                );
             }
         }
         Command::Ps { all } => {
@@ -255,7 +261,12 @@ fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
                 print_json(&v);
             } else {
                 for m in v.as_array().into_iter().flatten() {
-                    println!("{:>8}  from {:<6} {}", m["seq"], m["from"], m["body"].as_str().unwrap_or(""));
+                    println!(
+                        "{:>8}  from {:<6} {}",
+                        m["seq"],
+                        m["from"],
+                        m["body"].as_str().unwrap_or("")
+                    );
                 }
             }
         }
@@ -277,7 +288,10 @@ fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
             if cli.json {
                 print_json(&v);
             } else {
-                println!("agent {pid}: {}", v["exit"]["reason"].as_str().unwrap_or("killed"));
+                println!(
+                    "agent {pid}: {}",
+                    v["exit"]["reason"].as_str().unwrap_or("killed")
+                );
             }
         }
         Command::Wait { pid, timeout } => {
@@ -289,7 +303,10 @@ fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
             if cli.json {
                 print_json(&v);
             } else {
-                println!("agent {pid}: {} (exit code {code})", v["exit"]["reason"].as_str().unwrap_or("?"));
+                println!(
+                    "agent {pid}: {} (exit code {code})",
+                    v["exit"]["reason"].as_str().unwrap_or("?")
+                );
             }
             return Ok(ExitCode::from(code.clamp(0, 255) as u8));
         }
@@ -311,7 +328,13 @@ fn decode<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ClientError> {
 
 fn fmt_time(ms: u64) -> String {
     let s = ms / 1000;
-    format!("{:02}:{:02}:{:02}.{:03}", (s / 3600) % 24, (s / 60) % 60, s % 60, ms % 1000)
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        (s / 3600) % 24,
+        (s / 60) % 60,
+        s % 60,
+        ms % 1000
+    )
 }
 
 pub fn fmt_duration(ms: u64) -> String {
@@ -390,11 +413,17 @@ fn print_tree(nodes: &[Value], all: bool) {
         }
     }
     // Roots: spawned by an admin, or whose parent is not listed.
-    let pids: std::collections::HashSet<u64> = nodes.iter().filter_map(|n| n["pid"].as_u64()).collect();
+    let pids: std::collections::HashSet<u64> =
+        nodes.iter().filter_map(|n| n["pid"].as_u64()).collect();
     for n in nodes.iter().filter(|n| live(n)) {
         let ppid = n["ppid"].as_u64().unwrap_or(0);
         if ppid == 0 || !pids.contains(&ppid) {
-            println!("{} {} [{}]", n["pid"], n["name"].as_str().unwrap_or(""), n["state"].as_str().unwrap_or(""));
+            println!(
+                "{} {} [{}]",
+                n["pid"],
+                n["name"].as_str().unwrap_or(""),
+                n["state"].as_str().unwrap_or("")
+            );
             walk(nodes, n["pid"].as_u64().unwrap_or(0), "", &live);
         }
     }
@@ -402,17 +431,42 @@ fn print_tree(nodes: &[Value], all: bool) {
 
 fn print_status(v: &Value) {
     let k = &v["kernel"];
-    println!("agentosd {} (pid {}), up {}", v["version"].as_str().unwrap_or("?"), v["daemon_pid"], fmt_duration(v["uptime_s"].as_u64().unwrap_or(0) * 1000));
-    println!("agents:      {} live, {} total", v["agents_live"], v["agents_total"]);
+    println!(
+        "agentosd {} (pid {}), up {}",
+        v["version"].as_str().unwrap_or("?"),
+        v["daemon_pid"],
+        fmt_duration(v["uptime_s"].as_u64().unwrap_or(0) * 1000)
+    );
+    println!(
+        "agents:      {} live, {} total",
+        v["agents_live"], v["agents_total"]
+    );
     println!("state dir:   {}", v["state_dir"].as_str().unwrap_or("?"));
     println!("uid range:   {}", v["uid_range"].as_str().unwrap_or("?"));
     println!("kernel:      {}", k["kernel"].as_str().unwrap_or("?"));
     println!("landlock:    ABI {}", k["landlock_abi"]);
-    println!("seccomp:     {}", if k["seccomp_filter"].as_bool() == Some(true) { "filter mode available" } else { "UNAVAILABLE" });
+    println!(
+        "seccomp:     {}",
+        if k["seccomp_filter"].as_bool() == Some(true) {
+            "filter mode available"
+        } else {
+            "UNAVAILABLE"
+        }
+    );
     println!("cgroups:     {}", k["cgroup"].as_str().unwrap_or("?"));
-    let ns: Vec<&str> = k["namespaces"].as_array().into_iter().flatten().filter_map(|x| x.as_str()).collect();
+    let ns: Vec<&str> = k["namespaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x.as_str())
+        .collect();
     println!("namespaces:  {}", ns.join(" "));
-    let profiles: Vec<&str> = v["profiles"].as_array().into_iter().flatten().filter_map(|x| x.as_str()).collect();
+    let profiles: Vec<&str> = v["profiles"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x.as_str())
+        .collect();
     println!("profiles:    {}", profiles.join(" "));
 }
 

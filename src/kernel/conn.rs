@@ -83,7 +83,12 @@ pub async fn serve(k: Arc<Kernel>, pid: Pid, stream: UnixStream) {
     let slots = Arc::new(Semaphore::new(k.config.max_in_flight.max(1)));
     let mut reader = BufReader::with_capacity(64 * 1024, rd);
     let mut buf = Vec::new();
-    let mut limiter = RateLimiter::new(k.table.get(pid).map(|p| p.limits.syscalls_per_s).unwrap_or(0));
+    let mut limiter = RateLimiter::new(
+        k.table
+            .get(pid)
+            .map(|p| p.limits.syscalls_per_s)
+            .unwrap_or(0),
+    );
     let cap = k.config.line_cap;
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
@@ -126,7 +131,8 @@ pub async fn serve(k: Arc<Kernel>, pid: Pid, stream: UnixStream) {
                     k.table.count(pid, |p| p.counters.bytes_in += n + 1);
                     let reply = super::dispatch::dispatch(&k, pid, req).await;
                     let line = reply.to_line();
-                    k.table.count(pid, |p| p.counters.bytes_out += line.len() as u64);
+                    k.table
+                        .count(pid, |p| p.counters.bytes_out += line.len() as u64);
                     let _ = tx.send(line).await;
                     drop(permit);
                 });
@@ -161,7 +167,8 @@ impl RateLimiter {
             return true;
         }
         let now = std::time::Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.rate);
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.rate);
         self.last = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;

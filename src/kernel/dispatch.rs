@@ -17,7 +17,11 @@ use std::sync::Arc;
 /// Runs one request of agent `pid` and returns its reply. Boxed because
 /// SPAWN_AGENT makes the call graph recursive (a spawned agent's connection
 /// dispatches calls too).
-pub fn dispatch(k: &Arc<Kernel>, pid: Pid, req: Request) -> Pin<Box<dyn Future<Output = Reply> + Send + '_>> {
+pub fn dispatch(
+    k: &Arc<Kernel>,
+    pid: Pid,
+    req: Request,
+) -> Pin<Box<dyn Future<Output = Reply> + Send + '_>> {
     Box::pin(dispatch_inner(k, pid, req))
 }
 

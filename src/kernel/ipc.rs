@@ -44,7 +44,10 @@ impl Kernel {
             .get(a.to)
             .ok_or_else(|| SysError::srch(format!("no agent {}", a.to)))?;
         if target.owner != pcb.owner {
-            return Err(SysError::acces(format!("agent {} belongs to another user", a.to)));
+            return Err(SysError::acces(format!(
+                "agent {} belongs to another user",
+                a.to
+            )));
         }
         let seq = self.deliver(&target, pcb.pid, None, a.body)?;
         self.table.count(pcb.pid, |p| p.counters.messages_sent += 1);
@@ -52,9 +55,18 @@ impl Kernel {
     }
 
     /// Puts a message in `target`'s inbox (durable with the next flush).
-    pub fn deliver(&self, target: &Pcb, from: Pid, from_uid: Option<u32>, body: String) -> Result<u64, SysError> {
+    pub fn deliver(
+        &self,
+        target: &Pcb,
+        from: Pid,
+        from_uid: Option<u32>,
+        body: String,
+    ) -> Result<u64, SysError> {
         if !target.is_live() {
-            return Err(SysError::srch(format!("agent {} has terminated", target.pid)));
+            return Err(SysError::srch(format!(
+                "agent {} has terminated",
+                target.pid
+            )));
         }
         if body.len() > MAX_MESSAGE_BYTES {
             return Err(SysError::msgsize(format!(
@@ -66,10 +78,16 @@ impl Kernel {
         if self.store.count(inbox, target.pid) >= MAX_QUEUED {
             return Err(SysError::new(
                 Errno::EAGAIN,
-                format!("inbox of agent {} is full ({MAX_QUEUED} messages)", target.pid),
+                format!(
+                    "inbox of agent {} is full ({MAX_QUEUED} messages)",
+                    target.pid
+                ),
             ));
         }
-        let seq = self.store.next_seq().map_err(|e| SysError::io(e.to_string()))?;
+        let seq = self
+            .store
+            .next_seq()
+            .map_err(|e| SysError::io(e.to_string()))?;
         let msg = Message {
             seq,
             from,
@@ -91,13 +109,18 @@ impl Kernel {
         let a: RecvArgs = typed_args("RECV_MSG", args)?;
         let max = a.max.unwrap_or(100).clamp(1, 1000);
         let tree = self.store.trees.inbox.clone();
-        let live = self.live.get(pcb.pid).ok_or_else(|| SysError::srch("agent is not running"))?;
+        let live = self
+            .live
+            .get(pcb.pid)
+            .ok_or_else(|| SysError::srch("agent is not running"))?;
         let _one_reader = live.recv_lock.lock().await;
         let msgs: Vec<(u64, Message)> = self
             .wait_queue(pcb.pid, &tree, max, a.wait_ms, QueueKind::Inbox)
             .await?;
         take(&tree, pcb.pid, &msgs)?;
-        self.table.count(pcb.pid, |p| p.counters.messages_received += msgs.len() as u64);
+        self.table.count(pcb.pid, |p| {
+            p.counters.messages_received += msgs.len() as u64
+        });
         let list: Vec<Message> = msgs.into_iter().map(|(_, m)| m).collect();
         Ok(json!({"messages": list}))
     }
@@ -105,7 +128,9 @@ impl Kernel {
     pub fn sys_write_stdout(&self, pcb: &Pcb, args: &Value) -> Result<Value, SysError> {
         let a: WriteStdoutArgs = typed_args("SYS_WRITE_STDOUT", args)?;
         if a.data.len() > MAX_MESSAGE_BYTES {
-            return Err(SysError::msgsize(format!("data exceeds {MAX_MESSAGE_BYTES} bytes")));
+            return Err(SysError::msgsize(format!(
+                "data exceeds {MAX_MESSAGE_BYTES} bytes"
+            )));
         }
         let Some(target) = pcb.pipe_to else {
             let n = a.data.len();
@@ -118,10 +143,18 @@ impl Kernel {
             .table
             .get(target)
             .filter(|t| t.is_live())
-            .ok_or_else(|| SysError::new(Errno::EPERM, format!("pipe reader {target} has terminated (broken pipe)")))?;
+            .ok_or_else(|| {
+                SysError::new(
+                    Errno::EPERM,
+                    format!("pipe reader {target} has terminated (broken pipe)"),
+                )
+            })?;
         let stdin = &self.store.trees.stdin;
         if self.store.count(stdin, t.pid) >= MAX_QUEUED {
-            return Err(SysError::new(Errno::EAGAIN, "the pipe is full; retry later"));
+            return Err(SysError::new(
+                Errno::EAGAIN,
+                "the pipe is full; retry later",
+            ));
         }
         self.store
             .append(stdin, t.pid, &a.data)
@@ -136,7 +169,10 @@ impl Kernel {
         let a: RecvArgs = typed_args("SYS_READ_STDIN", args)?;
         let max = a.max.unwrap_or(100).clamp(1, 1000);
         let tree = self.store.trees.stdin.clone();
-        let live = self.live.get(pcb.pid).ok_or_else(|| SysError::srch("agent is not running"))?;
+        let live = self
+            .live
+            .get(pcb.pid)
+            .ok_or_else(|| SysError::srch("agent is not running"))?;
         let _one_reader = live.recv_lock.lock().await;
         let chunks: Vec<(u64, String)> = self
             .wait_queue(pcb.pid, &tree, max, a.wait_ms, QueueKind::Stdin)
@@ -176,7 +212,8 @@ impl Kernel {
         if !first.is_empty() || wait_ms == 0 {
             return Ok(first);
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms.min(MAX_WAIT_MS));
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(wait_ms.min(MAX_WAIT_MS));
         self.set_activity(pid, State::Blocked, Some(kind.reason()));
         let result = loop {
             let notify = match kind {
@@ -221,5 +258,6 @@ fn take<T>(tree: &sled::Tree, pid: Pid, entries: &[(u64, T)]) -> Result<(), SysE
     for (seq, _) in entries {
         batch.remove(&key(pid, *seq));
     }
-    tree.apply_batch(batch).map_err(|e| SysError::io(e.to_string()))
+    tree.apply_batch(batch)
+        .map_err(|e| SysError::io(e.to_string()))
 }

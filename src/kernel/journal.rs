@@ -67,7 +67,12 @@ pub fn clip(s: String) -> String {
 }
 
 impl JournalEntry {
-    pub fn syscall(call: &str, args: &Value, outcome: &Result<Value, crate::abi::SysError>, duration_us: u64) -> Self {
+    pub fn syscall(
+        call: &str,
+        args: &Value,
+        outcome: &Result<Value, crate::abi::SysError>,
+        duration_us: u64,
+    ) -> Self {
         let (status, error, result) = match outcome {
             Ok(v) => ("SUCCESS".to_string(), None, clip(v.to_string())),
             Err(e) => (
@@ -171,10 +176,18 @@ impl Kernel {
 
     /// The stored log of `pid` after sequence `after`: output lines and the
     /// syscall trace merged in sequence order; the last `tail` events if given.
-    pub fn read_log(&self, pid: Pid, after: Option<u64>, tail: Option<usize>) -> Result<Vec<LogEvent>, StoreError> {
-        let lines: Vec<(u64, LogLine)> = self.store.range(&self.store.trees.log, pid, after, usize::MAX)?;
+    pub fn read_log(
+        &self,
+        pid: Pid,
+        after: Option<u64>,
+        tail: Option<usize>,
+    ) -> Result<Vec<LogEvent>, StoreError> {
+        let lines: Vec<(u64, LogLine)> =
+            self.store
+                .range(&self.store.trees.log, pid, after, usize::MAX)?;
         let entries: Vec<(u64, JournalEntry)> =
-            self.store.range(&self.store.trees.journal, pid, after, usize::MAX)?;
+            self.store
+                .range(&self.store.trees.journal, pid, after, usize::MAX)?;
         let mut events: Vec<LogEvent> = lines
             .into_iter()
             .map(|(seq, l)| LogEvent {
@@ -196,6 +209,7 @@ impl Kernel {
 
     /// The journal of `pid`, oldest first.
     pub fn read_journal(&self, pid: Pid) -> Result<Vec<(u64, JournalEntry)>, StoreError> {
-        self.store.range(&self.store.trees.journal, pid, None, usize::MAX)
+        self.store
+            .range(&self.store.trees.journal, pid, None, usize::MAX)
     }
 }

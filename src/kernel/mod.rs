@@ -113,7 +113,10 @@ impl Kernel {
 
     /// Host path of an agent's workspace.
     pub fn workspace_dir(&self, pid: pcb::Pid) -> PathBuf {
-        self.config.state_dir.join("workspaces").join(pid.to_string())
+        self.config
+            .state_dir
+            .join("workspaces")
+            .join(pid.to_string())
     }
 }
 

@@ -133,7 +133,9 @@ impl Kernel {
         let r = self.wait_for(a.pid, timeout, Some(pcb.pid)).await;
         self.set_activity(pcb.pid, State::Running, None);
         let exit = r?;
-        Ok(json!({"pid": a.pid, "exit_code": exit.code, "signal": exit.signal, "reason": exit.reason}))
+        Ok(
+            json!({"pid": a.pid, "exit_code": exit.code, "signal": exit.signal, "reason": exit.reason}),
+        )
     }
 
     pub fn sys_kill(&self, pcb: &Pcb, args: &Value) -> Result<Value, SysError> {
@@ -156,7 +158,9 @@ impl Kernel {
     pub async fn sys_sleep(&self, pcb: &Pcb, args: &Value) -> Result<Value, SysError> {
         let a: SleepArgs = typed_args("SLEEP", args)?;
         if a.ms > MAX_BLOCK_MS {
-            return Err(SysError::inval(format!("SLEEP of more than {MAX_BLOCK_MS} ms")));
+            return Err(SysError::inval(format!(
+                "SLEEP of more than {MAX_BLOCK_MS} ms"
+            )));
         }
         let live = self
             .live
@@ -170,7 +174,9 @@ impl Kernel {
         };
         self.set_activity(pcb.pid, State::Running, None);
         if interrupted {
-            return Err(SysError::intr("SLEEP interrupted: the agent is being killed"));
+            return Err(SysError::intr(
+                "SLEEP interrupted: the agent is being killed",
+            ));
         }
         Ok(json!({"slept_ms": a.ms}))
     }
@@ -191,7 +197,9 @@ impl Kernel {
             .get(pid)
             .ok_or_else(|| SysError::srch(format!("no agent {pid}")))?;
         if !pcb.is_live() {
-            return Err(SysError::srch(format!("agent {pid} has already terminated")));
+            return Err(SysError::srch(format!(
+                "agent {pid} has already terminated"
+            )));
         }
         let live = self
             .live
@@ -205,7 +213,12 @@ impl Kernel {
 
     /// Waits until `pid` is TERMINATED. `waiter` is the waiting agent, whose
     /// own death ends the wait with EINTR.
-    pub async fn wait_for(&self, pid: Pid, timeout_ms: Option<u64>, waiter: Option<Pid>) -> Result<ExitStatus, SysError> {
+    pub async fn wait_for(
+        &self,
+        pid: Pid,
+        timeout_ms: Option<u64>,
+        waiter: Option<Pid>,
+    ) -> Result<ExitStatus, SysError> {
         let deadline = timeout_ms.map(|t| tokio::time::Instant::now() + Duration::from_millis(t));
         let waiter_live = waiter.and_then(|w| self.live.get(w));
         loop {
@@ -214,7 +227,9 @@ impl Kernel {
             match self.table.get(pid) {
                 None => return Err(SysError::srch(format!("no agent {pid}"))),
                 Some(p) if !p.is_live() => {
-                    return p.exit.ok_or_else(|| SysError::io("terminated without a status"));
+                    return p
+                        .exit
+                        .ok_or_else(|| SysError::io("terminated without a status"));
                 }
                 Some(_) => {}
             }

@@ -57,6 +57,33 @@ pub fn check_name(name: &str) -> Result<(), SysError> {
     Ok(())
 }
 
+/// Sandbox paths that extra read-only binds may not cover: they are built
+/// fresh in every sandbox (or, for /workspace, belong to the agent).
+const RESERVED: [&str; 4] = ["/proc", "/dev", "/workspace", "/etc"];
+
+/// Checks a host path that is to be bound read-only into the sandbox.
+pub fn check_ro_bind(path: &Path) -> Result<(), SysError> {
+    if !path.is_absolute() || path.components().any(|c| c.as_os_str() == "..") {
+        return Err(SysError::inval(format!(
+            "{} must be an absolute path without ..",
+            path.display()
+        )));
+    }
+    if path == Path::new("/") || RESERVED.iter().any(|r| path.starts_with(r)) {
+        return Err(SysError::inval(format!(
+            "{} cannot be bound into a sandbox (/, /proc, /dev, /etc and /workspace are built per agent)",
+            path.display()
+        )));
+    }
+    if !path.exists() {
+        return Err(SysError::noent(format!(
+            "{} does not exist",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Checks that a program path names an executable regular file.
 pub fn check_program(path: &Path) -> Result<(), SysError> {
     if !path.is_absolute() {
@@ -83,6 +110,10 @@ impl Kernel {
     pub async fn spawn(self: &Arc<Self>, spec: SpawnSpec) -> Result<Pcb, SysError> {
         check_name(&spec.name)?;
         check_program(&spec.program)?;
+        check_ro_bind(&spec.program)?;
+        for p in &spec.ro_binds {
+            check_ro_bind(p)?;
+        }
         let profile = self
             .profiles
             .get(&spec.profile)
@@ -119,7 +150,11 @@ impl Kernel {
             profile: profile.name.clone(),
             program: spec.program.display().to_string(),
             args: spec.args.clone(),
-            ro_binds: spec.ro_binds.iter().map(|p| p.display().to_string()).collect(),
+            ro_binds: spec
+                .ro_binds
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
             permissions: spec.permissions.clone(),
             limits: spec.limits,
             pipe_to: spec.pipe_to,
@@ -140,11 +175,14 @@ impl Kernel {
             Ok(()) => {}
             Err(e) => {
                 // The PCB stays, TERMINATED, so the failure can be inspected.
-                self.mark_terminated(pid, ExitStatus {
-                    code: EXIT_SETUP_FAILED,
-                    signal: None,
-                    reason: e.message.clone(),
-                })
+                self.mark_terminated(
+                    pid,
+                    ExitStatus {
+                        code: EXIT_SETUP_FAILED,
+                        signal: None,
+                        reason: e.message.clone(),
+                    },
+                )
                 .await;
                 return Err(e);
             }
@@ -157,25 +195,33 @@ impl Kernel {
 
     /// Builds the workspace, cgroup and plan, starts the launcher and waits
     /// until the agent program is exec'd.
-    async fn launch(self: &Arc<Self>, pcb: &Pcb, profile: &crate::sandbox::profile::Profile) -> Result<(), SysError> {
+    async fn launch(
+        self: &Arc<Self>,
+        pcb: &Pcb,
+        profile: &crate::sandbox::profile::Profile,
+    ) -> Result<(), SysError> {
         let pid = pcb.pid;
         let workspace = PathBuf::from(&pcb.workspace);
         make_workspace(&workspace, pcb.uid, pcb.gid)
             .map_err(|e| SysError::io(format!("workspace {}: {e}", workspace.display())))?;
-        let ws = Workspace::open(&workspace, pcb.uid, pcb.gid, FsLimits {
-            quota_bytes: pcb.limits.workspace_bytes,
-            max_file_bytes: pcb.limits.max_file_bytes,
-            max_read_bytes: pcb.limits.max_read_bytes,
-        })
+        let ws = Workspace::open(
+            &workspace,
+            pcb.uid,
+            pcb.gid,
+            FsLimits {
+                quota_bytes: pcb.limits.workspace_bytes,
+                max_file_bytes: pcb.limits.max_file_bytes,
+                max_read_bytes: pcb.limits.max_read_bytes,
+            },
+        )
         .map_err(|e| SysError::io(format!("workspace {}: {e}", workspace.display())))?;
         let cgroup = self
             .cgroups
             .create(pid, &pcb.limits)
             .map_err(|e| SysError::io(format!("cgroup: {e}")))?;
 
-        let mut ro_binds = profile.filesystem.ro_binds.clone();
-        ro_binds.push(PathBuf::from(&pcb.program));
-        ro_binds.extend(pcb.ro_binds.iter().map(PathBuf::from));
+        let mut extra_ro = vec![PathBuf::from(&pcb.program)];
+        extra_ro.extend(pcb.ro_binds.iter().map(PathBuf::from));
         let plan = LaunchPlan {
             pid,
             uid: pcb.uid,
@@ -185,7 +231,8 @@ impl Kernel {
             env: agent_env(pid),
             new_root: self.config.state_dir.join("root"),
             workspace: workspace.clone(),
-            ro_binds,
+            ro_binds: profile.filesystem.ro_binds.clone(),
+            extra_ro,
             etc: profile.filesystem.etc.clone(),
             dev: profile.filesystem.dev.clone(),
             tmp_bytes: pcb.limits.tmp_bytes,
@@ -239,7 +286,10 @@ impl Kernel {
         let (host_pid, failure) = match outcome {
             Ok(Ok(x)) => x,
             Ok(Err(e)) => (None, Some(format!("reading launcher status: {e}"))),
-            Err(_) => (None, Some(format!("sandbox setup took longer than {SETUP_TIMEOUT:?}"))),
+            Err(_) => (
+                None,
+                Some(format!("sandbox setup took longer than {SETUP_TIMEOUT:?}")),
+            ),
         };
         if let Some(reason) = failure {
             live.kill(&reason);
@@ -270,7 +320,13 @@ impl Kernel {
     }
 
     /// Copies one output pipe of the agent into its log.
-    async fn pump_output(self: Arc<Self>, pid: Pid, fd: OwnedFd, stream: &'static str, live: Arc<Live>) {
+    async fn pump_output(
+        self: Arc<Self>,
+        pid: Pid,
+        fd: OwnedFd,
+        stream: &'static str,
+        live: Arc<Live>,
+    ) {
         let Ok(rx) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
             return;
         };
@@ -291,10 +347,16 @@ impl Kernel {
                         continue;
                     }
                     if before + n as u64 >= cap {
-                        self.log_line(pid, "daemon", format!("log limit of {cap} bytes reached; further output is dropped"));
+                        self.log_line(
+                            pid,
+                            "daemon",
+                            format!("log limit of {cap} bytes reached; further output is dropped"),
+                        );
                         continue;
                     }
-                    let text = String::from_utf8_lossy(&buf).trim_end_matches('\n').to_string();
+                    let text = String::from_utf8_lossy(&buf)
+                        .trim_end_matches('\n')
+                        .to_string();
                     self.log_line(pid, stream, text);
                 }
             }
@@ -302,7 +364,13 @@ impl Kernel {
     }
 
     /// Waits for the agent to end (or its wall-time limit) and finishes it.
-    async fn reap(self: Arc<Self>, pid: Pid, mut child: tokio::process::Child, live: Arc<Live>, wall_s: u64) {
+    async fn reap(
+        self: Arc<Self>,
+        pid: Pid,
+        mut child: tokio::process::Child,
+        live: Arc<Live>,
+        wall_s: u64,
+    ) {
         let status = if wall_s > 0 {
             tokio::select! {
                 s = child.wait() => s,
@@ -322,7 +390,11 @@ impl Kernel {
         use std::os::unix::process::ExitStatusExt;
         let oom = live.cgroup.oom_killed();
         let kill_reason = live.kill_reason();
-        let limit = self.table.get(pid).map(|p| p.limits.memory_bytes).unwrap_or(0);
+        let limit = self
+            .table
+            .get(pid)
+            .map(|p| p.limits.memory_bytes)
+            .unwrap_or(0);
         let cgroup = live.cgroup.clone();
         let _ = tokio::task::spawn_blocking(move || cgroup.remove()).await;
 
@@ -342,11 +414,14 @@ impl Kernel {
         } else {
             format!("exited with code {code}")
         };
-        self.mark_terminated(pid, ExitStatus {
-            code,
-            signal,
-            reason,
-        })
+        self.mark_terminated(
+            pid,
+            ExitStatus {
+                code,
+                signal,
+                reason,
+            },
+        )
         .await;
         self.live.remove(pid);
     }
@@ -420,7 +495,12 @@ pub fn settle_previous_run(k: &Kernel) -> Result<(), super::KernelError> {
                 reason: "the supervisor stopped while the agent ran".into(),
             });
         })?;
-        k.journal_state(pcb.pid, from, State::Terminated, Some("supervisor restart".into()));
+        k.journal_state(
+            pcb.pid,
+            from,
+            State::Terminated,
+            Some("supervisor restart".into()),
+        );
         settled += 1;
     }
     if settled > 0 {

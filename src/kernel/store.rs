@@ -207,7 +207,12 @@ impl Store {
     }
 
     /// Appends a JSON value to a per-pid tree under a fresh sequence number.
-    pub fn append<T: Serialize>(&self, tree: &sled::Tree, pid: Pid, value: &T) -> Result<u64, StoreError> {
+    pub fn append<T: Serialize>(
+        &self,
+        tree: &sled::Tree,
+        pid: Pid,
+        value: &T,
+    ) -> Result<u64, StoreError> {
         let seq = self.next_seq()?;
         tree.insert(key(pid, seq), serde_json::to_vec(value)?)?;
         Ok(seq)

@@ -15,11 +15,7 @@ pub struct Table {
 impl Table {
     /// Loads every PCB from the store.
     pub fn load(store: Store) -> Result<Table, StoreError> {
-        let pcbs = store
-            .all_pcbs()?
-            .into_iter()
-            .map(|p| (p.pid, p))
-            .collect();
+        let pcbs = store.all_pcbs()?.into_iter().map(|p| (p.pid, p)).collect();
         Ok(Table {
             store,
             pcbs: Mutex::new(pcbs),
@@ -77,7 +73,8 @@ impl Table {
     pub fn set_activity(&self, pid: Pid, to: State) -> Result<Option<State>, StoreError> {
         let mut from = None;
         self.update(pid, |p| {
-            if matches!(p.state, State::Running | State::Blocked | State::Sleeping) && p.state != to {
+            if matches!(p.state, State::Running | State::Blocked | State::Sleeping) && p.state != to
+            {
                 from = Some(p.state);
                 p.state = to;
             }
@@ -110,6 +107,8 @@ impl Table {
                 keep.insert(p.pid);
             }
         }
-        keep.iter().filter_map(|pid| map.get(pid).cloned()).collect()
+        keep.iter()
+            .filter_map(|pid| map.get(pid).cloned())
+            .collect()
     }
 }

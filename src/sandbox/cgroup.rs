@@ -129,7 +129,8 @@ impl Cgroups {
     }
 
     fn setup_v2(root: &Path, instance: &str) -> Result<Cgroups, CgroupError> {
-        let own = root.join(own_path(None).map_err(|e| CgroupError::Io("/proc/self/cgroup".into(), e))?);
+        let own =
+            root.join(own_path(None).map_err(|e| CgroupError::Io("/proc/self/cgroup".into(), e))?);
         let available = fs::read_to_string(own.join("cgroup.controllers")).map_err(io_err(&own))?;
         for needed in ["memory", "pids"] {
             if !available.split_whitespace().any(|c| c == needed) {
@@ -173,11 +174,17 @@ impl Cgroups {
                 cpu,
                 freezer,
                 unified,
-            } => [Some(memory), Some(pids), cpu.as_ref(), freezer.as_ref(), unified.as_ref()]
-                .into_iter()
-                .flatten()
-                .cloned()
-                .collect(),
+            } => [
+                Some(memory),
+                Some(pids),
+                cpu.as_ref(),
+                freezer.as_ref(),
+                unified.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect(),
         }
     }
 
@@ -265,7 +272,11 @@ impl Cgroups {
                 }
             }
             Mode::V1 { pids, cpu, .. } => {
-                write(&cg.memory_dir, "memory.limit_in_bytes", limits.memory_bytes.to_string())?;
+                write(
+                    &cg.memory_dir,
+                    "memory.limit_in_bytes",
+                    limits.memory_bytes.to_string(),
+                )?;
                 if cg.memory_dir.join("memory.memsw.limit_in_bytes").exists() {
                     write(
                         &cg.memory_dir,
@@ -273,7 +284,11 @@ impl Cgroups {
                         limits.memory_bytes.to_string(),
                     )?;
                 }
-                write(&Self::agent_dir(pids, pid), "pids.max", limits.pids.to_string())?;
+                write(
+                    &Self::agent_dir(pids, pid),
+                    "pids.max",
+                    limits.pids.to_string(),
+                )?;
                 if let Some(c) = cpu {
                     let d = Self::agent_dir(c, pid);
                     write(&d, "cpu.cfs_period_us", "100000".into())?;
@@ -295,7 +310,10 @@ impl AgentCgroup {
         let mut pids = Vec::new();
         for d in &self.dirs {
             if let Ok(text) = fs::read_to_string(d.join("cgroup.procs")) {
-                pids.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+                pids.extend(
+                    text.split_whitespace()
+                        .filter_map(|p| p.parse::<i32>().ok()),
+                );
             }
         }
         pids.sort_unstable();

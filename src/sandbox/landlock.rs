@@ -19,7 +19,9 @@ pub enum LandlockError {
     UnknownAbi(u8),
     #[error("{0}")]
     Ruleset(#[from] landlock::RulesetError),
-    #[error("the kernel did not enforce the Landlock ruleset (Landlock disabled or unsupported); refusing to run unconfined")]
+    #[error(
+        "the kernel did not enforce the Landlock ruleset (Landlock disabled or unsupported); refusing to run unconfined"
+    )]
     NotEnforced,
 }
 
@@ -41,8 +43,14 @@ pub fn abi_from(n: u8) -> Option<ABI> {
 
 /// Restricts the calling process. Paths are as seen after pivot_root.
 pub fn restrict(plan: &LaunchPlan) -> Result<(), LandlockError> {
-    let min = abi_from(plan.landlock_min_abi).ok_or(LandlockError::UnknownAbi(plan.landlock_min_abi))?;
-    let mut read_exec: Vec<&std::path::Path> = plan.ro_binds.iter().map(|p| p.as_path()).collect();
+    let min =
+        abi_from(plan.landlock_min_abi).ok_or(LandlockError::UnknownAbi(plan.landlock_min_abi))?;
+    let mut read_exec: Vec<&std::path::Path> = plan
+        .ro_binds
+        .iter()
+        .chain(&plan.extra_ro)
+        .map(|p| p.as_path())
+        .collect();
     read_exec.push("/etc".as_ref());
     read_exec.push("/proc".as_ref());
     let read_write = ["/workspace", "/tmp"];

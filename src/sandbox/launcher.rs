@@ -225,7 +225,8 @@ fn set_no_new_privs() -> nix::Result<()> {
 fn join_cgroups(procs: &[std::path::PathBuf]) -> std::io::Result<()> {
     for p in procs {
         // "0" means the writing process itself.
-        std::fs::write(p, b"0").map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
+        std::fs::write(p, b"0")
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
     }
     Ok(())
 }

@@ -111,7 +111,11 @@ pub fn build_root(plan: &LaunchPlan) -> Result<(), MountError> {
         let link = dev.join(name);
         symlink(to, &link).map_err(err("symlink", &link))?;
     }
-    remount(&dev, MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, false)?;
+    remount(
+        &dev,
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        false,
+    )?;
 
     // A fresh /proc showing only the agent's pid namespace.
     let proc_dir = root.join("proc");
@@ -141,12 +145,29 @@ pub fn build_root(plan: &LaunchPlan) -> Result<(), MountError> {
     // The workspace, read-write.
     let ws = root.join("workspace");
     fs::create_dir_all(&ws).map_err(err("mkdir", &ws))?;
-    mount(Some(plan.workspace.as_path()), &ws, none, MsFlags::MS_BIND, none)
-        .map_err(nix_err("bind workspace", &plan.workspace))?;
+    mount(
+        Some(plan.workspace.as_path()),
+        &ws,
+        none,
+        MsFlags::MS_BIND,
+        none,
+    )
+    .map_err(nix_err("bind workspace", &plan.workspace))?;
     remount(&ws, MsFlags::MS_NOSUID | MsFlags::MS_NODEV, true)?;
 
+    // The program and extra binds, last, so nothing above hides them.
+    let mut extra = plan.extra_ro.clone();
+    extra.sort_by_key(|p| p.components().count());
+    for host in &extra {
+        bind_read_only(root, host)?;
+    }
+
     // Freeze the root's own layout.
-    remount(root, MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV, false)?;
+    remount(
+        root,
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        false,
+    )?;
 
     // Pivot: the new root becomes "/", the old one is stacked beneath it and
     // detached, so no host path remains reachable.
@@ -182,8 +203,7 @@ fn bind_read_only(root: &Path, host: &Path) -> Result<(), MountError> {
         return Ok(());
     }
     let none: Option<&str> = None;
-    mount(Some(host), &target, none, MsFlags::MS_BIND, none)
-        .map_err(nix_err("bind", host))?;
+    mount(Some(host), &target, none, MsFlags::MS_BIND, none).map_err(nix_err("bind", host))?;
     remount(
         &target,
         MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,

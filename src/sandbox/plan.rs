@@ -23,9 +23,12 @@ pub struct LaunchPlan {
     pub new_root: PathBuf,
     /// Host path of the workspace (bound read-write at /workspace).
     pub workspace: PathBuf,
-    /// Host paths bound read-only at the same path (system dirs, the program,
-    /// extra binds). Symlinks among them are recreated as symlinks.
+    /// System directories bound read-only at the same path. Symlinks among
+    /// them are recreated as symlinks.
     pub ro_binds: Vec<PathBuf>,
+    /// The program and extra paths, bound read-only after /tmp and the
+    /// workspace exist (so a path under /tmp stays visible).
+    pub extra_ro: Vec<PathBuf>,
     /// /etc entries bound read-only.
     pub etc: Vec<PathBuf>,
     /// Device nodes bound into /dev.

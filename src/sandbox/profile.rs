@@ -189,12 +189,11 @@ fn load_one(dir: &Path, path: &Path) -> Result<Profile, ProfileError> {
         }
     }
     let seccomp_path = dir.join("seccomp").join(format!("{}.json", file.seccomp));
-    let filters =
-        seccomp::compile_file(&seccomp_path).map_err(|source| ProfileError::Seccomp {
-            path: path.to_path_buf(),
-            filter: file.seccomp.clone(),
-            source,
-        })?;
+    let filters = seccomp::compile_file(&seccomp_path).map_err(|source| ProfileError::Seccomp {
+        path: path.to_path_buf(),
+        filter: file.seccomp.clone(),
+        source,
+    })?;
     let name = path
         .file_stem()
         .and_then(|s| s.to_str())

@@ -44,7 +44,8 @@ pub struct Filters {
 
 /// Compiles a policy file for the running architecture.
 pub fn compile_file(path: &Path) -> Result<Filters, SeccompError> {
-    let text = std::fs::read(path).map_err(|e| SeccompError::Read(path.display().to_string(), e))?;
+    let text =
+        std::fs::read(path).map_err(|e| SeccompError::Read(path.display().to_string(), e))?;
     compile(&text)
 }
 

@@ -45,7 +45,9 @@ impl UidRange {
 impl std::str::FromStr for UidRange {
     type Err = UidError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (a, b) = s.split_once('-').ok_or_else(|| UidError::Syntax(s.into()))?;
+        let (a, b) = s
+            .split_once('-')
+            .ok_or_else(|| UidError::Syntax(s.into()))?;
         let a = a.trim().parse().map_err(|_| UidError::Syntax(s.into()))?;
         let b = b.trim().parse().map_err(|_| UidError::Syntax(s.into()))?;
         UidRange::new(a, b)
@@ -84,10 +86,18 @@ impl UidAllocator {
         loop {
             if !self.used.contains(&uid) {
                 self.used.insert(uid);
-                self.cursor = if uid == self.range.last { self.range.first } else { uid + 1 };
+                self.cursor = if uid == self.range.last {
+                    self.range.first
+                } else {
+                    uid + 1
+                };
                 return Ok(uid);
             }
-            uid = if uid == self.range.last { self.range.first } else { uid + 1 };
+            uid = if uid == self.range.last {
+                self.range.first
+            } else {
+                uid + 1
+            };
         }
     }
 
@@ -103,10 +113,19 @@ mod tests {
     #[test]
     fn ranges_are_validated() {
         assert!("400000-499999".parse::<UidRange>().is_ok());
-        assert_eq!("1000-2000".parse::<UidRange>(), Err(UidError::Reserved(1000, 2000)));
-        assert_eq!("62000-70000".parse::<UidRange>(), Err(UidError::Reserved(62000, 70000)));
+        assert_eq!(
+            "1000-2000".parse::<UidRange>(),
+            Err(UidError::Reserved(1000, 2000))
+        );
+        assert_eq!(
+            "62000-70000".parse::<UidRange>(),
+            Err(UidError::Reserved(62000, 70000))
+        );
         assert!("5-".parse::<UidRange>().is_err());
-        assert_eq!("500000-400000".parse::<UidRange>(), Err(UidError::Empty(500000, 400000)));
+        assert_eq!(
+            "500000-400000".parse::<UidRange>(),
+            Err(UidError::Empty(500000, 400000))
+        );
     }
 
     #[test]

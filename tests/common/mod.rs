@@ -1,0 +1,308 @@
+//! Shared harness of the integration tests: start a real `agentosd` on a
+//! throw-away state directory, talk to it through the real admin socket,
+//! and locate the in-sandbox probe and helper agents.
+//!
+//! Privileged tests call [`require_root`] first: as a normal user they are
+//! skipped with a loud message; under CI (`CI` set) a skip is a failure.
+#![allow(dead_code)]
+
+use agentos::admin::client::{Client, ClientError};
+use agentos::admin::protocol::{AdminRequest, SpawnRequest};
+use agentos::kernel::pcb::{ExitStatus, Pcb};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Returns false (after a loud message) when the test cannot run because
+/// we are not root; panics instead under CI.
+pub fn require_root(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: privileged test must run as root in CI, refusing to skip");
+    }
+    eprintln!("\n!!!!! SKIPPED {test}: needs root (namespaces, cgroups, uids). Run the tests as root. !!!!!\n");
+    false
+}
+
+static INSTANCE: AtomicU32 = AtomicU32::new(0);
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Path of a cargo example binary (built by `cargo test`).
+pub fn example(name: &str) -> PathBuf {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_agentosd"));
+    let p = bin
+        .parent()
+        .expect("target dir")
+        .join("examples")
+        .join(name);
+    assert!(p.exists(), "{} is missing: build with `cargo test` (examples are built with the tests)", p.display());
+    p
+}
+
+pub fn probe() -> PathBuf {
+    example("probe")
+}
+
+/// A running daemon on its own state directory, socket, cgroup and uid range.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub cgroup_name: String,
+    pub uid_range: (u32, u32),
+    pub extra_args: Vec<String>,
+}
+
+impl Daemon {
+    pub fn start() -> Daemon {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Daemon {
+        let n = INSTANCE.fetch_add(1, Ordering::SeqCst);
+        let tag = format!("{}-{n}", std::process::id());
+        let dir = std::env::temp_dir().join(format!("agentos-test-{tag}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("test dir");
+        // Every test process gets its own uid block so parallel daemons
+        // never hand out the same agent uid.
+        let block = (std::process::id() % 1000) * 20 + n % 20;
+        let first = 600_000 + block * 200;
+        let mut d = Daemon {
+            child: None,
+            socket: dir.join("agentosd.sock"),
+            dir,
+            cgroup_name: format!("agentos-test-{tag}"),
+            uid_range: (first, first + 199),
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        d.launch();
+        d
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    /// Starts (or restarts) the daemon process and waits for its socket.
+    pub fn launch(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))
+            .expect("daemon log");
+        let child = Command::new(env!("CARGO_BIN_EXE_agentosd"))
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--policies")
+            .arg(repo().join("policies"))
+            .arg("--launcher")
+            .arg(env!("CARGO_BIN_EXE_agentos-launcher"))
+            .arg("--cgroup-name")
+            .arg(&self.cgroup_name)
+            .arg("--uid-range")
+            .arg(format!("{}-{}", self.uid_range.0, self.uid_range.1))
+            .args(&self.extra_args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start agentosd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if Client::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("agentosd exited with {status}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("agentosd did not come up:\n{}", self.log());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).expect("daemon running")
+    }
+
+    /// SIGKILLs the daemon, like a crash.
+    pub fn crash(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(&self.socket).expect("connect to the admin socket")
+    }
+
+    pub fn call(&self, req: AdminRequest) -> Result<Value, ClientError> {
+        self.client().call(&req)
+    }
+
+    /// Spawns an agent; panics with the daemon log on failure.
+    pub fn spawn(&self, req: SpawnRequest) -> Pcb {
+        match self.call(AdminRequest::Spawn(req)) {
+            Ok(v) => serde_json::from_value(v).expect("pcb"),
+            Err(e) => panic!("spawn failed: {e}\n{}", self.log()),
+        }
+    }
+
+    /// Spawns the probe with `args` and the given permissions.
+    pub fn spawn_probe(&self, name: &str, args: &[&str], permissions: &[&str]) -> Pcb {
+        self.spawn(SpawnRequest {
+            name: name.into(),
+            program: probe().display().to_string(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            permissions: Some(permissions.iter().map(|s| s.to_string()).collect()),
+            ..Default::default()
+        })
+    }
+
+    pub fn wait(&self, pid: u64, timeout: Duration) -> ExitStatus {
+        let v = self
+            .call(AdminRequest::Wait {
+                pid,
+                timeout_ms: Some(timeout.as_millis() as u64),
+            })
+            .unwrap_or_else(|e| panic!("wait {pid}: {e}\n{}", self.log()));
+        serde_json::from_value(v["exit"].clone()).expect("exit status")
+    }
+
+    pub fn inspect(&self, pid: u64) -> Pcb {
+        serde_json::from_value(self.call(AdminRequest::Inspect { pid }).expect("inspect")).expect("pcb")
+    }
+
+    /// The agent's stored log (stdout, stderr, syscalls) as text.
+    pub fn logs(&self, pid: u64) -> String {
+        let v = self
+            .call(AdminRequest::Logs {
+                pid,
+                follow: false,
+                tail: None,
+            })
+            .expect("logs");
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| format!("{} {}\n", e["stream"].as_str().unwrap_or(""), e["text"].as_str().unwrap_or("")))
+            .collect()
+    }
+
+    pub fn workspace(&self, pid: u64) -> PathBuf {
+        self.state_dir().join("workspaces").join(pid.to_string())
+    }
+
+    /// Reads and parses `/report.json` that a probe wrote in its workspace.
+    pub fn report(&self, pid: u64) -> Value {
+        let p = self.workspace(pid).join("report.json");
+        let text = std::fs::read_to_string(&p)
+            .unwrap_or_else(|e| panic!("{}: {e}\nagent log:\n{}\ndaemon log:\n{}", p.display(), self.logs(pid), self.log()));
+        serde_json::from_str(&text).expect("report is JSON")
+    }
+
+    /// Resident memory of the daemon in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        remove_cgroups(&self.cgroup_name);
+        if std::env::var_os("AGENTOS_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Removes the test daemon's cgroup directories (agents are gone by now).
+fn remove_cgroups(name: &str) {
+    let Ok(entries) = walk_named(Path::new("/sys/fs/cgroup"), name) else {
+        return;
+    };
+    for dir in entries {
+        if let Ok(children) = std::fs::read_dir(&dir) {
+            for c in children.flatten() {
+                if c.path().is_dir() {
+                    let _ = std::fs::remove_dir(c.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(&dir);
+    }
+}
+
+fn walk_named(root: &Path, name: &str) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![(root.to_path_buf(), 0)];
+    while let Some((dir, depth)) = stack.pop() {
+        if depth > 4 {
+            continue;
+        }
+        for e in std::fs::read_dir(&dir)?.flatten() {
+            let p = e.path();
+            if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                continue;
+            }
+            if e.file_name().to_string_lossy() == name {
+                out.push(p);
+            } else {
+                stack.push((p, depth + 1));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Polls `f` until it returns Some or `timeout` passes.
+pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
