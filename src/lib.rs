@@ -10,6 +10,8 @@
 //! - [`admin`]: the admin socket protocol, server and client.
 //! - [`daemon`]: `agentosd`'s command line and start-up.
 
+#![warn(clippy::unwrap_used)]
+
 pub mod abi;
 pub mod admin;
 pub mod daemon;

@@ -15,7 +15,7 @@ pub const DEFAULT_SOCKET: &str = "/run/agentos/agentosd.sock";
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum AdminRequest {
-    Spawn(SpawnRequest),
+    Spawn(Box<SpawnRequest>),
     Ps,
     Tree,
     Inspect {

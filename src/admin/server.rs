@@ -257,7 +257,7 @@ async fn handle(k: &Arc<Kernel>, peer: Peer, req: AdminRequest) -> Result<Value,
             Ok(json!(msgs.into_iter().map(|(_, m)| m).collect::<Vec<_>>()))
         }
         AdminRequest::Spawn(s) => {
-            let spec = spawn_spec(k, peer, s)?;
+            let spec = spawn_spec(k, peer, *s)?;
             let pcb = k.spawn(spec).await?;
             Ok(json!(pcb))
         }

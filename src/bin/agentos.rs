@@ -28,6 +28,7 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 enum Command {
     /// Start a new confined agent running PROGRAM.
     ///
@@ -182,7 +183,7 @@ fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
                 syscalls_per_s: a.syscall_rate,
                 ..Default::default()
             };
-            let req = AdminRequest::Spawn(SpawnRequest {
+            let req = AdminRequest::Spawn(Box::new(SpawnRequest {
                 name: a.name.clone(),
                 program: a.program.clone(),
                 args: a.args.clone(),
@@ -191,7 +192,7 @@ fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
                 limits: (limits != LimitsPatch::default()).then_some(limits),
                 ro: a.ro.clone(),
                 pipe_to: a.pipe_to,
-            });
+            }));
             let v = c.call(&req)?;
             if cli.json {
                 print_json(&v);

@@ -159,7 +159,7 @@ impl Daemon {
 
     /// Spawns an agent; panics with the daemon log on failure.
     pub fn spawn(&self, req: SpawnRequest) -> Pcb {
-        match self.call(AdminRequest::Spawn(req)) {
+        match self.call(AdminRequest::Spawn(Box::new(req))) {
             Ok(v) => serde_json::from_value(v).expect("pcb"),
             Err(e) => panic!("spawn failed: {e}\n{}", self.log()),
         }
