@@ -1,0 +1,45 @@
+#!/usr/bin/env python3
+"""Test agent: sends numbered messages to one agent with SEND_MSG.
+
+Usage: send_many.py TO COUNT [DELAY_S]
+
+After each acknowledged send it prints `acked <seq> <i>` (flushed), so a
+test can tell from the agent's log which messages the supervisor has
+acknowledged. When all are sent it writes {"acks": [...]} to
+/report.json, prints `done` and idles, so that the test decides when the
+supervisor dies.
+"""
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import aos  # noqa: E402
+
+
+def body(i: int) -> str:
+    return f"durable message {i}"
+
+
+def main() -> None:
+    to = int(sys.argv[1])
+    count = int(sys.argv[2])
+    delay = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
+    acks = []
+    for i in range(count):
+        reply = aos.call("SEND_MSG", to=to, body=body(i))
+        if reply["status"] != "SUCCESS":
+            print(f"failed {i} {aos.code(reply)} {reply['error']['message']}", flush=True)
+            aos.report({"acks": acks, "error": reply["error"]})
+            aos.exit(1)
+        seq = reply["result"]["seq"]
+        acks.append({"i": i, "seq": seq, "body": body(i)})
+        print(f"acked {seq} {i}", flush=True)
+        if delay:
+            time.sleep(delay)
+    aos.report({"acks": acks})
+    print("done", flush=True)
+    time.sleep(300)
+
+
+main()
