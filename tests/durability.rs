@@ -265,6 +265,12 @@ fn a_crash_in_the_middle_of_sending_loses_no_acknowledged_message_and_duplicates
         }
     }
     let got = inbox(&d, r.pid);
+    eprintln!(
+        "crashed after {} acks seen in the log; {} acks known after the restart; {} messages in the inbox",
+        seen.len(),
+        acks.len(),
+        got.len()
+    );
     let index: Vec<u64> = got
         .iter()
         .map(|m| {
