@@ -99,13 +99,15 @@ impl Daemon {
             .append(true)
             .open(self.dir.join("daemon.log"))
             .expect("daemon log");
-        let child = Command::new(env!("CARGO_BIN_EXE_agentosd"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_agentosd"));
+        if !self.extra_args.iter().any(|a| a == "--policies") {
+            cmd.arg("--policies").arg(repo().join("policies"));
+        }
+        let child = cmd
             .arg("--state-dir")
             .arg(self.state_dir())
             .arg("--socket")
             .arg(&self.socket)
-            .arg("--policies")
-            .arg(repo().join("policies"))
             .arg("--launcher")
             .arg(env!("CARGO_BIN_EXE_agentos-launcher"))
             .arg("--cgroup-name")
@@ -252,6 +254,16 @@ impl Drop for Daemon {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// The cgroup directories of agent `pid` of the daemon named `cgroup_name`.
+pub fn agent_cgroup_dirs(cgroup_name: &str, pid: u64) -> Vec<PathBuf> {
+    walk_named(Path::new("/sys/fs/cgroup"), cgroup_name)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| d.join(format!("agent-{pid}")))
+        .filter(|d| d.exists())
+        .collect()
 }
 
 /// Removes the test daemon's cgroup directories (agents are gone by now).

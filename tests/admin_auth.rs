@@ -1,0 +1,359 @@
+//! Admin socket authorisation from peer credentials: the socket is opened to
+//! a group (`--socket-mode 660 --socket-group 4242`), and the real `agentos`
+//! CLI is run as an unprivileged member of that group. Root manages every
+//! agent; the member sees and manages only the agents it spawned, may not
+//! spawn beyond the profile, and a user outside the group cannot connect.
+
+mod common;
+
+use agentos::admin::protocol::{AdminRequest, SpawnRequest};
+use agentos::kernel::ipc::Message;
+use agentos::kernel::pcb::{Pcb, State};
+use common::Daemon;
+use serde_json::Value;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+/// The socket's group (no real group uses it).
+const GROUP: u32 = 4242;
+/// An unprivileged member of GROUP (no passwd entry needed).
+const USER: u32 = 4343;
+/// An unprivileged user outside GROUP.
+const STRANGER: u32 = 4444;
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
+    }
+}
+
+impl std::fmt::Display for Out {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\nstdout: {}\nstderr: {}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Starts a daemon whose socket is 0660 root:GROUP, with its directory
+/// traversable by other users.
+fn start() -> Daemon {
+    let d = Daemon::start_with(&["--socket-mode", "660", "--socket-group", "4242"]);
+    std::fs::set_permissions(&d.dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
+    d
+}
+
+/// Runs the real CLI as `uid`/`gid` (no supplementary groups: std drops
+/// them when root sets a uid).
+fn cli_as(d: &Daemon, uid: u32, gid: u32, args: &[&str]) -> Out {
+    let out = Command::new(env!("CARGO_BIN_EXE_agentos"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("--json")
+        .args(args)
+        .env_remove("AGENTOS_SOCKET")
+        .current_dir("/")
+        .uid(uid)
+        .gid(gid)
+        .output()
+        .expect("run agentos");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn user(d: &Daemon, args: &[&str]) -> Out {
+    cli_as(d, USER, GROUP, args)
+}
+
+fn root_sleeper(d: &Daemon, name: &str) -> Pcb {
+    d.spawn(SpawnRequest {
+        name: name.into(),
+        program: "/usr/bin/sleep".into(),
+        args: vec!["300".into()],
+        ..Default::default()
+    })
+}
+
+fn root_ps(d: &Daemon) -> Vec<Pcb> {
+    serde_json::from_value(d.call(AdminRequest::Ps).expect("ps")).expect("pcbs")
+}
+
+fn inbox(d: &Daemon, pid: u64) -> Vec<Message> {
+    serde_json::from_value(d.call(AdminRequest::Inbox { pid }).expect("inbox")).expect("messages")
+}
+
+fn pids_of(list: &Value) -> Vec<u64> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"))
+        .iter()
+        .map(|p| p["pid"].as_u64().expect("pid"))
+        .collect()
+}
+
+/// Asserts that the CLI was refused with EACCES (exit 1) and says `why`.
+fn assert_denied(d: &Daemon, what: &str, out: &Out, why: &str) {
+    assert_eq!(out.code, 1, "{what}: {out}\n{}", d.log());
+    assert!(
+        out.stderr.contains("EACCES") && out.stderr.contains(why),
+        "{what}: expected EACCES mentioning {why:?}: {out}\n{}",
+        d.log()
+    );
+}
+
+#[test]
+fn another_users_agent_is_invisible_and_untouchable() {
+    if !common::require_root("another_users_agent_is_invisible_and_untouchable") {
+        return;
+    }
+    let d = start();
+    let theirs = root_sleeper(&d, "roots-agent");
+    let before = d.inspect(theirs.pid);
+    assert_eq!(before.state, State::Running, "{before:?}\n{}", d.log());
+    assert_eq!(before.owner, 0);
+
+    for args in [&["ps"][..], &["ps", "--all"], &["tree", "--all"]] {
+        let out = user(&d, args);
+        assert_eq!(out.code, 0, "{args:?}: {out}\n{}", d.log());
+        assert!(
+            !pids_of(&out.json()).contains(&theirs.pid),
+            "{args:?} as uid {USER} lists root's agent {}: {out}",
+            theirs.pid
+        );
+    }
+
+    let pid = theirs.pid.to_string();
+    let p = pid.as_str();
+    let denied: [&[&str]; 9] = [
+        &["inspect", p],
+        &["logs", p],
+        &["logs", "--follow", p],
+        &["inbox", p],
+        &["stop", p],
+        &["kill", p],
+        &["send", p, "from a stranger"],
+        &["cont", p],
+        &["wait", "--timeout", "1", p],
+    ];
+    for args in denied {
+        let out = user(&d, args);
+        assert_denied(&d, &format!("{args:?}"), &out, "belongs to another user");
+        assert!(out.stdout.trim().is_empty(), "{args:?} printed something: {out}");
+    }
+
+    // Nothing changed: same PCB, process alive, inbox empty.
+    let after = d.inspect(theirs.pid);
+    assert_eq!(after.state, State::Running, "{after:?}\n{}", d.log());
+    assert_eq!(after, before, "root's agent changed\n{}", d.log());
+    let host = after.host_pid.expect("host pid");
+    assert!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(host), None).is_ok(),
+        "host process {host} of root's agent is gone"
+    );
+    assert_eq!(inbox(&d, theirs.pid), Vec::<Message>::new(), "{}", d.log());
+    // The refusals were audited.
+    let audited = d.log().matches("admin request denied").count();
+    assert!(
+        audited >= denied.len() - 1,
+        "only {audited} audited refusals\n{}",
+        d.log()
+    );
+}
+
+#[test]
+fn a_group_member_manages_its_own_agents() {
+    if !common::require_root("a_group_member_manages_its_own_agents") {
+        return;
+    }
+    let d = start();
+    let roots = root_sleeper(&d, "roots-agent");
+
+    let out = user(
+        &d,
+        &["spawn", "--name", "mine", "--program", "/usr/bin/sleep", "--", "300"],
+    );
+    assert_eq!(out.code, 0, "spawn as uid {USER}: {out}\n{}", d.log());
+    let mine: Pcb = serde_json::from_value(out.json()).expect("pcb");
+    assert_eq!(mine.owner, USER, "{mine:?}");
+    assert_eq!(mine.state, State::Running, "{mine:?}\n{}", d.log());
+    assert!(
+        (d.uid_range.0..=d.uid_range.1).contains(&mine.uid),
+        "agent uid {} outside the daemon's range",
+        mine.uid
+    );
+    let pid = mine.pid.to_string();
+    let p = pid.as_str();
+
+    let ps = user(&d, &["ps"]);
+    assert_eq!(ps.code, 0, "{ps}");
+    let listed: Vec<Pcb> = serde_json::from_value(ps.json()).expect("pcbs");
+    assert_eq!(
+        listed.iter().map(|x| (x.pid, x.owner)).collect::<Vec<_>>(),
+        vec![(mine.pid, USER)],
+        "ps as uid {USER}: {ps}"
+    );
+
+    let out = user(&d, &["inspect", p]);
+    assert_eq!(out.code, 0, "{out}\n{}", d.log());
+    assert_eq!(out.json()["pid"], mine.pid, "{out}");
+
+    let out = user(&d, &["stop", p]);
+    assert_eq!(out.code, 0, "{out}\n{}", d.log());
+    assert_eq!(out.json()["state"], "STOPPED", "{out}");
+    assert_eq!(d.inspect(mine.pid).state, State::Stopped, "{}", d.log());
+
+    let out = user(&d, &["cont", p]);
+    assert_eq!(out.code, 0, "{out}\n{}", d.log());
+    assert_eq!(out.json()["state"], "RUNNING", "{out}");
+    assert_eq!(d.inspect(mine.pid).state, State::Running, "{}", d.log());
+
+    let out = user(&d, &["send", p, "hello from 4343"]);
+    assert_eq!(out.code, 0, "{out}\n{}", d.log());
+    let seq = out.json()["seq"].as_u64().expect("seq");
+    let out = user(&d, &["inbox", p]);
+    assert_eq!(out.code, 0, "{out}\n{}", d.log());
+    let msgs: Vec<Message> = serde_json::from_value(out.json()).expect("messages");
+    assert_eq!(msgs.len(), 1, "{out}");
+    assert_eq!(
+        (msgs[0].seq, msgs[0].from, msgs[0].from_uid, msgs[0].body.as_str()),
+        (seq, 0, Some(USER), "hello from 4343"),
+        "{out}"
+    );
+
+    let out = user(&d, &["logs", p]);
+    assert_eq!(out.code, 0, "{out}\n{}", d.log());
+    // Authorised, but the agent is still running: a timeout, not EACCES.
+    let out = user(&d, &["wait", "--timeout", "1", p]);
+    assert!(
+        out.code == 1 && out.stderr.contains("ETIMEDOUT"),
+        "wait on own running agent: {out}"
+    );
+
+    let out = user(&d, &["kill", p]);
+    assert_eq!(out.code, 0, "{out}\n{}", d.log());
+    assert_eq!(d.inspect(mine.pid).state, State::Terminated, "{}", d.log());
+    let out = user(&d, &["wait", p]);
+    assert_eq!(out.code, out.json()["exit"]["code"].as_i64().expect("code") as i32);
+
+    // Root sees both, with their owners; root's agent was not touched.
+    let all = root_ps(&d);
+    let owners: Vec<(u64, u32)> = all.iter().map(|x| (x.pid, x.owner)).collect();
+    assert!(
+        owners.contains(&(roots.pid, 0)) && owners.contains(&(mine.pid, USER)),
+        "root's ps: {owners:?}"
+    );
+    assert_eq!(d.inspect(roots.pid).state, State::Running);
+}
+
+#[test]
+fn a_group_member_cannot_spawn_beyond_the_profile() {
+    if !common::require_root("a_group_member_cannot_spawn_beyond_the_profile") {
+        return;
+    }
+    let d = start();
+    let roots = root_sleeper(&d, "roots-agent");
+    let spawn = |extra: &[&str], program: &str| {
+        let mut args = vec!["spawn", "--name", "probe"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--program", program, "--", "300"]);
+        user(&d, &args)
+    };
+    let sleep = "/usr/bin/sleep";
+
+    // A permission the profile does not grant.
+    let out = spawn(&["--profile", "restricted", "--allow", "process"], sleep);
+    assert_denied(&d, "--allow process", &out, "beyond profile");
+    // A limit above the profile's.
+    let out = spawn(&["--memory", "100G"], sleep);
+    assert_denied(&d, "--memory 100G", &out, "memory_bytes");
+    // A program the user cannot read: a root-only copy of true.
+    let private = d.dir.join("private-true");
+    std::fs::copy("/usr/bin/true", &private).expect("copy true");
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let out = spawn(&[], &private.display().to_string());
+    assert_denied(&d, "0700 root program", &out, "cannot read and execute");
+    // A read-only bind the user cannot read.
+    let secret = d.dir.join("secret");
+    std::fs::write(&secret, "root only").expect("secret");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let out = spawn(&["--ro", &secret.display().to_string()], sleep);
+    assert_denied(&d, "--ro of a 0600 root file", &out, "cannot read");
+    // A pipe into root's agent.
+    let roots_pid = roots.pid.to_string();
+    let out = spawn(&["--pipe-to", &roots_pid], sleep);
+    assert_denied(&d, "--pipe-to root's agent", &out, "another user");
+
+    // None of the refused requests created an agent.
+    let all = root_ps(&d);
+    assert_eq!(
+        all.iter().map(|p| p.pid).collect::<Vec<_>>(),
+        vec![roots.pid],
+        "{all:?}\n{}",
+        d.log()
+    );
+
+    // Controls: the same requests within the profile are granted.
+    let out = spawn(&["--profile", "restricted", "--allow", "SEND_MSG"], sleep);
+    assert_eq!(out.code, 0, "within the restricted profile: {out}\n{}", d.log());
+    let within: Pcb = serde_json::from_value(out.json()).expect("pcb");
+    assert_eq!(within.profile, "restricted");
+    let out = spawn(&["--memory", "64M"], sleep);
+    assert_eq!(out.code, 0, "--memory 64M: {out}\n{}", d.log());
+    let small: Pcb = serde_json::from_value(out.json()).expect("pcb");
+    assert_eq!(small.limits.memory_bytes, 64 << 20);
+    for p in [within.pid, small.pid] {
+        let out = user(&d, &["kill", &p.to_string()]);
+        assert_eq!(out.code, 0, "{out}");
+    }
+}
+
+#[test]
+fn a_user_outside_the_socket_group_cannot_connect() {
+    if !common::require_root("a_user_outside_the_socket_group_cannot_connect") {
+        return;
+    }
+    let d = start();
+    for args in [&["ps"][..], &["status"]] {
+        let out = cli_as(&d, STRANGER, STRANGER, args);
+        assert_eq!(out.code, 3, "{args:?} as {STRANGER}:{STRANGER}: {out}\n{}", d.log());
+        assert!(
+            out.stderr.contains("cannot connect") && out.stderr.contains("Permission denied"),
+            "{out}"
+        );
+    }
+    // The member of the group can.
+    let out = user(&d, &["status"]);
+    assert_eq!(out.code, 0, "{out}\n{}", d.log());
+}
+
+#[test]
+fn the_socket_has_the_configured_mode_and_group() {
+    if !common::require_root("the_socket_has_the_configured_mode_and_group") {
+        return;
+    }
+    let d = start();
+    let meta = std::fs::symlink_metadata(&d.socket).expect("stat socket");
+    assert!(meta.file_type().is_socket(), "{meta:?}");
+    assert_eq!(meta.mode() & 0o7777, 0o660, "mode {:o}", meta.mode());
+    assert_eq!((meta.uid(), meta.gid()), (0, GROUP));
+    // No staging directory is left behind next to it.
+    let leftovers: Vec<String> = std::fs::read_dir(&d.dir)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".agentosd-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

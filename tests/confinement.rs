@@ -1,0 +1,121 @@
+//! Confinement, tested from the inside: the probe runs as an agent, tries
+//! every escape it knows and reports over fd 3 which ones held.
+
+mod common;
+
+use agentos::admin::protocol::{AdminRequest, SpawnRequest};
+use common::{Daemon, probe, require_root};
+use std::time::Duration;
+
+#[test]
+fn probe_finds_every_escape_closed() {
+    if !require_root("probe_finds_every_escape_closed") {
+        return;
+    }
+    let d = Daemon::start();
+    // A neighbour whose process and workspace the probe tries to reach.
+    let victim = d.spawn_probe("victim", &["echo"], &["ipc"]);
+    let victim_pcb = common::eventually(Duration::from_secs(5), || {
+        let p = d.inspect(victim.pid);
+        p.host_pid.map(|_| p)
+    })
+    .expect("victim runs");
+    let host_pid = victim_pcb.host_pid.expect("host pid").to_string();
+    let victim_ws = d.workspace(victim.pid).display().to_string();
+    let socket = d.socket.display().to_string();
+    let prober = d.spawn_probe(
+        "prober",
+        &[
+            "confine",
+            "--other-pid",
+            &host_pid,
+            "--other-workspace",
+            &victim_ws,
+            "--admin-socket",
+            &socket,
+            "--forbidden",
+            &d.state_dir().display().to_string(),
+        ],
+        &["fs"],
+    );
+    let exit = d.wait(prober.pid, Duration::from_secs(60));
+    let report = d.report(prober.pid);
+    let checks = report["checks"].as_array().cloned().unwrap_or_default();
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| c["ok"].as_bool() != Some(true))
+        .map(|c| format!("{}: {}", c["name"], c["detail"]))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "confinement checks failed from inside:\n{}\nagent log:\n{}",
+        failed.join("\n"),
+        d.logs(prober.pid)
+    );
+    assert!(checks.len() >= 20, "the probe ran only {} checks: {report}", checks.len());
+    assert_eq!(report["all_ok"], true);
+    assert_eq!(exit.code, 0, "{exit:?}");
+
+    // The probe's identity is the one the PCB records, and not root.
+    let pcb = d.inspect(prober.pid);
+    assert!(pcb.uid >= d.uid_range.0 && pcb.uid <= d.uid_range.1, "{pcb:?}");
+    assert_ne!(pcb.uid, victim_pcb.uid, "two live agents share a uid");
+    // The neighbour survived the probe's attempts to signal it.
+    assert!(d.inspect(victim.pid).is_live(), "victim died:\n{}", d.logs(victim.pid));
+}
+
+#[test]
+fn workspaces_are_private_to_their_agent() {
+    if !require_root("workspaces_are_private_to_their_agent") {
+        return;
+    }
+    let d = Daemon::start();
+    let a = d.spawn_probe("a", &["sleep", "30000"], &[]);
+    let meta = std::fs::metadata(d.workspace(a.pid)).expect("workspace");
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert_eq!(meta.uid(), a.uid);
+    assert_eq!(meta.gid(), a.gid);
+    assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+    d.call(AdminRequest::Kill { pid: a.pid }).expect("kill");
+}
+
+#[test]
+fn a_profile_the_kernel_cannot_enforce_is_refused() {
+    if !require_root("a_profile_the_kernel_cannot_enforce_is_refused") {
+        return;
+    }
+    // A copy of the shipped policies whose profile demands Landlock ABI 10,
+    // newer than any kernel this runs on: the agent must not start at all.
+    let kernel_abi = agentos::sandbox::features::landlock_abi();
+    assert!(kernel_abi >= 3, "this host lacks Landlock ABI 3 (has {kernel_abi})");
+    if kernel_abi >= 10 {
+        eprintln!("kernel has Landlock ABI {kernel_abi}; nothing newer to demand");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("agentos-policies-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("profiles")).expect("mkdir");
+    std::fs::create_dir_all(dir.join("seccomp")).expect("mkdir");
+    let repo = common::repo().join("policies");
+    std::fs::copy(repo.join("seccomp/agent.json"), dir.join("seccomp/agent.json")).expect("copy");
+    let profile = std::fs::read_to_string(repo.join("profiles/default.toml")).expect("profile");
+    let demanding = profile.replace("min_abi = 3", "min_abi = 10");
+    assert_ne!(demanding, profile, "default profile no longer says min_abi = 3");
+    std::fs::write(dir.join("profiles/default.toml"), demanding).expect("write");
+
+    let d = Daemon::start_with(&["--policies", &dir.display().to_string()]);
+    let err = d
+        .call(AdminRequest::Spawn(Box::new(SpawnRequest {
+            name: "never".into(),
+            program: probe().display().to_string(),
+            args: vec!["exit".into(), "0".into()],
+            ..Default::default()
+        })))
+        .expect_err("spawn must fail");
+    let msg = err.to_string();
+    assert!(msg.contains("landlock"), "error should name the landlock step: {msg}");
+    let pcb = d.inspect(1);
+    assert!(!pcb.is_live());
+    assert!(pcb.exit.expect("exit").reason.contains("landlock"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
