@@ -78,14 +78,19 @@ impl Demo {
 
 fn run() -> Result<(), String> {
     if !nix::unistd::geteuid().is_root() {
-        return Err("run me as root (sudo): agents need namespaces, cgroups and their own uids".into());
+        return Err(
+            "run me as root (sudo): agents need namespaces, cgroups and their own uids".into(),
+        );
     }
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
     let examples = me.parent().ok_or("no parent dir")?.to_path_buf();
     let bin = examples.parent().ok_or("no target dir")?.to_path_buf();
     for b in ["agentosd", "agentos", "agentos-launcher"] {
         if !bin.join(b).exists() {
-            return Err(format!("{} missing: run `cargo build --all-targets` first", bin.join(b).display()));
+            return Err(format!(
+                "{} missing: run `cargo build --all-targets` first",
+                bin.join(b).display()
+            ));
         }
     }
     let probe = examples.join("probe");
@@ -117,7 +122,10 @@ fn run() -> Result<(), String> {
     let up = Instant::now();
     while std::os::unix::net::UnixStream::connect(&demo.socket).is_err() {
         if up.elapsed() > Duration::from_secs(15) {
-            return Err(format!("agentosd did not start; see {}", dir.join("agentosd.log").display()));
+            return Err(format!(
+                "agentosd did not start; see {}",
+                dir.join("agentosd.log").display()
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -125,9 +133,27 @@ fn run() -> Result<(), String> {
 
     println!("\n== a small team of confined agents");
     let p = probe.display().to_string();
-    let echo = demo.spawn(&["--name", "echo", "--program", &p, "--allow", "ipc", "--", "echo"])?;
+    let echo = demo.spawn(&[
+        "--name",
+        "echo",
+        "--program",
+        &p,
+        "--allow",
+        "ipc",
+        "--",
+        "echo",
+    ])?;
     let sender = demo.spawn(&[
-        "--name", "sender", "--program", &p, "--allow", "ipc,fs", "--", "send", &echo.to_string(), "3",
+        "--name",
+        "sender",
+        "--program",
+        &p,
+        "--allow",
+        "ipc,fs",
+        "--",
+        "send",
+        &echo.to_string(),
+        "3",
     ])?;
     let echo_ws = dir.join("state/workspaces").join(echo.to_string());
     let prober = demo.spawn(&[
@@ -156,13 +182,20 @@ fn run() -> Result<(), String> {
     demo.cli(&["ps", "--all"])?;
 
     println!("\n== what the probe found from inside its sandbox");
-    let report = dir.join("state/workspaces").join(prober.to_string()).join("report.json");
+    let report = dir
+        .join("state/workspaces")
+        .join(prober.to_string())
+        .join("report.json");
     match std::fs::read_to_string(&report).map(|t| serde_json::from_str::<serde_json::Value>(&t)) {
         Ok(Ok(v)) => {
             for c in v["checks"].as_array().into_iter().flatten() {
                 println!(
                     "  [{}] {:<28} {}",
-                    if c["ok"].as_bool() == Some(true) { "held" } else { "FAIL" },
+                    if c["ok"].as_bool() == Some(true) {
+                        "held"
+                    } else {
+                        "FAIL"
+                    },
                     c["name"].as_str().unwrap_or(""),
                     c["detail"].as_str().unwrap_or("")
                 );
@@ -174,12 +207,18 @@ fn run() -> Result<(), String> {
 
     drop(demo);
     println!("\n== results");
-    println!("state directory: {}/state (sled database, workspaces/<pid>/)", dir.display());
+    println!(
+        "state directory: {}/state (sled database, workspaces/<pid>/)",
+        dir.display()
+    );
     println!("probe report:    {}", report.display());
     println!("daemon log:      {}/agentosd.log", dir.display());
     println!(
         "look again:      sudo {0}/agentosd --state-dir {1}/state --socket {1}/agentosd.sock --policies {2} &\n                 {0}/agentos --socket {1}/agentosd.sock ps --all",
-        me.parent().and_then(Path::parent).map(|p| p.display().to_string()).unwrap_or_default(),
+        me.parent()
+            .and_then(Path::parent)
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
         dir.display(),
         policies.display()
     );

@@ -150,7 +150,10 @@ fn another_users_agent_is_invisible_and_untouchable() {
     for args in denied {
         let out = user(&d, args);
         assert_denied(&d, &format!("{args:?}"), &out, "belongs to another user");
-        assert!(out.stdout.trim().is_empty(), "{args:?} printed something: {out}");
+        assert!(
+            out.stdout.trim().is_empty(),
+            "{args:?} printed something: {out}"
+        );
     }
 
     // Nothing changed: same PCB, process alive, inbox empty.
@@ -182,7 +185,15 @@ fn a_group_member_manages_its_own_agents() {
 
     let out = user(
         &d,
-        &["spawn", "--name", "mine", "--program", "/usr/bin/sleep", "--", "300"],
+        &[
+            "spawn",
+            "--name",
+            "mine",
+            "--program",
+            "/usr/bin/sleep",
+            "--",
+            "300",
+        ],
     );
     assert_eq!(out.code, 0, "spawn as uid {USER}: {out}\n{}", d.log());
     let mine: Pcb = serde_json::from_value(out.json()).expect("pcb");
@@ -227,7 +238,12 @@ fn a_group_member_manages_its_own_agents() {
     let msgs: Vec<Message> = serde_json::from_value(out.json()).expect("messages");
     assert_eq!(msgs.len(), 1, "{out}");
     assert_eq!(
-        (msgs[0].seq, msgs[0].from, msgs[0].from_uid, msgs[0].body.as_str()),
+        (
+            msgs[0].seq,
+            msgs[0].from,
+            msgs[0].from_uid,
+            msgs[0].body.as_str()
+        ),
         (seq, 0, Some(USER), "hello from 4343"),
         "{out}"
     );
@@ -245,7 +261,10 @@ fn a_group_member_manages_its_own_agents() {
     assert_eq!(out.code, 0, "{out}\n{}", d.log());
     assert_eq!(d.inspect(mine.pid).state, State::Terminated, "{}", d.log());
     let out = user(&d, &["wait", p]);
-    assert_eq!(out.code, out.json()["exit"]["code"].as_i64().expect("code") as i32);
+    assert_eq!(
+        out.code,
+        out.json()["exit"]["code"].as_i64().expect("code") as i32
+    );
 
     // Root sees both, with their owners; root's agent was not touched.
     let all = root_ps(&d);
@@ -306,7 +325,12 @@ fn a_group_member_cannot_spawn_beyond_the_profile() {
 
     // Controls: the same requests within the profile are granted.
     let out = spawn(&["--profile", "restricted", "--allow", "SEND_MSG"], sleep);
-    assert_eq!(out.code, 0, "within the restricted profile: {out}\n{}", d.log());
+    assert_eq!(
+        out.code,
+        0,
+        "within the restricted profile: {out}\n{}",
+        d.log()
+    );
     let within: Pcb = serde_json::from_value(out.json()).expect("pcb");
     assert_eq!(within.profile, "restricted");
     let out = spawn(&["--memory", "64M"], sleep);
@@ -327,7 +351,12 @@ fn a_user_outside_the_socket_group_cannot_connect() {
     let d = start();
     for args in [&["ps"][..], &["status"]] {
         let out = cli_as(&d, STRANGER, STRANGER, args);
-        assert_eq!(out.code, 3, "{args:?} as {STRANGER}:{STRANGER}: {out}\n{}", d.log());
+        assert_eq!(
+            out.code,
+            3,
+            "{args:?} as {STRANGER}:{STRANGER}: {out}\n{}",
+            d.log()
+        );
         assert!(
             out.stderr.contains("cannot connect") && out.stderr.contains("Permission denied"),
             "{out}"

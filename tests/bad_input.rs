@@ -22,9 +22,15 @@ fn protocol_abuse_gets_clear_errors_and_hurts_nobody() {
     let exit = d.wait(abuser.pid, Duration::from_secs(120));
     let report = d.report(abuser.pid);
     assert_eq!(
-        report["all_ok"], true,
+        report["all_ok"],
+        true,
         "abuse report: {report:#}\nagent log tail:\n{}",
-        d.logs(abuser.pid).lines().rev().take(20).collect::<Vec<_>>().join("\n")
+        d.logs(abuser.pid)
+            .lines()
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     assert_eq!(exit.code, 0, "{exit:?}");
 
@@ -67,10 +73,15 @@ fn garbage_on_the_admin_socket_is_refused() {
         let v: serde_json::Value = serde_json::from_str(&line).expect("json reply");
         assert_eq!(v["ok"], false, "{bad} → {line}");
         let code = v["error"]["code"].as_str().unwrap_or("");
-        assert!(["EINVAL", "ESRCH", "ENOENT", "EACCES"].contains(&code), "{bad} → {line}");
+        assert!(
+            ["EINVAL", "ESRCH", "ENOENT", "EACCES"].contains(&code),
+            "{bad} → {line}"
+        );
         assert!(!v["error"]["message"].as_str().unwrap_or("").is_empty());
     }
     // None of it created an agent, and the daemon still serves.
-    let ps = d.call(agentos::admin::protocol::AdminRequest::Ps).expect("ps");
+    let ps = d
+        .call(agentos::admin::protocol::AdminRequest::Ps)
+        .expect("ps");
     assert_eq!(ps.as_array().map(|a| a.len()), Some(0), "{ps}");
 }

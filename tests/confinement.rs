@@ -52,16 +52,27 @@ fn probe_finds_every_escape_closed() {
         failed.join("\n"),
         d.logs(prober.pid)
     );
-    assert!(checks.len() >= 20, "the probe ran only {} checks: {report}", checks.len());
+    assert!(
+        checks.len() >= 20,
+        "the probe ran only {} checks: {report}",
+        checks.len()
+    );
     assert_eq!(report["all_ok"], true);
     assert_eq!(exit.code, 0, "{exit:?}");
 
     // The probe's identity is the one the PCB records, and not root.
     let pcb = d.inspect(prober.pid);
-    assert!(pcb.uid >= d.uid_range.0 && pcb.uid <= d.uid_range.1, "{pcb:?}");
+    assert!(
+        pcb.uid >= d.uid_range.0 && pcb.uid <= d.uid_range.1,
+        "{pcb:?}"
+    );
     assert_ne!(pcb.uid, victim_pcb.uid, "two live agents share a uid");
     // The neighbour survived the probe's attempts to signal it.
-    assert!(d.inspect(victim.pid).is_live(), "victim died:\n{}", d.logs(victim.pid));
+    assert!(
+        d.inspect(victim.pid).is_live(),
+        "victim died:\n{}",
+        d.logs(victim.pid)
+    );
 }
 
 #[test]
@@ -87,7 +98,10 @@ fn a_profile_the_kernel_cannot_enforce_is_refused() {
     // A copy of the shipped policies whose profile demands Landlock ABI 10,
     // newer than any kernel this runs on: the agent must not start at all.
     let kernel_abi = agentos::sandbox::features::landlock_abi();
-    assert!(kernel_abi >= 3, "this host lacks Landlock ABI 3 (has {kernel_abi})");
+    assert!(
+        kernel_abi >= 3,
+        "this host lacks Landlock ABI 3 (has {kernel_abi})"
+    );
     if kernel_abi >= 10 {
         eprintln!("kernel has Landlock ABI {kernel_abi}; nothing newer to demand");
         return;
@@ -97,10 +111,17 @@ fn a_profile_the_kernel_cannot_enforce_is_refused() {
     std::fs::create_dir_all(dir.join("profiles")).expect("mkdir");
     std::fs::create_dir_all(dir.join("seccomp")).expect("mkdir");
     let repo = common::repo().join("policies");
-    std::fs::copy(repo.join("seccomp/agent.json"), dir.join("seccomp/agent.json")).expect("copy");
+    std::fs::copy(
+        repo.join("seccomp/agent.json"),
+        dir.join("seccomp/agent.json"),
+    )
+    .expect("copy");
     let profile = std::fs::read_to_string(repo.join("profiles/default.toml")).expect("profile");
     let demanding = profile.replace("min_abi = 3", "min_abi = 10");
-    assert_ne!(demanding, profile, "default profile no longer says min_abi = 3");
+    assert_ne!(
+        demanding, profile,
+        "default profile no longer says min_abi = 3"
+    );
     std::fs::write(dir.join("profiles/default.toml"), demanding).expect("write");
 
     let d = Daemon::start_with(&["--policies", &dir.display().to_string()]);
@@ -113,7 +134,10 @@ fn a_profile_the_kernel_cannot_enforce_is_refused() {
         })))
         .expect_err("spawn must fail");
     let msg = err.to_string();
-    assert!(msg.contains("landlock"), "error should name the landlock step: {msg}");
+    assert!(
+        msg.contains("landlock"),
+        "error should name the landlock step: {msg}"
+    );
     let pcb = d.inspect(1);
     assert!(!pcb.is_live());
     assert!(pcb.exit.expect("exit").reason.contains("landlock"));

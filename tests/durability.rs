@@ -39,7 +39,10 @@ fn spawn_sender(d: &Daemon, to: u64, count: usize, delay_s: f64) -> Pcb {
         name: "sender".into(),
         program: "/usr/bin/python3".into(),
         args: vec![
-            repo().join("tests/agents/send_many.py").display().to_string(),
+            repo()
+                .join("tests/agents/send_many.py")
+                .display()
+                .to_string(),
             to.to_string(),
             count.to_string(),
             delay_s.to_string(),
@@ -91,7 +94,11 @@ fn wait_for_report(d: &Daemon, pid: u64, timeout: Duration) -> Value {
         Some(Some(v)) => v,
         other => panic!(
             "agent {pid} wrote no report ({}):\nagent:\n{}\npcb: {:?}\ndaemon:\n{}",
-            if other.is_none() { "timed out" } else { "it terminated" },
+            if other.is_none() {
+                "timed out"
+            } else {
+                "it terminated"
+            },
             d.logs(pid),
             d.inspect(pid),
             d.log()
@@ -109,7 +116,11 @@ fn assert_settled_by_restart(d: &Daemon, pcb: &Pcb) {
         pcb.name,
         d.log()
     );
-    let reason = now.exit.as_ref().map(|e| e.reason.clone()).unwrap_or_default();
+    let reason = now
+        .exit
+        .as_ref()
+        .map(|e| e.reason.clone())
+        .unwrap_or_default();
     assert!(
         reason.contains("supervisor stopped"),
         "agent {} exit reason {reason:?} does not say the supervisor stopped\n{}",
@@ -150,7 +161,11 @@ fn a_message_acknowledged_by_send_msg_survives_sigkill_of_the_daemon() {
         })
         .collect();
     assert_eq!(acks.len(), N, "report: {report}\nagent:\n{}", d.logs(s.pid));
-    assert!(report.get("error").is_none(), "report: {report}\n{}", d.log());
+    assert!(
+        report.get("error").is_none(),
+        "report: {report}\n{}",
+        d.log()
+    );
 
     d.crash();
     d.launch();
@@ -282,7 +297,12 @@ fn a_crash_in_the_middle_of_sending_loses_no_acknowledged_message_and_duplicates
         .collect();
     // Nothing duplicated, in sending order.
     let unique: HashSet<u64> = got.iter().map(|m| m.seq).collect();
-    assert_eq!(unique.len(), got.len(), "duplicate seqs: {got:?}\n{}", d.log());
+    assert_eq!(
+        unique.len(),
+        got.len(),
+        "duplicate seqs: {got:?}\n{}",
+        d.log()
+    );
     assert_eq!(
         index,
         (0..got.len() as u64).collect::<Vec<_>>(),
@@ -302,7 +322,10 @@ fn a_crash_in_the_middle_of_sending_loses_no_acknowledged_message_and_duplicates
                 d.log()
             )
         });
-        assert_eq!((m.seq, m.body.as_str(), m.from), (*seq, body(*i).as_str(), s.pid));
+        assert_eq!(
+            (m.seq, m.body.as_str(), m.from),
+            (*seq, body(*i).as_str(), s.pid)
+        );
     }
     // The sender sends one message at a time: at most one unacknowledged
     // message may have made it, and the crash really was mid-flight.
@@ -345,11 +368,7 @@ fn pids_are_never_reused_across_a_crash() {
         serde_json::from_value(d.call(AdminRequest::Ps).expect("ps")).expect("pcbs");
     let pids: Vec<u64> = all.iter().map(|p| p.pid).collect();
     assert_eq!(pids.len(), 3, "{all:?}");
-    assert_eq!(
-        pids.iter().filter(|p| **p == c.pid).count(),
-        1,
-        "{all:?}"
-    );
+    assert_eq!(pids.iter().filter(|p| **p == c.pid).count(), 1, "{all:?}");
     assert_settled_by_restart(&d, &a);
     assert_settled_by_restart(&d, &b);
     assert!(d.inspect(c.pid).is_live(), "{:?}", d.inspect(c.pid));

@@ -24,7 +24,12 @@ fn spawn_limited(d: &Daemon, name: &str, args: &[&str], limits: LimitsPatch) -> 
 fn neighbour_answers(d: &Daemon, tag: &str) {
     let p = d.spawn_probe(&format!("neighbour-{tag}"), &["exit", "7"], &[]);
     let exit = d.wait(p.pid, Duration::from_secs(30));
-    assert_eq!(exit.code, 7, "neighbour did not answer: {exit:?}\n{}", d.logs(p.pid));
+    assert_eq!(
+        exit.code,
+        7,
+        "neighbour did not answer: {exit:?}\n{}",
+        d.logs(p.pid)
+    );
     assert!(exit.reason.contains("SYS_EXIT"), "{exit:?}");
 }
 
@@ -49,13 +54,20 @@ fn a_fork_bomb_is_stopped_by_the_pids_limit() {
         "the bomb has no cgroup"
     );
     neighbour_answers(&d, "during-bomb");
-    d.call(AdminRequest::Status).expect("daemon answers during the bomb");
+    d.call(AdminRequest::Status)
+        .expect("daemon answers during the bomb");
     let exit = d.wait(bomb.pid, Duration::from_secs(60));
     let report = d.report(bomb.pid);
     let forks = report["forks_ok"].as_u64().expect("forks_ok");
-    assert!(forks < 32, "the bomb forked {forks} times under a limit of 32: {report}");
+    assert!(
+        forks < 32,
+        "the bomb forked {forks} times under a limit of 32: {report}"
+    );
     let err = report["first_error"].as_str().unwrap_or("");
-    assert!(err.contains("EAGAIN") || err.contains("Resource temporarily unavailable"), "{report}");
+    assert!(
+        err.contains("EAGAIN") || err.contains("Resource temporarily unavailable"),
+        "{report}"
+    );
     assert_eq!(exit.code, 0, "{exit:?}");
     // Nothing of the bomb survives its agent: its cgroup is gone.
     let left = common::agent_cgroup_dirs(&d.cgroup_name, bomb);
@@ -79,8 +91,16 @@ fn a_memory_balloon_is_stopped_by_the_memory_limit() {
         },
     );
     let exit = d.wait(balloon.pid, Duration::from_secs(60));
-    assert_eq!(exit.signal, Some(9), "balloon was not killed: {exit:?}\n{}", d.logs(balloon.pid));
-    assert!(exit.reason.contains("OOM"), "reason should name the OOM killer: {exit:?}");
+    assert_eq!(
+        exit.signal,
+        Some(9),
+        "balloon was not killed: {exit:?}\n{}",
+        d.logs(balloon.pid)
+    );
+    assert!(
+        exit.reason.contains("OOM"),
+        "reason should name the OOM killer: {exit:?}"
+    );
     assert!(
         !d.workspace(balloon.pid).join("report.json").exists(),
         "the balloon reached 2 GiB under a 64 MiB limit"

@@ -143,7 +143,10 @@ mod tests {
     fn missing_and_unexpected_filters_are_refused() {
         let none = compile(br#"{"clone3": {"mismatch_action": "allow", "match_action": {"errno": 38}, "filter": [{"syscall": "clone3"}]}}"#);
         assert!(matches!(none, Err(SeccompError::Missing("agent"))));
-        let extra = compile(br#"{"agent": {"mismatch_action": "allow", "match_action": "allow", "filter": []}, "x": {"mismatch_action": "allow", "match_action": "allow", "filter": []}}"#);
+        let extra = compile(
+            br#"{"agent": {"mismatch_action": {"errno": 1}, "match_action": "allow", "filter": [{"syscall": "read"}]},
+                 "x": {"mismatch_action": {"errno": 1}, "match_action": "allow", "filter": [{"syscall": "read"}]}}"#,
+        );
         assert!(matches!(extra, Err(SeccompError::Unexpected(_))));
         assert!(matches!(compile(b"{"), Err(SeccompError::Compile(_))));
     }

@@ -24,7 +24,9 @@ pub fn require_root(test: &str) -> bool {
     if std::env::var_os("CI").is_some() {
         panic!("{test}: privileged test must run as root in CI, refusing to skip");
     }
-    eprintln!("\n!!!!! SKIPPED {test}: needs root (namespaces, cgroups, uids). Run the tests as root. !!!!!\n");
+    eprintln!(
+        "\n!!!!! SKIPPED {test}: needs root (namespaces, cgroups, uids). Run the tests as root. !!!!!\n"
+    );
     false
 }
 
@@ -42,7 +44,11 @@ pub fn example(name: &str) -> PathBuf {
         .expect("target dir")
         .join("examples")
         .join(name);
-    assert!(p.exists(), "{} is missing: build with `cargo test` (examples are built with the tests)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: build with `cargo test` (examples are built with the tests)",
+        p.display()
+    );
     p
 }
 
@@ -189,7 +195,8 @@ impl Daemon {
     }
 
     pub fn inspect(&self, pid: u64) -> Pcb {
-        serde_json::from_value(self.call(AdminRequest::Inspect { pid }).expect("inspect")).expect("pcb")
+        serde_json::from_value(self.call(AdminRequest::Inspect { pid }).expect("inspect"))
+            .expect("pcb")
     }
 
     /// The agent's stored log (stdout, stderr, syscalls) as text.
@@ -204,7 +211,13 @@ impl Daemon {
         v.as_array()
             .into_iter()
             .flatten()
-            .map(|e| format!("{} {}\n", e["stream"].as_str().unwrap_or(""), e["text"].as_str().unwrap_or("")))
+            .map(|e| {
+                format!(
+                    "{} {}\n",
+                    e["stream"].as_str().unwrap_or(""),
+                    e["text"].as_str().unwrap_or("")
+                )
+            })
             .collect()
     }
 
@@ -215,14 +228,21 @@ impl Daemon {
     /// Reads and parses `/report.json` that a probe wrote in its workspace.
     pub fn report(&self, pid: u64) -> Value {
         let p = self.workspace(pid).join("report.json");
-        let text = std::fs::read_to_string(&p)
-            .unwrap_or_else(|e| panic!("{}: {e}\nagent log:\n{}\ndaemon log:\n{}", p.display(), self.logs(pid), self.log()));
+        let text = std::fs::read_to_string(&p).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}\nagent log:\n{}\ndaemon log:\n{}",
+                p.display(),
+                self.logs(pid),
+                self.log()
+            )
+        });
         serde_json::from_str(&text).expect("report is JSON")
     }
 
     /// Resident memory of the daemon in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("status");
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("status");
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
