@@ -56,8 +56,8 @@ fn a_fork_bomb_is_stopped_by_the_pids_limit() {
     neighbour_answers(&d, "during-bomb");
     d.call(AdminRequest::Status)
         .expect("daemon answers during the bomb");
-    let exit = d.wait(bomb.pid, Duration::from_secs(60));
-    let report = d.report(bomb.pid);
+    let exit = d.wait(bomb, Duration::from_secs(60));
+    let report = d.report(bomb);
     let forks = report["forks_ok"].as_u64().expect("forks_ok");
     assert!(
         forks < 32,
@@ -90,19 +90,19 @@ fn a_memory_balloon_is_stopped_by_the_memory_limit() {
             ..Default::default()
         },
     );
-    let exit = d.wait(balloon.pid, Duration::from_secs(60));
+    let exit = d.wait(balloon, Duration::from_secs(60));
     assert_eq!(
         exit.signal,
         Some(9),
         "balloon was not killed: {exit:?}\n{}",
-        d.logs(balloon.pid)
+        d.logs(balloon)
     );
     assert!(
         exit.reason.contains("OOM"),
         "reason should name the OOM killer: {exit:?}"
     );
     assert!(
-        !d.workspace(balloon.pid).join("report.json").exists(),
+        !d.workspace(balloon).join("report.json").exists(),
         "the balloon reached 2 GiB under a 64 MiB limit"
     );
     neighbour_answers(&d, "after-balloon");
@@ -123,6 +123,6 @@ fn the_wall_time_limit_ends_an_agent() {
             ..Default::default()
         },
     );
-    let exit = d.wait(sleeper.pid, Duration::from_secs(20));
+    let exit = d.wait(sleeper, Duration::from_secs(20));
     assert!(exit.reason.contains("wall-time"), "{exit:?}");
 }
