@@ -2341,6 +2341,11 @@ fn run_echo(client: &mut Client) -> i32 {
                 eprintln!("echo: message without sender: {message}");
                 continue;
             };
+            if from == json!(0) {
+                // From an admin (`agentos send`): there is no agent to answer.
+                println!("echo: admin says {body:?}");
+                continue;
+            }
             match client.call(
                 "SEND_MSG",
                 json!({"to": from, "body": format!("echo:{body}")}),
