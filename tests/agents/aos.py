@@ -19,7 +19,7 @@ def read_reply() -> dict:
     return json.loads(line)
 
 
-def call(name: str, **args) -> dict:
+def call(name: str, /, **args) -> dict:
     """Performs one syscall and returns the whole reply object."""
     global _next_id
     _next_id += 1
@@ -31,7 +31,7 @@ def call(name: str, **args) -> dict:
             return reply
 
 
-def ok(name: str, **args) -> dict:
+def ok(name: str, /, **args) -> dict:
     """Performs a syscall that must succeed and returns its result."""
     reply = call(name, **args)
     if reply["status"] != "SUCCESS":
