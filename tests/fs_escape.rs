@@ -254,7 +254,12 @@ fn dotdot_paths_are_exdev_and_touch_nothing() {
     let found = find_named(&daemon.dir, &m);
     let mut expected: Vec<PathBuf> = victims[..3].to_vec();
     expected.sort();
-    assert_eq!(found, expected, "files created outside the workspace\n{}", ctx());
+    assert_eq!(
+        found,
+        expected,
+        "files created outside the workspace\n{}",
+        ctx()
+    );
     for p in [
         std::env::temp_dir().join(&m),
         PathBuf::from("/etc").join(&m),
@@ -324,11 +329,18 @@ fn absolute_paths_are_workspace_paths() {
         "reread_ws_etc_passwd",
         "reread_rel_etc_passwd",
     ] {
-        let content = report[key]["result"]["content"].as_str().unwrap_or_else(|| {
-            panic!("{key}: {}\n{}", report[key], ctx());
-        });
+        let content = report[key]["result"]["content"]
+            .as_str()
+            .unwrap_or_else(|| {
+                panic!("{key}: {}\n{}", report[key], ctx());
+            });
         assert_eq!(content, "agent-owned passwd\n", "{key}\n{}", ctx());
-        assert_ne!(content, host_passwd, "{key} returned the host's passwd\n{}", ctx());
+        assert_ne!(
+            content,
+            host_passwd,
+            "{key} returned the host's passwd\n{}",
+            ctx()
+        );
     }
     // No reply anywhere carried the host's passwd.
     let first_line = host_passwd.lines().next().unwrap_or("root:x:0:0");
@@ -395,7 +407,11 @@ fn agent_made_symlinks_never_lead_out() {
     assert_eq!(made.len(), 8, "{report}\n{}", ctx());
     for (name, target) in made {
         let target = target.as_str().unwrap_or("");
-        assert!(!target.starts_with("ERROR"), "symlink {name}: {target}\n{}", ctx());
+        assert!(
+            !target.starts_with("ERROR"),
+            "symlink {name}: {target}\n{}",
+            ctx()
+        );
     }
 
     let final_links = [
@@ -448,10 +464,20 @@ fn agent_made_symlinks_never_lead_out() {
         );
     }
     for p in ["etc_dir", "up_dir"] {
-        assert_eq!(code_at(&report, "list", p), "EFTYPE", "list {p}\n{report}\n{}", ctx());
+        assert_eq!(
+            code_at(&report, "list", p),
+            "EFTYPE",
+            "list {p}\n{report}\n{}",
+            ctx()
+        );
     }
     for p in ["etc_dir/ssl", "up_dir/state"] {
-        assert_eq!(code_at(&report, "list", p), "EXDEV", "list {p}\n{report}\n{}", ctx());
+        assert_eq!(
+            code_at(&report, "list", p),
+            "EXDEV",
+            "list {p}\n{report}\n{}",
+            ctx()
+        );
     }
     assert_eq!(
         code_at(&report, "delete", &format!("up_dir/hostfile-{m}")),
@@ -537,13 +563,25 @@ fn hard_links_to_host_files_are_refused() {
     send_go(&daemon, pcb.pid);
     let report = finish(&daemon, pcb.pid, Duration::from_secs(30));
 
-    for key in ["read", "read_abs", "write", "append", "read_sub", "write_sub"] {
+    for key in [
+        "read",
+        "read_abs",
+        "write",
+        "append",
+        "read_sub",
+        "write_sub",
+    ] {
         assert_eq!(
-            report[key]["code"], "EFTYPE",
+            report[key]["code"],
+            "EFTYPE",
             "{key} of a hard-linked host file\nreport: {report}\n{}",
             ctx()
         );
-        assert!(report[key]["result"].is_null(), "{key}: {report}\n{}", ctx());
+        assert!(
+            report[key]["result"].is_null(),
+            "{key}: {report}\n{}",
+            ctx()
+        );
     }
     assert!(
         !report.to_string().contains(&secret),
@@ -591,14 +629,27 @@ fn fifos_are_refused_without_blocking() {
 
     for key in ["read", "write", "append", "read_abs"] {
         assert_eq!(
-            report[key]["code"], "EFTYPE",
+            report[key]["code"],
+            "EFTYPE",
             "{key} of a FIFO\nreport: {report}\n{}",
             ctx()
         );
     }
     assert_eq!(report["list"]["code"], "ENOTDIR", "{report}\n{}", ctx());
-    assert_eq!(report["read_dirfifo"]["code"], "ENOTDIR", "{report}\n{}", ctx());
-    for key in ["read", "write", "append", "read_abs", "list", "read_dirfifo"] {
+    assert_eq!(
+        report["read_dirfifo"]["code"],
+        "ENOTDIR",
+        "{report}\n{}",
+        ctx()
+    );
+    for key in [
+        "read",
+        "write",
+        "append",
+        "read_abs",
+        "list",
+        "read_dirfifo",
+    ] {
         let ms = report[key]["ms"].as_f64().unwrap_or(f64::MAX);
         assert!(ms < 2000.0, "{key} took {ms} ms\n{report}\n{}", ctx());
     }
@@ -639,7 +690,12 @@ fn symlink_swap_race_never_reaches_the_host() {
     let ctx = || {
         format!(
             "agent log:\n{}\ndaemon log:\n{}",
-            daemon.logs(pcb.pid).lines().take(200).collect::<Vec<_>>().join("\n"),
+            daemon
+                .logs(pcb.pid)
+                .lines()
+                .take(200)
+                .collect::<Vec<_>>()
+                .join("\n"),
             daemon.log()
         )
     };
@@ -653,7 +709,12 @@ fn symlink_swap_race_never_reaches_the_host() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     in_hostdir.sort();
-    assert_eq!(in_hostdir, [name.clone()], "files appeared in the host dir\n{}", ctx());
+    assert_eq!(
+        in_hostdir,
+        [name.clone()],
+        "files appeared in the host dir\n{}",
+        ctx()
+    );
     assert!(!PathBuf::from("/etc").join(&name).exists(), "{}", ctx());
     // The secret never reached the agent: every content it read is its own.
     let contents = report["contents"].as_array().expect("contents");
@@ -673,11 +734,21 @@ fn symlink_swap_race_never_reaches_the_host() {
     assert!(swaps >= 50, "only {swaps} swaps: {report}\n{}", ctx());
     let count = |op: &str, code: &str| report["codes"][op][code].as_u64().unwrap_or(0);
     for op in ["read", "write"] {
-        assert!(count(op, "SUCCESS") > 0, "no {op} succeeded: {report}\n{}", ctx());
-        assert!(count(op, "EXDEV") > 0, "no {op} hit a symlink: {report}\n{}", ctx());
+        assert!(
+            count(op, "SUCCESS") > 0,
+            "no {op} succeeded: {report}\n{}",
+            ctx()
+        );
+        assert!(
+            count(op, "EXDEV") > 0,
+            "no {op} hit a symlink: {report}\n{}",
+            ctx()
+        );
         // Only codes that describe the race are acceptable.
         let codes = report["codes"][op].as_object().expect("codes");
-        let allowed = ["SUCCESS", "EXDEV", "ENOENT", "ENOTDIR", "EAGAIN", "EFTYPE", "EISDIR"];
+        let allowed = [
+            "SUCCESS", "EXDEV", "ENOENT", "ENOTDIR", "EAGAIN", "EFTYPE", "EISDIR",
+        ];
         for (code, n) in codes {
             assert!(
                 allowed.contains(&code.as_str()),
@@ -731,13 +802,31 @@ fn listing_parents_and_root_symlinks_is_refused() {
             ctx()
         );
         if code != "SUCCESS" {
-            assert!(report[path]["result"].is_null(), "{path}: {report}\n{}", ctx());
+            assert!(
+                report[path]["result"].is_null(),
+                "{path}: {report}\n{}",
+                ctx()
+            );
         }
     };
-    for p in ["..", "/..", "/workspace/..", "a/../..", "../../..", "/workspace/../workspace"] {
+    for p in [
+        "..",
+        "/..",
+        "/workspace/..",
+        "a/../..",
+        "../../..",
+        "/workspace/../workspace",
+    ] {
         expect(p, "EXDEV");
     }
-    for p in ["rootlink", "rootlink/", "rootlink/.", "/workspace/rootlink", "uplink", "procroot"] {
+    for p in [
+        "rootlink",
+        "rootlink/",
+        "rootlink/.",
+        "/workspace/rootlink",
+        "uplink",
+        "procroot",
+    ] {
         expect(p, "EFTYPE");
     }
     for p in [

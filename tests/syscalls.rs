@@ -25,7 +25,10 @@ fn python_with(
     d.spawn(SpawnRequest {
         name: name.into(),
         program: "/usr/bin/python3".into(),
-        args: vec![agents.join("syscalls_agent.py").display().to_string(), scenario.into()],
+        args: vec![
+            agents.join("syscalls_agent.py").display().to_string(),
+            scenario.into(),
+        ],
         permissions: Some(permissions.iter().map(|s| s.to_string()).collect()),
         ro: vec![agents.display().to_string()],
         limits,
@@ -49,7 +52,11 @@ fn blocking_calls_show_in_the_agent_state() {
     let blocked = eventually(Duration::from_secs(20), || {
         (d.inspect(a.pid).state == State::Blocked).then_some(())
     });
-    assert!(blocked.is_some(), "never BLOCKED in RECV_MSG:\n{}", d.logs(a.pid));
+    assert!(
+        blocked.is_some(),
+        "never BLOCKED in RECV_MSG:\n{}",
+        d.logs(a.pid)
+    );
     d.call(AdminRequest::Send {
         pid: a.pid,
         body: "wake up".into(),
@@ -62,7 +69,12 @@ fn blocking_calls_show_in_the_agent_state() {
     wait_ok(&d, a.pid);
     assert_eq!(d.report(a.pid)["got"], serde_json::json!(["wake up"]));
     let log = d.logs(a.pid);
-    for t in ["RUNNING → BLOCKED", "BLOCKED → RUNNING", "RUNNING → SLEEPING", "SLEEPING → RUNNING"] {
+    for t in [
+        "RUNNING → BLOCKED",
+        "BLOCKED → RUNNING",
+        "RUNNING → SLEEPING",
+        "SLEEPING → RUNNING",
+    ] {
         assert!(log.contains(t), "journal lacks {t}:\n{log}");
     }
 }
@@ -75,7 +87,10 @@ fn replies_come_in_completion_order() {
     let d = Daemon::start();
     let a = python(&d, "ooo", "out_of_order", &["time", "fs"]);
     wait_ok(&d, a.pid);
-    assert_eq!(d.report(a.pid)["order"], serde_json::json!(["fast", "slow"]));
+    assert_eq!(
+        d.report(a.pid)["order"],
+        serde_json::json!(["fast", "slow"])
+    );
 }
 
 #[test]
@@ -85,7 +100,14 @@ fn pipe_to_carries_stdout_into_stdin() {
     }
     let d = Daemon::start();
     let reader = python(&d, "reader", "pipe_reader", &["ipc", "fs"]);
-    let writer = python_with(&d, "writer", "pipe_writer", &["ipc"], None, Some(reader.pid));
+    let writer = python_with(
+        &d,
+        "writer",
+        "pipe_writer",
+        &["ipc"],
+        None,
+        Some(reader.pid),
+    );
     assert_eq!(writer.pipe_to, Some(reader.pid));
     d.call(AdminRequest::Send {
         pid: reader.pid,
@@ -110,8 +132,16 @@ fn the_workspace_quota_is_enforced() {
     let a = python_with(&d, "quota", "quota", &["fs"], Some(limits), None);
     wait_ok(&d, a.pid);
     let r = d.report(a.pid);
-    assert_eq!(r["codes"], serde_json::json!(["SUCCESS", "EQUOTA", "SUCCESS"]), "{r}");
-    assert_eq!(r["names"], serde_json::json!(["a"]), "the refused file exists: {r}");
+    assert_eq!(
+        r["codes"],
+        serde_json::json!(["SUCCESS", "EQUOTA", "SUCCESS"]),
+        "{r}"
+    );
+    assert_eq!(
+        r["names"],
+        serde_json::json!(["a"]),
+        "the refused file exists: {r}"
+    );
 }
 
 #[test]
@@ -127,7 +157,10 @@ fn process_calls_stay_in_the_callers_subtree() {
     let child = r["child"].as_u64().expect("child pid");
     assert_eq!(r["ps"], serde_json::json!([parent.pid, child]), "{r}");
     assert!(
-        r["waited"]["reason"].as_str().unwrap_or("").contains(&format!("killed by agent {}", parent.pid)),
+        r["waited"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("killed by agent {}", parent.pid)),
         "{r}"
     );
     let c = d.inspect(child);

@@ -1,0 +1,529 @@
+//! Permission checks of the syscall dispatcher and of SPAWN_AGENT, KILL and
+//! WAIT, exercised by Python agents (tests/agents/permissions.py) on a real
+//! daemon.
+
+mod common;
+
+use agentos::abi::calls::Call;
+use agentos::admin::protocol::{AdminRequest, SpawnRequest};
+use agentos::kernel::pcb::{LimitsPatch, Pcb, State};
+use common::{Daemon, eventually, repo};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const SCRIPT: &str = "tests/agents/permissions.py";
+
+fn spawn_req(name: &str, args: &[&str], permissions: Option<&[&str]>) -> SpawnRequest {
+    let mut argv = vec![repo().join(SCRIPT).display().to_string()];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    SpawnRequest {
+        name: name.into(),
+        program: "/usr/bin/python3".into(),
+        args: argv,
+        permissions: permissions.map(|p| p.iter().map(|s| s.to_string()).collect()),
+        ro: vec![repo().join("tests/agents").display().to_string()],
+        ..Default::default()
+    }
+}
+
+/// Waits for the agent and requires a clean exit; returns its report.
+fn finish(daemon: &Daemon, pid: u64, timeout: Duration) -> Value {
+    let exit = daemon.wait(pid, timeout);
+    assert_eq!(
+        exit.code,
+        0,
+        "agent {pid} failed: {exit:?}\nagent log:\n{}\ndaemon log:\n{}",
+        daemon.logs(pid),
+        daemon.log()
+    );
+    daemon.report(pid)
+}
+
+fn fs_calls() -> BTreeSet<Call> {
+    BTreeSet::from([
+        Call::FS_READ,
+        Call::FS_WRITE,
+        Call::FS_LIST,
+        Call::FS_DELETE,
+    ])
+}
+
+/// The pid in a successful SPAWN_AGENT reply as the agent reported it.
+fn spawned_pid(report: &Value, key: &str, ctx: &dyn Fn() -> String) -> u64 {
+    assert_eq!(
+        report[key]["code"],
+        "SUCCESS",
+        "{key}: {}\n{}",
+        report[key],
+        ctx()
+    );
+    report[key]["result"]["pid"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key}: no pid in {}\n{}", report[key], ctx()))
+}
+
+/// (a) An agent with no permissions: FS_WRITE, SEND_MSG, SPAWN_AGENT, SLEEP
+/// and PS are EACCES "permission denied for syscall X", each refusal is in
+/// the journal and counted in `counters.denied`. GETPID (and SYS_EXIT, which
+/// the agent uses to end) are always allowed: they grant nothing.
+#[test]
+fn empty_permissions_deny_everything_but_getpid() {
+    if !common::require_root("empty_permissions_deny_everything_but_getpid") {
+        return;
+    }
+    let daemon = Daemon::start();
+    let pcb = daemon.spawn(spawn_req("no-perms", &["empty"], Some(&[])));
+    assert!(pcb.permissions.is_empty(), "{pcb:?}");
+    let report = finish(&daemon, pcb.pid, Duration::from_secs(20));
+    let logs = daemon.logs(pcb.pid);
+    let ctx = || format!("agent log:\n{logs}\ndaemon log:\n{}", daemon.log());
+
+    let denied = ["FS_WRITE", "SEND_MSG", "SPAWN_AGENT", "SLEEP", "PS"];
+    for call in denied {
+        assert_eq!(
+            report[call]["code"],
+            "EACCES",
+            "{call}: {report}\n{}",
+            ctx()
+        );
+        assert_eq!(
+            report[call]["message"],
+            format!("permission denied for syscall {call}"),
+            "{call}: {report}\n{}",
+            ctx()
+        );
+        // The journal records the refusal: "FS_WRITE {args} → EACCES permission denied ...".
+        let line = logs
+            .lines()
+            .find(|l| l.starts_with(&format!("syscall {call} ")) && l.contains("→ EACCES"))
+            .unwrap_or_else(|| panic!("no journal entry for the denied {call}\n{}", ctx()));
+        assert!(
+            line.contains(&format!("permission denied for syscall {call}")),
+            "{line}\n{}",
+            ctx()
+        );
+    }
+    // Always allowed: GETPID answers with the agent's own pid.
+    for key in ["getpid", "getpid_again"] {
+        assert_eq!(report[key]["code"], "SUCCESS", "{report}\n{}", ctx());
+        assert_eq!(report[key]["result"]["pid"], pcb.pid, "{report}\n{}", ctx());
+    }
+    let refused_lines = logs
+        .lines()
+        .filter(|l| l.starts_with("syscall ") && l.contains("→ EACCES"))
+        .count();
+    assert_eq!(refused_lines, denied.len(), "{}", ctx());
+    assert!(
+        logs.lines()
+            .any(|l| l.starts_with("syscall GETPID ") && l.contains("→ SUCCESS")),
+        "{}",
+        ctx()
+    );
+    // Nothing was written, sent or spawned.
+    assert!(
+        !daemon.workspace(pcb.pid).join("x.txt").exists(),
+        "{}",
+        ctx()
+    );
+    let after = daemon.inspect(pcb.pid);
+    assert_eq!(
+        after.counters.denied,
+        denied.len() as u64,
+        "{after:?}\n{}",
+        ctx()
+    );
+    assert_eq!(after.counters.messages_sent, 0, "{after:?}\n{}", ctx());
+    let ps = daemon.call(AdminRequest::Ps).expect("ps");
+    assert_eq!(
+        ps.as_array().map(|a| a.len()),
+        Some(1),
+        "a child was spawned: {ps}\n{}",
+        ctx()
+    );
+}
+
+/// Finds `<cgroup_name>/agent-<pid>` under `root`, however deep the
+/// daemon's own cgroup is.
+fn find_agent_cgroup(root: &Path, cgroup_name: &str, pid: u64) -> Option<PathBuf> {
+    let mut stack = vec![(root.to_path_buf(), 0)];
+    while let Some((dir, depth)) = stack.pop() {
+        if depth > 10 {
+            continue;
+        }
+        for e in std::fs::read_dir(&dir).ok()?.flatten() {
+            if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                continue;
+            }
+            let p = e.path();
+            if e.file_name().to_string_lossy() == cgroup_name {
+                let agent = p.join(format!("agent-{pid}"));
+                if agent.is_dir() {
+                    return Some(agent);
+                }
+            } else {
+                stack.push((p, depth + 1));
+            }
+        }
+    }
+    None
+}
+
+/// The memory limit the kernel enforces on agent `pid`: cgroup v1
+/// memory.limit_in_bytes, or memory.max on a pure cgroup v2 host.
+fn cgroup_memory_limit(daemon: &Daemon, pid: u64) -> Result<u64, String> {
+    let candidates = [
+        (Path::new("/sys/fs/cgroup/memory"), "memory.limit_in_bytes"),
+        (Path::new("/sys/fs/cgroup"), "memory.max"),
+    ];
+    for (root, file) in candidates {
+        if !root.is_dir() {
+            continue;
+        }
+        if let Some(dir) = find_agent_cgroup(root, &daemon.cgroup_name, pid) {
+            let f = dir.join(file);
+            if let Ok(text) = std::fs::read_to_string(&f) {
+                return text
+                    .trim()
+                    .parse()
+                    .map_err(|e| format!("{}: {text:?}: {e}", f.display()));
+            }
+        }
+    }
+    Err(format!(
+        "no memory.limit_in_bytes or memory.max for agent-{pid} under a cgroup named {}",
+        daemon.cgroup_name
+    ))
+}
+
+/// (b) SPAWN_AGENT narrows: a child may not get a permission or a limit its
+/// parent lacks (EACCES, and no PCB is created), a narrower request
+/// succeeds with exactly what was asked, and the lower memory limit is the
+/// one the kernel enforces on the child's cgroup. (c) A child spawned with
+/// `"permissions": []` (or none given) has no permissions at all.
+#[test]
+fn spawn_narrows_permissions_and_limits() {
+    if !common::require_root("spawn_narrows_permissions_and_limits") {
+        return;
+    }
+    let daemon = Daemon::start();
+    const PARENT_MEM: u64 = 384 << 20;
+    const LOW_MEM: u64 = 256 << 20;
+    let parent_mem = PARENT_MEM.to_string();
+    let low_mem = LOW_MEM.to_string();
+    let mut req = spawn_req(
+        "parent",
+        &["parent", &parent_mem, &low_mem],
+        Some(&["fs", "SPAWN_AGENT", "WAIT"]),
+    );
+    req.limits = Some(LimitsPatch {
+        memory_bytes: Some(PARENT_MEM),
+        ..Default::default()
+    });
+    let parent = daemon.spawn(req);
+    let ctx = || {
+        format!(
+            "parent log:\n{}\ndaemon log:\n{}",
+            daemon.logs(parent.pid),
+            daemon.log()
+        )
+    };
+    assert_eq!(parent.limits.memory_bytes, PARENT_MEM, "{parent:?}");
+    let mut expected_parent = fs_calls();
+    expected_parent.extend([Call::SPAWN_AGENT, Call::WAIT]);
+    assert_eq!(parent.permissions, expected_parent, "{parent:?}");
+
+    // While the low-memory child is alive (it waits for a file), look at
+    // its PCB and its real cgroup.
+    let spawned = eventually(Duration::from_secs(40), || {
+        let text =
+            std::fs::read_to_string(daemon.workspace(parent.pid).join("spawned.json")).ok()?;
+        serde_json::from_str::<Value>(&text).ok()
+    })
+    .unwrap_or_else(|| panic!("the parent never spawned the low-memory child\n{}", ctx()));
+    let low = spawned["low"].as_u64().expect("low pid");
+    let low_ctx = || format!("child log:\n{}\n{}", daemon.logs(low), ctx());
+    eventually(Duration::from_secs(20), || {
+        daemon.workspace(low).join("held").exists().then_some(())
+    })
+    .unwrap_or_else(|| panic!("the low-memory child did not start\n{}", low_ctx()));
+    let child: Pcb = daemon.inspect(low);
+    assert!(child.is_live(), "{child:?}\n{}", low_ctx());
+    assert_eq!(child.ppid, parent.pid, "{child:?}");
+    assert_eq!(child.permissions, fs_calls(), "{child:?}");
+    assert_eq!(child.limits.memory_bytes, LOW_MEM, "{child:?}");
+    // Other limits are inherited from the parent.
+    assert_eq!(
+        LimitsPatch {
+            memory_bytes: None,
+            ..Default::default()
+        },
+        LimitsPatch::default()
+    );
+    assert_eq!(child.limits.pids, parent.limits.pids, "{child:?}");
+    assert_eq!(child.ro_binds, parent.ro_binds, "{child:?}");
+    let enforced =
+        cgroup_memory_limit(&daemon, low).unwrap_or_else(|e| panic!("{e}\n{}", low_ctx()));
+    assert_eq!(enforced, LOW_MEM, "the child's cgroup limit\n{}", low_ctx());
+    let parent_enforced =
+        cgroup_memory_limit(&daemon, parent.pid).unwrap_or_else(|e| panic!("{e}\n{}", ctx()));
+    assert_eq!(
+        parent_enforced,
+        PARENT_MEM,
+        "the parent's cgroup limit\n{}",
+        ctx()
+    );
+    std::fs::write(daemon.workspace(low).join("release"), "go").expect("release");
+
+    let report = finish(&daemon, parent.pid, Duration::from_secs(60));
+    let full = || format!("report: {report}\n{}", ctx());
+
+    // A permission the parent lacks: EACCES naming it.
+    assert_eq!(report["spawn_fs_send"]["code"], "EACCES", "{}", full());
+    let msg = report["spawn_fs_send"]["message"].as_str().unwrap_or("");
+    assert!(msg.contains("SEND_MSG"), "{msg}\n{}", full());
+    // A memory limit above the parent's: EACCES naming the limit.
+    assert_eq!(report["spawn_mem_over"]["code"], "EACCES", "{}", full());
+    let msg = report["spawn_mem_over"]["message"].as_str().unwrap_or("");
+    assert!(msg.contains("memory_bytes"), "{msg}\n{}", full());
+    // Refused spawns leave no PCB behind.
+    let ps = daemon.call(AdminRequest::Ps).expect("ps");
+    let names: Vec<&str> = ps
+        .as_array()
+        .expect("ps list")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    for refused in ["too-many-perms", "too-much-mem"] {
+        assert!(
+            !names.contains(&refused),
+            "{refused} exists: {names:?}\n{}",
+            full()
+        );
+    }
+
+    // ["fs"]: exactly the FS_* calls; its FS_WRITE works, SEND_MSG does not.
+    let fs_child = spawned_pid(&report, "spawn_fs", &full);
+    let pcb = daemon.inspect(fs_child);
+    assert_eq!(pcb.permissions, fs_calls(), "{pcb:?}\n{}", full());
+    assert_eq!(pcb.ppid, parent.pid, "{pcb:?}");
+    assert_eq!(
+        pcb.limits.memory_bytes, PARENT_MEM,
+        "inherited limit: {pcb:?}"
+    );
+    assert_eq!(report["wait_fs"]["code"], "SUCCESS", "{}", full());
+    assert_eq!(report["wait_fs"]["result"]["exit_code"], 0, "{}", full());
+    let child_report = daemon.report(fs_child);
+    assert_eq!(
+        child_report["FS_WRITE"]["code"],
+        "SUCCESS",
+        "{child_report}\n{}",
+        full()
+    );
+    assert_eq!(
+        child_report["SEND_MSG"]["code"],
+        "EACCES",
+        "{child_report}\n{}",
+        full()
+    );
+    assert_eq!(
+        std::fs::read_to_string(daemon.workspace(fs_child).join("probe.txt")).unwrap_or_default(),
+        "probe"
+    );
+
+    // The low-memory child ran to its end once released.
+    assert_eq!(report["wait_low"]["code"], "SUCCESS", "{}", full());
+    assert_eq!(report["wait_low"]["result"]["exit_code"], 0, "{}", full());
+
+    // (c) "permissions": [] and no permissions field: nothing at all.
+    for key in ["spawn_none", "spawn_absent"] {
+        let pid = spawned_pid(&report, key, &full);
+        let pcb = daemon.inspect(pid);
+        assert!(pcb.permissions.is_empty(), "{key}: {pcb:?}\n{}", full());
+        let wait_key = key.replace("spawn_", "wait_");
+        assert_eq!(report[&wait_key]["code"], "SUCCESS", "{}", full());
+        let child_report = daemon.report(pid);
+        let child_logs = daemon.logs(pid);
+        for call in ["FS_WRITE", "SEND_MSG"] {
+            assert_eq!(
+                child_report[call]["code"],
+                "EACCES",
+                "{key} {call}: {child_report}\nchild log:\n{child_logs}\n{}",
+                full()
+            );
+            assert_eq!(
+                child_report[call]["message"],
+                format!("permission denied for syscall {call}"),
+                "{child_report}"
+            );
+        }
+        assert!(
+            !daemon.workspace(pid).join("probe.txt").exists(),
+            "{}",
+            full()
+        );
+        assert_eq!(
+            pcb.counters.denied, 2,
+            "{key}: {pcb:?}\nchild log:\n{child_logs}"
+        );
+    }
+}
+
+/// Spawns an idle agent (it waits for /workspace/release) as a sibling of
+/// the agent under test, and waits until it runs.
+fn spawn_idle_sibling(daemon: &Daemon) -> Pcb {
+    let sibling = daemon.spawn(spawn_req("sibling", &["idle", "40"], Some(&[])));
+    eventually(Duration::from_secs(20), || {
+        daemon
+            .workspace(sibling.pid)
+            .join("started")
+            .exists()
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the sibling did not start\n{}\n{}",
+            daemon.logs(sibling.pid),
+            daemon.log()
+        )
+    });
+    sibling
+}
+
+/// Ends the idle sibling through the admin socket (after the checks).
+fn kill_sibling(daemon: &Daemon, pid: u64) {
+    let _ = daemon.call(AdminRequest::Kill { pid });
+}
+
+/// (d) KILL of an agent that is not a descendant (a sibling spawned by the
+/// admin, or no agent at all) is EPERM, and the sibling keeps running; the
+/// same agent may kill its own child.
+#[test]
+fn kill_of_a_non_descendant_is_eperm() {
+    if !common::require_root("kill_of_a_non_descendant_is_eperm") {
+        return;
+    }
+    let daemon = Daemon::start();
+    let sibling = spawn_idle_sibling(&daemon);
+    let killer = daemon.spawn(spawn_req(
+        "killer",
+        &["killer", &sibling.pid.to_string()],
+        Some(&["process"]),
+    ));
+    let ctx = || {
+        format!(
+            "killer log:\n{}\nsibling log:\n{}\ndaemon log:\n{}",
+            daemon.logs(killer.pid),
+            daemon.logs(sibling.pid),
+            daemon.log()
+        )
+    };
+    let report = finish(&daemon, killer.pid, Duration::from_secs(30));
+    for key in ["kill_sibling", "kill_sibling_again", "kill_missing"] {
+        assert_eq!(report[key]["code"], "EPERM", "{key}: {report}\n{}", ctx());
+    }
+    // Control: its own child could be killed, so EPERM is about the tree.
+    assert_eq!(
+        report["spawn_child"]["code"],
+        "SUCCESS",
+        "{report}\n{}",
+        ctx()
+    );
+    assert_eq!(
+        report["kill_child"]["code"],
+        "SUCCESS",
+        "{report}\n{}",
+        ctx()
+    );
+    assert_eq!(
+        report["wait_child"]["code"],
+        "SUCCESS",
+        "{report}\n{}",
+        ctx()
+    );
+    let reason = report["wait_child"]["result"]["reason"]
+        .as_str()
+        .unwrap_or("");
+    assert!(reason.contains("killed by agent"), "{reason}\n{}", ctx());
+
+    // The sibling is still alive: its PCB, its host process, its own view.
+    std::thread::sleep(Duration::from_millis(300));
+    let now = daemon.inspect(sibling.pid);
+    assert!(
+        now.is_live() && now.exit.is_none(),
+        "the sibling was killed: {now:?}\n{}",
+        ctx()
+    );
+    assert_ne!(now.state, State::Terminated, "{}", ctx());
+    let host_pid = now
+        .host_pid
+        .unwrap_or_else(|| panic!("no host pid: {now:?}\n{}", ctx()));
+    assert!(
+        Path::new(&format!("/proc/{host_pid}")).exists(),
+        "the sibling's process {host_pid} is gone\n{}",
+        ctx()
+    );
+    assert!(
+        !daemon.workspace(sibling.pid).join("report.json").exists(),
+        "the sibling finished early\n{}",
+        ctx()
+    );
+    kill_sibling(&daemon, sibling.pid);
+}
+
+/// (e) WAIT on an agent that is not a child (a sibling, itself, a pid that
+/// does not exist) is ECHILD, at once; the same agent may wait for its own
+/// child.
+#[test]
+fn wait_on_a_non_child_is_echild() {
+    if !common::require_root("wait_on_a_non_child_is_echild") {
+        return;
+    }
+    let daemon = Daemon::start();
+    let sibling = spawn_idle_sibling(&daemon);
+    let waiter = daemon.spawn(spawn_req(
+        "waiter",
+        &["waiter", &sibling.pid.to_string()],
+        Some(&["process"]),
+    ));
+    let ctx = || {
+        format!(
+            "waiter log:\n{}\ndaemon log:\n{}",
+            daemon.logs(waiter.pid),
+            daemon.log()
+        )
+    };
+    let report = finish(&daemon, waiter.pid, Duration::from_secs(30));
+    for key in [
+        "wait_sibling",
+        "wait_missing",
+        "wait_self",
+        "wait_parentless",
+    ] {
+        assert_eq!(report[key]["code"], "ECHILD", "{key}: {report}\n{}", ctx());
+    }
+    // Control: its own child can be waited for.
+    assert_eq!(
+        report["spawn_child"]["code"],
+        "SUCCESS",
+        "{report}\n{}",
+        ctx()
+    );
+    assert_eq!(
+        report["wait_child"]["code"],
+        "SUCCESS",
+        "{report}\n{}",
+        ctx()
+    );
+    assert_eq!(
+        report["wait_child"]["result"]["exit_code"],
+        0,
+        "{report}\n{}",
+        ctx()
+    );
+    // Waiting did not disturb the sibling.
+    let now = daemon.inspect(sibling.pid);
+    assert!(now.is_live(), "{now:?}\n{}", ctx());
+    kill_sibling(&daemon, sibling.pid);
+}
