@@ -302,13 +302,13 @@ fn a_group_member_cannot_spawn_beyond_the_profile() {
     std::fs::copy("/usr/bin/true", &private).expect("copy true");
     std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).expect("chmod");
     let out = spawn(&[], &private.display().to_string());
-    assert_denied(&d, "0700 root program", &out, "cannot read and execute");
+    assert_denied(&d, "0700 root program", &out, "as uid 4343");
     // A read-only bind the user cannot read.
     let secret = d.dir.join("secret");
     std::fs::write(&secret, "root only").expect("secret");
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let out = spawn(&["--ro", &secret.display().to_string()], sleep);
-    assert_denied(&d, "--ro of a 0600 root file", &out, "cannot read");
+    assert_denied(&d, "--ro of a 0600 root file", &out, "as uid 4343");
     // A pipe into root's agent.
     let roots_pid = roots.pid.to_string();
     let out = spawn(&["--pipe-to", &roots_pid], sleep);
@@ -385,4 +385,107 @@ fn the_socket_has_the_configured_mode_and_group() {
         .filter(|n| n.starts_with(".agentosd-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// Regression: `--ro` used to be checked by path and bound by path later, so
+/// a user swapping a symlink in between could bind a file it cannot read.
+/// Binds are now opened once with the user's permissions and bound from
+/// that descriptor.
+#[test]
+fn a_swapped_symlink_cannot_smuggle_a_private_file_into_a_bind() {
+    if !common::require_root("a_swapped_symlink_cannot_smuggle_a_private_file_into_a_bind") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let d = Daemon::start_with(&["--socket-mode", "660", "--socket-group", "4242"]);
+    std::fs::set_permissions(&d.dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    // /var/tmp, not /tmp: the sandbox's private /tmp would hide the bind.
+    let base = std::path::PathBuf::from(format!("/var/tmp/agentos-toctou-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    for (dir, mode) in [("", 0o755), ("pub", 0o755), ("priv", 0o700), ("u", 0o755)] {
+        std::fs::create_dir_all(base.join(dir)).expect("mkdir");
+        std::fs::set_permissions(base.join(dir), std::fs::Permissions::from_mode(mode))
+            .expect("chmod");
+    }
+    std::os::unix::fs::chown(base.join("u"), Some(4343), Some(4242)).expect("chown");
+    for (f, text) in [
+        ("pub/secret.txt", "public\n"),
+        ("priv/secret.txt", "TOPSECRET\n"),
+    ] {
+        std::fs::write(base.join(f), text).expect("write");
+        std::fs::set_permissions(base.join(f), std::fs::Permissions::from_mode(0o644))
+            .expect("chmod");
+    }
+    let link = base.join("u/d");
+    std::os::unix::fs::symlink(base.join("pub"), &link).expect("symlink");
+    let stop = Arc::new(AtomicBool::new(false));
+    let racer = {
+        let stop = stop.clone();
+        let base = base.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let tmp = base.join("u/tmp");
+                let to = if n % 2 == 0 {
+                    base.join("priv")
+                } else {
+                    base.join("pub")
+                };
+                let _ = std::fs::remove_file(&tmp);
+                if std::os::unix::fs::symlink(&to, &tmp).is_ok() {
+                    let _ = std::fs::rename(&tmp, base.join("u/d"));
+                }
+                n += 1;
+            }
+        })
+    };
+    let path = link.join("secret.txt").display().to_string();
+    let (mut leaked, mut public) = (0, 0);
+    for i in 0..30 {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_agentos"))
+            .arg("--socket")
+            .arg(&d.socket)
+            .arg("--json")
+            .args([
+                "spawn",
+                "--name",
+                &format!("t{i}"),
+                "--ro",
+                &path,
+                "--program",
+                "/usr/bin/cat",
+                "--",
+                &path,
+            ])
+            .uid(4343)
+            .gid(4242)
+            .output()
+            .expect("run agentos");
+        if !out.status.success() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let pid = v["pid"].as_u64().expect("pid");
+        d.wait(pid, std::time::Duration::from_secs(10));
+        let logs = d.logs(pid);
+        if logs.contains("TOPSECRET") {
+            leaked += 1;
+        }
+        if logs.contains("public") {
+            public += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = racer.join();
+    let _ = std::fs::remove_dir_all(&base);
+    assert_eq!(
+        leaked, 0,
+        "a private file was bound into {leaked} sandboxes"
+    );
+    assert!(
+        public > 0,
+        "no spawn got through at all; the race was not exercised"
+    );
 }

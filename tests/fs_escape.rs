@@ -674,7 +674,9 @@ fn symlink_swap_race_never_reaches_the_host() {
     let daemon = Daemon::start();
     let m = marker("race");
     let name = format!("sentinel-{m}");
-    let hostdir = daemon.dir.join(format!("hostdir-{m}"));
+    // The host directory sits in the daemon's state directory, beside the
+    // workspaces: <state>/workspaces/<pid>/../../hostdir-<m>.
+    let hostdir = daemon.state_dir().join(format!("hostdir-{m}"));
     std::fs::create_dir(&hostdir).expect("host dir");
     std::fs::set_permissions(&hostdir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     let sentinel = hostdir.join(&name);
@@ -683,10 +685,16 @@ fn symlink_swap_race_never_reaches_the_host() {
     std::fs::set_permissions(&sentinel, std::fs::Permissions::from_mode(0o666)).expect("chmod");
     let _cleanup = RemoveOnDrop(vec![PathBuf::from("/etc").join(&name)]);
     let guard = Guarded::new(&[&sentinel, Path::new("/etc/hostname")]);
-    // workspace = <dir>/state/workspaces/<pid>, so ../../../ is <dir>.
-    let rel = format!("../../../hostdir-{m}");
+    let rel = format!("../../hostdir-{m}");
+    // Climbing to the host's / and down the absolute path.
     let hostdir_s = hostdir.display().to_string();
-    let pcb = spawn_agent(&daemon, "race", &[&hostdir_s, &name, &rel, "3"], &["fs"]);
+    let climb = format!("{}{}", "../".repeat(16), hostdir_s.trim_start_matches('/'));
+    let pcb = spawn_agent(
+        &daemon,
+        "race",
+        &[&hostdir_s, &name, &rel, &climb, "3"],
+        &["fs"],
+    );
     let ctx = || {
         format!(
             "agent log:\n{}\ndaemon log:\n{}",
@@ -711,7 +719,7 @@ fn symlink_swap_race_never_reaches_the_host() {
     in_hostdir.sort();
     assert_eq!(
         in_hostdir,
-        [name.clone()],
+        [name.as_str()],
         "files appeared in the host dir\n{}",
         ctx()
     );

@@ -152,7 +152,10 @@ fn find_agent_cgroup(root: &Path, cgroup_name: &str, pid: u64) -> Option<PathBuf
         if depth > 10 {
             continue;
         }
-        for e in std::fs::read_dir(&dir).ok()?.flatten() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
             if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                 continue;
             }
@@ -254,13 +257,6 @@ fn spawn_narrows_permissions_and_limits() {
     assert_eq!(child.permissions, fs_calls(), "{child:?}");
     assert_eq!(child.limits.memory_bytes, LOW_MEM, "{child:?}");
     // Other limits are inherited from the parent.
-    assert_eq!(
-        LimitsPatch {
-            memory_bytes: None,
-            ..Default::default()
-        },
-        LimitsPatch::default()
-    );
     assert_eq!(child.limits.pids, parent.limits.pids, "{child:?}");
     assert_eq!(child.ro_binds, parent.ro_binds, "{child:?}");
     let enforced =

@@ -11,7 +11,7 @@ use crate::kernel::Kernel;
 use crate::kernel::pcb::{Pcb, Pid};
 use crate::kernel::spawn::SpawnSpec;
 use serde_json::{Value, json};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::io::{AsyncWriteExt, BufReader};
@@ -234,8 +234,14 @@ async fn handle(k: &Arc<Kernel>, peer: Peer, req: AdminRequest) -> Result<Value,
             let exit = k.wait_for(pid, Some(10_000), None).await?;
             Ok(json!({"pid": pid, "exit": exit}))
         }
-        AdminRequest::Stop { pid } => Ok(json!({"pid": pid, "state": k.set_stopped(pid, true)?})),
-        AdminRequest::Cont { pid } => Ok(json!({"pid": pid, "state": k.set_stopped(pid, false)?})),
+        AdminRequest::Stop { pid } | AdminRequest::Cont { pid } => {
+            let state = k.set_stopped(pid, matches!(req, AdminRequest::Stop { .. }))?;
+            k.store
+                .durable()
+                .await
+                .map_err(|e| SysError::io(e.to_string()))?;
+            Ok(json!({"pid": pid, "state": state}))
+        }
         AdminRequest::Send { pid, body } => {
             let target = checked.ok_or_else(|| SysError::srch(format!("no agent {pid}")))?;
             let seq = k.deliver(&target, 0, Some(peer.uid), body)?;
@@ -294,25 +300,12 @@ fn spawn_spec(k: &Kernel, peer: Peer, s: SpawnRequest) -> Result<SpawnSpec, SysE
                 c.name()
             )));
         }
-        if !user_can(&program, peer, 0o5) {
-            return Err(SysError::acces(format!(
-                "you (uid {}) cannot read and execute {}",
-                peer.uid,
-                program.display()
-            )));
-        }
-        if let Some(p) = ro.iter().find(|p| !user_can(p, peer, 0o4)) {
-            return Err(SysError::acces(format!(
-                "you (uid {}) cannot read {}",
-                peer.uid,
-                p.display()
-            )));
-        }
     }
     Ok(SpawnSpec {
         name: s.name,
         ppid: 0,
         owner: peer.uid,
+        owner_gid: peer.gid,
         profile: profile_name,
         program,
         args: s.args,
@@ -357,33 +350,6 @@ fn root_limits(
         tmp_bytes
     );
     Ok(l)
-}
-
-/// Whether `peer` has the `want` bits (4 = read, 1 = execute) on `path`
-/// and search permission on every directory above it, judged by mode bits
-/// for its uid and primary gid.
-fn user_can(path: &Path, peer: Peer, want: u32) -> bool {
-    let allowed = |meta: &std::fs::Metadata, bits: u32| {
-        let mode = meta.mode();
-        let granted = if meta.uid() == peer.uid {
-            (mode >> 6) & 7
-        } else if meta.gid() == peer.gid {
-            (mode >> 3) & 7
-        } else {
-            mode & 7
-        };
-        granted & bits == bits
-    };
-    let Ok(canon) = path.canonicalize() else {
-        return false;
-    };
-    for dir in canon.ancestors().skip(1) {
-        match std::fs::metadata(dir) {
-            Ok(m) if allowed(&m, 0o1) => {}
-            _ => return false,
-        }
-    }
-    std::fs::metadata(&canon).is_ok_and(|m| allowed(&m, want))
 }
 
 fn status(k: &Kernel) -> Value {

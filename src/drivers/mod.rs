@@ -1,3 +1,4 @@
 //! Drivers: what syscalls act on outside the supervisor's own tables.
 
+pub mod creds;
 pub mod fs;

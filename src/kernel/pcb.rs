@@ -168,6 +168,10 @@ pub struct Pcb {
     pub name: String,
     /// Unix uid of the admin client that spawned the tree.
     pub owner: u32,
+    /// That client's primary gid (the program and binds are opened with the
+    /// owner's permissions).
+    #[serde(default)]
+    pub owner_gid: u32,
     pub uid: u32,
     pub gid: u32,
     pub state: State,

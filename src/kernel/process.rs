@@ -105,6 +105,7 @@ impl Kernel {
                 name: a.name,
                 ppid: pcb.pid,
                 owner: pcb.owner,
+                owner_gid: pcb.owner_gid,
                 profile: pcb.profile.clone(),
                 program,
                 args: a.args,

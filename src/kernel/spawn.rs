@@ -9,9 +9,9 @@ use super::pcb::{Counters, ExitStatus, Limits, Pcb, Pid, State, now_ms};
 use crate::abi::SysError;
 use crate::abi::calls::Call;
 use crate::drivers::fs::{FsLimits, Workspace};
-use crate::sandbox::handoff;
 use crate::sandbox::launcher::EXIT_SETUP_FAILED;
 use crate::sandbox::plan::{LaunchEvent, LaunchPlan, Rlimits};
+use crate::sandbox::{binds, handoff};
 use std::collections::BTreeSet;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
@@ -32,6 +32,8 @@ pub struct SpawnSpec {
     pub name: String,
     pub ppid: Pid,
     pub owner: u32,
+    /// Primary gid of the owner, used when opening the program and binds.
+    pub owner_gid: u32,
     pub profile: String,
     pub program: PathBuf,
     pub args: Vec<String>,
@@ -131,6 +133,12 @@ impl Kernel {
             }
         }
 
+        // Opened first, with the owner's permissions: a refused path leaves
+        // no trace in the table.
+        let mut paths = vec![spec.program.clone()];
+        paths.extend(spec.ro_binds.iter().cloned());
+        let bind_fds = open_binds(&paths, spec.owner, spec.owner_gid).await?;
+
         let pid = self.store.next_pid().map_err(store_err)?;
         let uid = self
             .uids
@@ -144,6 +152,7 @@ impl Kernel {
             ppid: spec.ppid,
             name: spec.name.clone(),
             owner: spec.owner,
+            owner_gid: spec.owner_gid,
             uid,
             gid: uid,
             state: State::Ready,
@@ -171,7 +180,7 @@ impl Kernel {
             return Err(store_err(e));
         }
 
-        match self.launch(&pcb, &profile).await {
+        match self.launch(&pcb, &profile, bind_fds).await {
             Ok(()) => {}
             Err(e) => {
                 // The PCB stays, TERMINATED, so the failure can be inspected.
@@ -199,6 +208,7 @@ impl Kernel {
         self: &Arc<Self>,
         pcb: &Pcb,
         profile: &crate::sandbox::profile::Profile,
+        bind_fds: Vec<OwnedFd>,
     ) -> Result<(), SysError> {
         let pid = pcb.pid;
         let workspace = PathBuf::from(&pcb.workspace);
@@ -251,13 +261,11 @@ impl Kernel {
         let (out_r, out_w) = pipe().map_err(io("pipe"))?;
         let (err_r, err_w) = pipe().map_err(io("pipe"))?;
         let (status_r, status_w) = pipe().map_err(io("pipe"))?;
-        handoff::send(
-            ours.as_raw_fd(),
-            &plan,
-            [out_w.as_raw_fd(), err_w.as_raw_fd(), status_w.as_raw_fd()],
-        )
-        .map_err(|e| SysError::io(format!("handing the plan to the launcher: {e}")))?;
-        drop((out_w, err_w, status_w));
+        let mut fds = vec![out_w.as_raw_fd(), err_w.as_raw_fd(), status_w.as_raw_fd()];
+        fds.extend(bind_fds.iter().map(|f| f.as_raw_fd()));
+        handoff::send(ours.as_raw_fd(), &plan, &fds)
+            .map_err(|e| SysError::io(format!("handing the plan to the launcher: {e}")))?;
+        drop((out_w, err_w, status_w, bind_fds));
 
         let mut child = tokio::process::Command::new(&self.config.launcher)
             .env_clear()
@@ -507,6 +515,31 @@ pub fn settle_previous_run(k: &Kernel) -> Result<(), super::KernelError> {
         tracing::warn!(settled, "agents of the previous run were marked TERMINATED");
     }
     Ok(())
+}
+
+/// Opens the program (first) and extra binds with the owner's permissions,
+/// on a blocking thread (the identity switch is per thread).
+async fn open_binds(
+    paths: &[PathBuf],
+    owner: u32,
+    owner_gid: u32,
+) -> Result<Vec<OwnedFd>, SysError> {
+    if paths.len() > binds::MAX_EXTRA_BINDS {
+        return Err(SysError::inval(format!(
+            "at most {} read-only binds (program included)",
+            binds::MAX_EXTRA_BINDS
+        )));
+    }
+    let paths = paths.to_vec();
+    tokio::task::spawn_blocking(move || {
+        paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| binds::open_as(p, owner, owner_gid, i == 0))
+            .collect()
+    })
+    .await
+    .map_err(|e| SysError::io(format!("opening binds: {e}")))?
 }
 
 fn store_err(e: super::store::StoreError) -> SysError {

@@ -1,6 +1,7 @@
 //! Handing a launch plan to the launcher: the daemon writes a length-prefixed
-//! JSON plan on the agent's socket together with three file descriptors
-//! (agent stdout pipe, agent stderr pipe, status pipe) as SCM_RIGHTS; the
+//! JSON plan on the agent's socket together with file descriptors as
+//! SCM_RIGHTS — agent stdout pipe, agent stderr pipe, status pipe, then one
+//! per extra read-only bind; the
 //! launcher, which got the socket as its stdin, reads exactly that much, so
 //! nothing of the plan is left for the agent to see.
 
@@ -20,17 +21,28 @@ pub enum HandoffError {
     Json(#[from] serde_json::Error),
     #[error("the peer closed the socket before the plan was complete")]
     Eof,
-    #[error("expected 3 file descriptors with the plan, got {0}")]
-    Fds(usize),
+    #[error("expected {0} file descriptors with the plan, got {1}")]
+    Fds(usize, usize),
     #[error("plan of {0} bytes is larger than the cap")]
     TooLarge(usize),
 }
 
-/// Daemon side: sends the plan and the three descriptors.
-pub fn send(sock: RawFd, plan: &LaunchPlan, fds: [RawFd; 3]) -> Result<(), HandoffError> {
+/// Descriptors that always come first: agent stdout, agent stderr, status.
+pub const STDIO_FDS: usize = 3;
+const MAX_FDS: usize = STDIO_FDS + super::binds::MAX_EXTRA_BINDS;
+
+/// Daemon side: sends the plan and its descriptors (stdio three first, then
+/// one per `plan.extra_ro` entry).
+pub fn send(sock: RawFd, plan: &LaunchPlan, fds: &[RawFd]) -> Result<(), HandoffError> {
+    if fds.len() != STDIO_FDS + plan.extra_ro.len() || fds.len() > MAX_FDS {
+        return Err(HandoffError::Fds(
+            STDIO_FDS + plan.extra_ro.len(),
+            fds.len(),
+        ));
+    }
     let body = serde_json::to_vec(plan)?;
     let len = (body.len() as u32).to_le_bytes();
-    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let cmsg = [ControlMessage::ScmRights(fds)];
     let iov = [IoSlice::new(&len), IoSlice::new(&body)];
     let mut sent = sendmsg::<()>(sock, &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None)?;
     let total = len.len() + body.len();
@@ -47,11 +59,11 @@ pub fn send(sock: RawFd, plan: &LaunchPlan, fds: [RawFd; 3]) -> Result<(), Hando
     Ok(())
 }
 
-/// Launcher side: receives the plan and the descriptors
-/// `[agent stdout, agent stderr, status]`.
-pub fn receive(sock: RawFd) -> Result<(LaunchPlan, [OwnedFd; 3]), HandoffError> {
+/// Launcher side: receives the plan and its descriptors
+/// `[agent stdout, agent stderr, status, extra binds...]`.
+pub fn receive(sock: RawFd) -> Result<(LaunchPlan, Vec<OwnedFd>), HandoffError> {
     let mut header = [0u8; 4];
-    let mut cmsg_buf = nix::cmsg_space!([RawFd; 3]);
+    let mut cmsg_buf = nix::cmsg_space!([RawFd; MAX_FDS]);
     let mut got_fds: Vec<RawFd> = Vec::new();
     let mut filled = 0;
     while filled < header.len() {
@@ -91,8 +103,10 @@ pub fn receive(sock: RawFd) -> Result<(LaunchPlan, [OwnedFd; 3]), HandoffError> 
         }
         filled += n;
     }
-    let plan = serde_json::from_slice(&body)?;
-    let count = owned.len();
-    let fds: [OwnedFd; 3] = owned.try_into().map_err(|_| HandoffError::Fds(count))?;
-    Ok((plan, fds))
+    let plan: LaunchPlan = serde_json::from_slice(&body)?;
+    let expected = STDIO_FDS + plan.extra_ro.len();
+    if owned.len() != expected {
+        return Err(HandoffError::Fds(expected, owned.len()));
+    }
+    Ok((plan, owned))
 }

@@ -26,6 +26,8 @@ use std::os::unix::ffi::OsStrExt;
 pub const AGENT_SOCKET_FD: RawFd = 3;
 /// The status pipe while the launcher runs (close-on-exec).
 const STATUS_FD: RawFd = 4;
+/// Sources of the extra read-only binds, in plan order (close-on-exec).
+pub const FIRST_BIND_FD: RawFd = 5;
 /// Exit code of a launcher whose setup failed.
 pub const EXIT_SETUP_FAILED: i32 = 125;
 
@@ -41,7 +43,8 @@ pub fn main() -> ! {
     };
 
     // 1. Sanitize: socket → fd 3, stdout/stderr → the daemon's log pipes,
-    //    status → fd 4 (close-on-exec), stdin → /dev/null, close the rest.
+    //    status → fd 4 and the bind sources → 5.. (close-on-exec),
+    //    stdin → /dev/null, close the rest.
     if let Err(e) = install_descriptors(fds) {
         eprintln!("agentos-launcher: step fds: {e}");
         std::process::exit(EXIT_SETUP_FAILED);
@@ -100,6 +103,11 @@ fn confine(plan: &LaunchPlan) -> Result<std::convert::Infallible, StepFailure> {
     step("cgroup", join_cgroups(&plan.cgroup_procs))?;
     // 4. rlimits.
     step("rlimits", set_rlimits(&plan.rlimits))?;
+    // 5a. Detach the bind sources while still in the daemon's mount namespace.
+    step(
+        "bind sources",
+        mounts::detach_bind_sources(FIRST_BIND_FD, plan.extra_ro.len()),
+    )?;
     // 5. The other namespaces (pid was unshared by the launcher).
     step(
         "namespaces",
@@ -156,30 +164,32 @@ fn exec_arguments(plan: &LaunchPlan) -> Result<ExecArgs, std::ffi::NulError> {
     Ok((path, argv, envp))
 }
 
-fn install_descriptors(fds: [OwnedFd; 3]) -> std::io::Result<()> {
-    // The received descriptors may sit on 3 or 4 themselves: lift every
-    // source above the target numbers before placing anything.
+fn install_descriptors(fds: Vec<OwnedFd>) -> std::io::Result<()> {
+    // The received descriptors may sit on the target numbers themselves:
+    // lift every source above them before placing anything.
     let devnull = std::fs::OpenOptions::new().read(true).open("/dev/null")?;
-    let [out, err, status] = fds;
     let socket = lift(0)?;
-    let lifted = [
-        lift(out.as_raw_fd())?,
-        lift(err.as_raw_fd())?,
-        lift(status.as_raw_fd())?,
-        lift(devnull.as_raw_fd())?,
-    ];
+    let lifted = fds
+        .iter()
+        .map(|fd| lift(fd.as_raw_fd()))
+        .collect::<std::io::Result<Vec<RawFd>>>()?;
+    let null = lift(devnull.as_raw_fd())?;
     // Close the originals now, before their numbers are reused below.
-    drop((out, err, status, devnull));
-    let [out, err, status, devnull] = lifted;
+    drop((fds, devnull));
+    let (stdio, binds) = lifted.split_at(handoff::STDIO_FDS);
     dup_onto(socket, AGENT_SOCKET_FD, false)?;
-    dup_onto(out, 1, false)?;
-    dup_onto(err, 2, false)?;
-    dup_onto(status, STATUS_FD, true)?;
-    dup_onto(devnull, 0, false)?;
-    // SAFETY: close_range only closes descriptors; everything above STATUS_FD
-    // is a leftover (including the originals dropped here) that no live Rust
-    // object refers to once this function returns.
-    let rc = unsafe { libc::syscall(libc::SYS_close_range, STATUS_FD + 1, u32::MAX, 0) };
+    dup_onto(stdio[0], 1, false)?;
+    dup_onto(stdio[1], 2, false)?;
+    dup_onto(stdio[2], STATUS_FD, true)?;
+    for (i, &fd) in binds.iter().enumerate() {
+        dup_onto(fd, FIRST_BIND_FD + i as RawFd, true)?;
+    }
+    dup_onto(null, 0, false)?;
+    let first_free = FIRST_BIND_FD as u32 + binds.len() as u32;
+    // SAFETY: close_range only closes descriptors; everything from
+    // `first_free` up is a leftover (the lifted copies) that no live Rust
+    // object refers to.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first_free, u32::MAX, 0) };
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }

@@ -4,6 +4,7 @@
 //! mounts, hostname, ids, capabilities, no_new_privs, Landlock, seccomp,
 //! exec.
 
+pub mod binds;
 pub mod cgroup;
 pub mod features;
 pub mod handoff;

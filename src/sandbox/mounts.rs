@@ -155,11 +155,12 @@ pub fn build_root(plan: &LaunchPlan) -> Result<(), MountError> {
     .map_err(nix_err("bind workspace", &plan.workspace))?;
     remount(&ws, MsFlags::MS_NOSUID | MsFlags::MS_NODEV, true)?;
 
-    // The program and extra binds, last, so nothing above hides them.
-    let mut extra = plan.extra_ro.clone();
-    extra.sort_by_key(|p| p.components().count());
-    for host in &extra {
-        bind_read_only(root, host)?;
+    // The program and extra binds, last, so nothing above hides them. Their
+    // sources are the descriptors the daemon opened (fd 5, 6, ...), not paths.
+    let mut extra: Vec<(usize, &PathBuf)> = plan.extra_ro.iter().enumerate().collect();
+    extra.sort_by_key(|(_, p)| p.components().count());
+    for (i, at) in extra {
+        bind_descriptor(root, at, super::launcher::FIRST_BIND_FD + i as i32)?;
     }
 
     // Freeze the root's own layout.
@@ -204,6 +205,85 @@ fn bind_read_only(root: &Path, host: &Path) -> Result<(), MountError> {
     }
     let none: Option<&str> = None;
     mount(Some(host), &target, none, MsFlags::MS_BIND, none).map_err(nix_err("bind", host))?;
+    remount(
+        &target,
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        true,
+    )
+}
+
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+
+/// Launcher step "bind sources": replaces each bind source descriptor
+/// (fd `first`, `first + 1`, ...) by a detached clone of its mount. Must run
+/// before the mount namespace is unshared: the kernel refuses to bind from a
+/// descriptor whose mount belongs to another namespace, but a detached tree
+/// can be attached anywhere.
+pub fn detach_bind_sources(first: i32, count: usize) -> io::Result<()> {
+    for fd in first..first + count as i32 {
+        let empty = c"";
+        // SAFETY: open_tree reads the NUL-terminated empty path and returns a
+        // new descriptor (or -1); no memory of ours is written.
+        let tree = unsafe {
+            libc::syscall(
+                libc::SYS_open_tree,
+                fd,
+                empty.as_ptr(),
+                OPEN_TREE_CLONE
+                    | libc::O_CLOEXEC as libc::c_uint
+                    | libc::AT_EMPTY_PATH as libc::c_uint,
+            )
+        };
+        if tree < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let tree = tree as i32;
+        // SAFETY: dup3 replaces `fd` (ours) with the new tree; then the
+        // temporary number is closed. Neither is wrapped by a Rust object.
+        let rc = unsafe { libc::dup3(tree, fd, libc::O_CLOEXEC) };
+        // SAFETY: `tree` is a descriptor we just received and own.
+        unsafe { libc::close(tree) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Attaches the detached mount on `fd` read-only at `at` under `root`.
+fn bind_descriptor(root: &Path, at: &Path, fd: i32) -> Result<(), MountError> {
+    let source = PathBuf::from(format!("/proc/self/fd/{fd}"));
+    let meta = fs::metadata(&source).map_err(err("stat bind source for", at))?;
+    let target = inside(root, at);
+    if target.symlink_metadata().is_err() {
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).map_err(err("mkdir", parent))?;
+        }
+        if meta.is_dir() {
+            fs::create_dir(&target).map_err(err("mkdir", &target))?;
+        } else {
+            fs::File::create(&target).map_err(err("create mount point", &target))?;
+        }
+    }
+    let target_c = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
+        .map_err(|e| err("mount point", at)(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    let empty = c"";
+    // SAFETY: both paths are valid NUL-terminated strings for the duration
+    // of the call; move_mount only reads them.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            fd,
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            target_c.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if rc < 0 {
+        return Err(err("attach bind", at)(io::Error::last_os_error()));
+    }
     remount(
         &target,
         MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,

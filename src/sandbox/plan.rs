@@ -26,8 +26,9 @@ pub struct LaunchPlan {
     /// System directories bound read-only at the same path. Symlinks among
     /// them are recreated as symlinks.
     pub ro_binds: Vec<PathBuf>,
-    /// The program and extra paths, bound read-only after /tmp and the
-    /// workspace exist (so a path under /tmp stays visible).
+    /// Where the program and extra paths appear, bound read-only after /tmp
+    /// and the workspace exist. The sources are not paths but the
+    /// descriptors that travel with the plan, in this order.
     pub extra_ro: Vec<PathBuf>,
     /// /etc entries bound read-only.
     pub etc: Vec<PathBuf>,

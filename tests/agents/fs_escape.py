@@ -168,7 +168,7 @@ def make_exchange():
     return exchange
 
 
-def mode_race(hostdir, name, rel_hostdir, seconds):
+def mode_race(hostdir, name, rel_hostdir, rel_root_climb, seconds):
     content = "written-by-agent"
     d = WS + "/d"
     dreal = WS + "/d.real"
@@ -176,7 +176,10 @@ def mode_race(hostdir, name, rel_hostdir, seconds):
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, name), "w") as f:
         f.write(content)
-    targets = ["/etc", hostdir, rel_hostdir, "/proc/self/root" + hostdir, "/proc/self/root/etc"]
+    # Absolute, magic-link and relative routes to the host directory (the
+    # relative ones only lead anywhere when resolved from the host side).
+    targets = ["/etc", hostdir, rel_hostdir, rel_root_climb, "/proc/self/root" + hostdir,
+               "/proc/self/root/etc"]
     exchange = make_exchange()
     stop = threading.Event()
     stats = {"exchanges": 0, "renames": 0, "swap_errors": 0, "exchange_error": None,
@@ -285,7 +288,7 @@ def main():
     elif mode == "fifo":
         mode_fifo()
     elif mode == "race":
-        mode_race(args[0], args[1], args[2], float(args[3]))
+        mode_race(args[0], args[1], args[2], args[3], float(args[4]))
     elif mode == "list":
         mode_list()
     else:
