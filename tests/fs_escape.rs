@@ -6,16 +6,14 @@
 
 mod common;
 
-use agentos::admin::protocol::{AdminRequest, SpawnRequest};
+use agentos::admin::protocol::AdminRequest;
 use agentos::kernel::pcb::Pcb;
-use common::{Daemon, repo};
+use common::Daemon;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
-
-const SCRIPT: &str = "tests/agents/fs_escape.py";
 
 /// A per-test marker for file names, so leftovers are recognisable.
 fn marker(test: &str) -> String {
@@ -28,29 +26,18 @@ fn marker(test: &str) -> String {
 
 /// Spawns the escape agent in `mode` with the given extra arguments.
 fn spawn_agent(daemon: &Daemon, mode: &str, args: &[&str], permissions: &[&str]) -> Pcb {
-    let mut argv = vec![repo().join(SCRIPT).display().to_string(), mode.to_string()];
-    argv.extend(args.iter().map(|s| s.to_string()));
-    daemon.spawn(SpawnRequest {
-        name: format!("escape-{mode}"),
-        program: "/usr/bin/python3".into(),
-        args: argv,
-        permissions: Some(permissions.iter().map(|s| s.to_string()).collect()),
-        ro: vec![repo().join("tests/agents").display().to_string()],
-        ..Default::default()
-    })
+    let mut argv = vec![mode];
+    argv.extend_from_slice(args);
+    daemon.spawn(common::python_agent(
+        &format!("escape-{mode}"),
+        "fs_escape.py",
+        &argv,
+        Some(permissions),
+    ))
 }
 
-/// Waits for the agent and requires a clean exit; returns its report.
 fn finish(daemon: &Daemon, pid: u64, timeout: Duration) -> Value {
-    let exit = daemon.wait(pid, timeout);
-    assert_eq!(
-        exit.code,
-        0,
-        "agent {pid} failed: {exit:?}\nagent log:\n{}\ndaemon log:\n{}",
-        daemon.logs(pid),
-        daemon.log()
-    );
-    daemon.report(pid)
+    daemon.finish(pid, timeout)
 }
 
 /// Tells a waiting agent to go on (it blocks in RECV_MSG).

@@ -7,38 +7,18 @@ mod common;
 use agentos::abi::calls::Call;
 use agentos::admin::protocol::{AdminRequest, SpawnRequest};
 use agentos::kernel::pcb::{LimitsPatch, Pcb, State};
-use common::{Daemon, eventually, repo};
+use common::{Daemon, eventually};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-const SCRIPT: &str = "tests/agents/permissions.py";
-
 fn spawn_req(name: &str, args: &[&str], permissions: Option<&[&str]>) -> SpawnRequest {
-    let mut argv = vec![repo().join(SCRIPT).display().to_string()];
-    argv.extend(args.iter().map(|s| s.to_string()));
-    SpawnRequest {
-        name: name.into(),
-        program: "/usr/bin/python3".into(),
-        args: argv,
-        permissions: permissions.map(|p| p.iter().map(|s| s.to_string()).collect()),
-        ro: vec![repo().join("tests/agents").display().to_string()],
-        ..Default::default()
-    }
+    common::python_agent(name, "permissions.py", args, permissions)
 }
 
-/// Waits for the agent and requires a clean exit; returns its report.
 fn finish(daemon: &Daemon, pid: u64, timeout: Duration) -> Value {
-    let exit = daemon.wait(pid, timeout);
-    assert_eq!(
-        exit.code,
-        0,
-        "agent {pid} failed: {exit:?}\nagent log:\n{}\ndaemon log:\n{}",
-        daemon.logs(pid),
-        daemon.log()
-    );
-    daemon.report(pid)
+    daemon.finish(pid, timeout)
 }
 
 fn fs_calls() -> BTreeSet<Call> {
@@ -144,47 +124,11 @@ fn empty_permissions_deny_everything_but_getpid() {
     );
 }
 
-/// Finds `<cgroup_name>/agent-<pid>` under `root`, however deep the
-/// daemon's own cgroup is.
-fn find_agent_cgroup(root: &Path, cgroup_name: &str, pid: u64) -> Option<PathBuf> {
-    let mut stack = vec![(root.to_path_buf(), 0)];
-    while let Some((dir, depth)) = stack.pop() {
-        if depth > 10 {
-            continue;
-        }
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                continue;
-            }
-            let p = e.path();
-            if e.file_name().to_string_lossy() == cgroup_name {
-                let agent = p.join(format!("agent-{pid}"));
-                if agent.is_dir() {
-                    return Some(agent);
-                }
-            } else {
-                stack.push((p, depth + 1));
-            }
-        }
-    }
-    None
-}
-
 /// The memory limit the kernel enforces on agent `pid`: cgroup v1
 /// memory.limit_in_bytes, or memory.max on a pure cgroup v2 host.
 fn cgroup_memory_limit(daemon: &Daemon, pid: u64) -> Result<u64, String> {
-    let candidates = [
-        (Path::new("/sys/fs/cgroup/memory"), "memory.limit_in_bytes"),
-        (Path::new("/sys/fs/cgroup"), "memory.max"),
-    ];
-    for (root, file) in candidates {
-        if !root.is_dir() {
-            continue;
-        }
-        if let Some(dir) = find_agent_cgroup(root, &daemon.cgroup_name, pid) {
+    for dir in common::agent_cgroup_dirs(&daemon.cgroup_name, pid) {
+        for file in ["memory.limit_in_bytes", "memory.max"] {
             let f = dir.join(file);
             if let Ok(text) = std::fs::read_to_string(&f) {
                 return text

@@ -30,7 +30,9 @@ async fn dispatch_inner(k: &Arc<Kernel>, pid: Pid, req: Request) -> Reply {
     let outcome = run(k, pid, &req).await;
     let elapsed = started.elapsed().as_micros() as u64;
     let call = Call::parse(&req.call);
-    let denied = matches!(&outcome, Err(e) if e.code == Errno::EACCES && e.message.starts_with("permission denied"));
+    // Refusals (missing permission, escalation attempts, someone else's
+    // agent or file) are counted and audited.
+    let denied = matches!(&outcome, Err(e) if matches!(e.code, Errno::EACCES | Errno::EPERM));
     k.table.count(pid, |p| {
         p.counters.syscalls += 1;
         if denied {

@@ -56,6 +56,28 @@ pub fn probe() -> PathBuf {
     example("probe")
 }
 
+/// A request to run `tests/agents/<script>` under /usr/bin/python3 with
+/// `args`; `tests/agents` is bound read-only so the script and `aos.py`
+/// are visible. `permissions: None` means the profile's defaults.
+pub fn python_agent(
+    name: &str,
+    script: &str,
+    args: &[&str],
+    permissions: Option<&[&str]>,
+) -> SpawnRequest {
+    let agents = repo().join("tests/agents");
+    let mut argv = vec![agents.join(script).display().to_string()];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    SpawnRequest {
+        name: name.into(),
+        program: "/usr/bin/python3".into(),
+        args: argv,
+        permissions: permissions.map(|p| p.iter().map(|s| s.to_string()).collect()),
+        ro: vec![agents.display().to_string()],
+        ..Default::default()
+    }
+}
+
 /// A running daemon on its own state directory, socket, cgroup and uid range.
 pub struct Daemon {
     pub child: Option<Child>,
@@ -184,6 +206,19 @@ impl Daemon {
         })
     }
 
+    /// Waits for the agent, requires exit code 0 and returns its report.
+    pub fn finish(&self, pid: u64, timeout: Duration) -> Value {
+        let exit = self.wait(pid, timeout);
+        assert_eq!(
+            exit.code,
+            0,
+            "agent {pid} failed: {exit:?}\nagent log:\n{}\ndaemon log:\n{}",
+            self.logs(pid),
+            self.log()
+        );
+        self.report(pid)
+    }
+
     pub fn wait(&self, pid: u64, timeout: Duration) -> ExitStatus {
         let v = self
             .call(AdminRequest::Wait {
@@ -307,10 +342,13 @@ fn walk_named(root: &Path, name: &str) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![(root.to_path_buf(), 0)];
     while let Some((dir, depth)) = stack.pop() {
-        if depth > 4 {
+        if depth > 10 {
             continue;
         }
-        for e in std::fs::read_dir(&dir)?.flatten() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
             let p = e.path();
             if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                 continue;
