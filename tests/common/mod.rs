@@ -46,7 +46,7 @@ pub fn example(name: &str) -> PathBuf {
         .join(name);
     assert!(
         p.exists(),
-        "{} is missing: build with `cargo test` (examples are built with the tests)",
+        "{} is missing: run the tests with plain `cargo test` (it builds the examples as binaries), or `cargo build --examples` first",
         p.display()
     );
     p
