@@ -17,4 +17,5 @@ pub mod admin;
 pub mod daemon;
 pub mod drivers;
 pub mod kernel;
+pub mod llm;
 pub mod sandbox;

@@ -1,0 +1,170 @@
+//! LLM providers: the types of one inference (messages, tools, usage), the
+//! provider configuration, and the providers themselves — OpenAI-compatible
+//! chat completions, Anthropic Messages, Google Gemini generateContent, and
+//! a scripted provider that replays replies from a file. The daemon calls
+//! providers on behalf of agents (LLM_INFER); API keys never leave it.
+
+pub mod anthropic;
+pub mod config;
+pub mod gemini;
+pub mod http;
+pub mod openai;
+pub mod scripted;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::time::Duration;
+
+/// Who speaks a chat message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+    /// The result of a native tool call.
+    Tool,
+}
+
+/// One message of a conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    #[serde(default)]
+    pub content: String,
+    /// Native tool calls the assistant made in this message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// For `Role::Tool`: the id of the call this message answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// For `Role::Tool`: the name of the tool that was called.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl ChatMessage {
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        ChatMessage {
+            role,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            name: None,
+        }
+    }
+}
+
+/// A tool (one syscall) offered to the model, with a JSON schema.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    /// JSON schema of the arguments object.
+    pub parameters: Value,
+}
+
+/// A tool call made by the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// Provider-assigned id (generated when the provider has none).
+    pub id: String,
+    pub name: String,
+    /// The arguments object.
+    pub arguments: Value,
+}
+
+/// Constrained decoding, where the provider supports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Constraint {
+    /// llama.cpp's GBNF `grammar` request field.
+    Grammar(String),
+    /// OpenAI-style `response_format` with a JSON schema.
+    JsonSchema(Value),
+}
+
+/// One inference request, as the daemon hands it to a provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InferRequest {
+    /// The provider's own model id.
+    pub model: String,
+    pub messages: Vec<ChatMessage>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<Constraint>,
+}
+
+/// Tokens used by one inference, as the provider reported them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+impl Usage {
+    pub fn total(&self) -> u64 {
+        self.prompt_tokens + self.completion_tokens
+    }
+}
+
+/// A provider's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InferResponse {
+    /// The text of the reply (may be empty when only tools were called).
+    pub content: String,
+    #[serde(default)]
+    pub tool_calls: Vec<ToolCall>,
+    pub usage: Usage,
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+}
+
+/// Who is asking, for providers that need it (the scripted provider picks
+/// the agent's script by name and turn).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InferContext {
+    pub pid: u64,
+    pub agent_name: String,
+    /// How many inferences this agent had before this one.
+    pub turn: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LlmError {
+    /// 429: retry after the given delay (from Retry-After when present).
+    #[error("rate limited by the provider{}", .retry_after.map(|d| format!(" (retry after {d:?})")).unwrap_or_default())]
+    RateLimited { retry_after: Option<Duration> },
+    /// 5xx or a network error: worth retrying.
+    #[error("transient provider error: {0}")]
+    Transient(String),
+    /// 401/403: the key is wrong; retrying cannot help.
+    #[error("the provider refused the credentials: {0}")]
+    Auth(String),
+    /// Any other 4xx: the request itself is wrong.
+    #[error("the provider rejected the request: {0}")]
+    BadRequest(String),
+    #[error("the provider did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The answer could not be understood.
+    #[error("unexpected answer from the provider: {0}")]
+    Protocol(String),
+    /// The provider has no more scripted replies or is misconfigured.
+    #[error("{0}")]
+    Config(String),
+}
+
+impl LlmError {
+    /// Whether retrying the same request may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            LlmError::RateLimited { .. } | LlmError::Transient(_) | LlmError::Timeout(_)
+        )
+    }
+}
