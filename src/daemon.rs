@@ -4,6 +4,7 @@
 use crate::admin::server;
 use crate::kernel::{Kernel, KernelConfig};
 use crate::sandbox::uids::UidRange;
+use crate::config::{DEFAULT_PATH as DEFAULT_CONFIG, FileConfig};
 use anyhow::{Context, bail};
 use clap::Parser;
 use std::path::{Path, PathBuf};
@@ -14,19 +15,31 @@ use std::path::{Path, PathBuf};
 /// its own namespaces, as its own uid, without capabilities, under
 /// no_new_privs, Landlock and a seccomp allowlist, and talks to this daemon
 /// through JSON syscalls on fd 3.
+///
+/// Settings come from the command line, then the configuration file
+/// (--config, default /etc/agentos/agentosd.toml when it exists), then the
+/// defaults shown here.
 #[derive(Debug, Parser)]
 #[command(name = "agentosd", version)]
 pub struct Args {
-    /// State directory: the database, agent workspaces, the sandbox mount point.
-    #[arg(long, env = "AGENTOS_STATE_DIR", default_value = "/var/lib/agentos")]
-    pub state_dir: PathBuf,
-    /// Admin socket path.
-    #[arg(long, env = "AGENTOS_SOCKET", default_value = crate::admin::protocol::DEFAULT_SOCKET)]
-    pub socket: PathBuf,
-    /// Admin socket mode (octal). Access is then authorised per request from
-    /// the peer's uid: root manages all agents, others only their own.
-    #[arg(long, default_value = "660", value_parser = parse_mode)]
-    pub socket_mode: u32,
+    /// Configuration file (TOML): daemon settings, LLM providers and models.
+    #[arg(long, env = "AGENTOS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Validate the configuration, the policies and the providers, then exit.
+    #[arg(long)]
+    pub check_config: bool,
+    /// State directory: the database, agent workspaces, the sandbox mount
+    /// point [default: /var/lib/agentos].
+    #[arg(long, env = "AGENTOS_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Admin socket path [default: /run/agentos/agentosd.sock].
+    #[arg(long, env = "AGENTOS_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// Admin socket mode (octal) [default: 660]. Access is then authorised
+    /// per request from the peer's uid: root manages all agents, others only
+    /// their own.
+    #[arg(long, value_parser = parse_mode)]
+    pub socket_mode: Option<u32>,
     /// Group owning the admin socket (name or gid); members may connect.
     /// Default: `agentos` if that group exists, else root only.
     #[arg(long)]
@@ -39,22 +52,74 @@ pub struct Args {
     /// binary, then /usr/libexec/agentos/agentos-launcher.
     #[arg(long)]
     pub launcher: Option<PathBuf>,
+    /// The built-in LLM agent runtime. Default: agentos-runtime next to this
+    /// binary, then /usr/libexec/agentos/agentos-runtime.
+    #[arg(long)]
+    pub runtime: Option<PathBuf>,
     /// Unix uids (and gids) given to agents, one per live agent. Must not
-    /// overlap system users or systemd's dynamic range.
-    #[arg(long, default_value = "400000-499999")]
-    pub uid_range: UidRange,
-    /// Name of this daemon's cgroup subtree.
-    #[arg(long, default_value = "agentos")]
-    pub cgroup_name: String,
-    /// Cap on one syscall request line, in bytes.
-    #[arg(long, default_value_t = crate::abi::wire::DEFAULT_LINE_CAP)]
-    pub line_cap: usize,
-    /// Requests one agent may have in flight.
-    #[arg(long, default_value_t = 64)]
-    pub max_in_flight: usize,
-    /// Bytes of stdout/stderr kept per agent.
-    #[arg(long, default_value_t = 16 << 20)]
-    pub log_bytes_per_agent: u64,
+    /// overlap system users or systemd's dynamic range [default: 400000-499999].
+    #[arg(long)]
+    pub uid_range: Option<UidRange>,
+    /// Name of this daemon's cgroup subtree [default: agentos].
+    #[arg(long)]
+    pub cgroup_name: Option<String>,
+    /// Cap on one syscall request line, in bytes [default: 1048576].
+    #[arg(long)]
+    pub line_cap: Option<usize>,
+    /// Requests one agent may have in flight [default: 64].
+    #[arg(long)]
+    pub max_in_flight: Option<usize>,
+    /// Bytes of stdout/stderr kept per agent [default: 16777216].
+    #[arg(long)]
+    pub log_bytes_per_agent: Option<u64>,
+}
+
+/// The settings in force: flags over the file over the defaults.
+struct Settings {
+    socket: PathBuf,
+    socket_mode: u32,
+    socket_group: Option<String>,
+    kernel: KernelConfig,
+}
+
+fn settings(args: &Args) -> anyhow::Result<Settings> {
+    let (file, path) = match &args.config {
+        Some(p) => (FileConfig::load(p)?, Some(p.clone())),
+        None if Path::new(DEFAULT_CONFIG).exists() => {
+            (FileConfig::load(Path::new(DEFAULT_CONFIG))?, Some(PathBuf::from(DEFAULT_CONFIG)))
+        }
+        None => (FileConfig::default(), None),
+    };
+    let in_file = |key: &str| format!("{}: {key}", path.as_ref().map(|p| p.display().to_string()).unwrap_or_default());
+    let socket_mode = match (args.socket_mode, &file.socket_mode) {
+        (Some(m), _) => m,
+        (None, Some(m)) => parse_mode(m.trim_start_matches("0o")).map_err(|e| anyhow::anyhow!("{}: {e}", in_file("socket_mode")))?,
+        (None, None) => 0o660,
+    };
+    let uid_range = match (args.uid_range, &file.uid_range) {
+        (Some(r), _) => r,
+        (None, Some(r)) => r.parse().map_err(|e| anyhow::anyhow!("{}: {e}", in_file("uid_range")))?,
+        (None, None) => UidRange::new(400_000, 499_999)?,
+    };
+    let pick = |flag: &Option<PathBuf>, key: &Option<PathBuf>| flag.clone().or_else(|| key.clone());
+    let kernel = KernelConfig {
+        state_dir: pick(&args.state_dir, &file.state_dir).unwrap_or_else(|| PathBuf::from("/var/lib/agentos")),
+        policies_dir: pick(&args.policies, &file.policies).unwrap_or_else(default_policies),
+        launcher: pick(&args.launcher, &file.launcher).unwrap_or_else(|| default_helper("agentos-launcher")),
+        runtime: pick(&args.runtime, &file.runtime).unwrap_or_else(|| default_helper("agentos-runtime")),
+        uid_range,
+        cgroup_name: args.cgroup_name.clone().or_else(|| file.cgroup_name.clone()).unwrap_or_else(|| "agentos".into()),
+        line_cap: args.line_cap.or(file.line_cap).unwrap_or(crate::abi::wire::DEFAULT_LINE_CAP),
+        max_in_flight: args.max_in_flight.or(file.max_in_flight).unwrap_or(64),
+        log_bytes_per_agent: args.log_bytes_per_agent.or(file.log_bytes_per_agent).unwrap_or(16 << 20),
+        file: file.clone(),
+    };
+    Ok(Settings {
+        socket: pick(&args.socket, &file.socket).unwrap_or_else(|| PathBuf::from(crate::admin::protocol::DEFAULT_SOCKET)),
+        socket_mode,
+        socket_group: args.socket_group.clone().or_else(|| file.socket_group.clone()),
+        kernel,
+    })
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -93,13 +158,14 @@ fn default_policies() -> PathBuf {
         .unwrap_or_else(|| candidates[0].clone())
 }
 
-fn default_launcher() -> PathBuf {
+/// A helper binary next to this one (development), else the packaged path.
+fn default_helper(name: &str) -> PathBuf {
     let beside = std::env::current_exe()
         .ok()
-        .and_then(|e| e.parent().map(|d| d.join("agentos-launcher")));
+        .and_then(|e| e.parent().map(|d| d.join(name)));
     match beside {
         Some(p) if p.exists() => p,
-        _ => PathBuf::from("/usr/libexec/agentos/agentos-launcher"),
+        _ => PathBuf::from("/usr/libexec/agentos").join(name),
     }
 }
 
@@ -113,23 +179,20 @@ pub fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    let settings = settings(&args)?;
+    if args.check_config {
+        return check_config(&settings);
+    }
     if !nix::unistd::geteuid().is_root() {
         bail!("agentosd must run as root: it creates namespaces, cgroups and per-agent uids");
     }
-    let socket_gid = match &args.socket_group {
+    let socket_gid = match &settings.socket_group {
         Some(g) => Some(resolve_group(g)?.with_context(|| format!("no group named {g:?}"))?),
         None => resolve_group("agentos")?,
     };
-    let config = KernelConfig {
-        state_dir: args.state_dir.clone(),
-        policies_dir: args.policies.clone().unwrap_or_else(default_policies),
-        launcher: args.launcher.clone().unwrap_or_else(default_launcher),
-        uid_range: args.uid_range,
-        cgroup_name: args.cgroup_name.clone(),
-        line_cap: args.line_cap,
-        max_in_flight: args.max_in_flight,
-        log_bytes_per_agent: args.log_bytes_per_agent,
-    };
+    let config = settings.kernel.clone();
+    let socket = settings.socket.clone();
+    let socket_mode = settings.socket_mode;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("agentosd")
@@ -139,11 +202,11 @@ pub fn main() -> anyhow::Result<()> {
         let kernel = Kernel::open(config.clone()).with_context(|| {
             format!("opening the state directory {}", config.state_dir.display())
         })?;
-        let listener = server::bind(&args.socket, args.socket_mode, socket_gid)
-            .with_context(|| format!("creating the admin socket {}", args.socket.display()))?;
+        let listener = server::bind(&socket, socket_mode, socket_gid)
+            .with_context(|| format!("creating the admin socket {}", socket.display()))?;
         let features = crate::sandbox::features::detect(kernel.cgroups.describe());
         tracing::info!(
-            socket = %args.socket.display(),
+            socket = %socket.display(),
             state_dir = %config.state_dir.display(),
             policies = %config.policies_dir.display(),
             landlock_abi = features.landlock_abi,
@@ -160,8 +223,22 @@ pub fn main() -> anyhow::Result<()> {
         };
         server::run(kernel.clone(), listener, shutdown).await;
         tracing::info!("shutting down");
-        let _ = std::fs::remove_file(&args.socket);
+        let _ = std::fs::remove_file(&socket);
         kernel.store.durable().await?;
         anyhow::Ok(())
     })
+}
+
+/// `--check-config`: loads everything the daemon would load at start, but
+/// touches no state.
+fn check_config(s: &Settings) -> anyhow::Result<()> {
+    let profiles = crate::sandbox::profile::Profiles::load(&s.kernel.policies_dir)?;
+    crate::kernel::infer::Inference::from_config(&s.kernel.file, s.kernel.runtime.clone())?;
+    println!(
+        "configuration OK: profiles {}; providers {}; models {}",
+        profiles.names().collect::<Vec<_>>().join(", "),
+        s.kernel.file.providers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "),
+        s.kernel.file.models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "),
+    );
+    Ok(())
 }

@@ -14,8 +14,10 @@
 
 pub mod abi;
 pub mod admin;
+pub mod config;
 pub mod daemon;
 pub mod drivers;
 pub mod kernel;
 pub mod llm;
+pub mod notify;
 pub mod sandbox;

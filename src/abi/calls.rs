@@ -23,10 +23,12 @@ pub enum Call {
     FS_WRITE,
     FS_LIST,
     FS_DELETE,
+    LLM_INFER,
+    AGENT_INFO,
 }
 
 impl Call {
-    pub const ALL: [Call; 15] = [
+    pub const ALL: [Call; 17] = [
         Call::GETPID,
         Call::SYS_EXIT,
         Call::SPAWN_AGENT,
@@ -42,6 +44,8 @@ impl Call {
         Call::FS_WRITE,
         Call::FS_LIST,
         Call::FS_DELETE,
+        Call::LLM_INFER,
+        Call::AGENT_INFO,
     ];
 
     pub fn parse(name: &str) -> Option<Call> {
@@ -65,13 +69,15 @@ impl Call {
             Call::FS_WRITE => "FS_WRITE",
             Call::FS_LIST => "FS_LIST",
             Call::FS_DELETE => "FS_DELETE",
+            Call::LLM_INFER => "LLM_INFER",
+            Call::AGENT_INFO => "AGENT_INFO",
         }
     }
 
     /// Calls every agent may make whatever its permission list says: asking
     /// who it is and ending itself grant nothing.
     pub fn always_allowed(self) -> bool {
-        matches!(self, Call::GETPID | Call::SYS_EXIT)
+        matches!(self, Call::GETPID | Call::SYS_EXIT | Call::AGENT_INFO)
     }
 
     /// Whether the call only reads state. Journal entries of read-only calls
@@ -79,7 +85,13 @@ impl Call {
     pub fn is_read_only(self) -> bool {
         matches!(
             self,
-            Call::GETPID | Call::PS | Call::FS_READ | Call::FS_LIST | Call::SLEEP | Call::WAIT
+            Call::GETPID
+                | Call::PS
+                | Call::FS_READ
+                | Call::FS_LIST
+                | Call::SLEEP
+                | Call::WAIT
+                | Call::AGENT_INFO
         )
     }
 }
@@ -100,6 +112,7 @@ pub const GROUPS: &[(&str, &[Call])] = &[
         ],
     ),
     ("time", &[Call::SLEEP]),
+    ("inference", &[Call::LLM_INFER]),
     (
         "fs",
         &[
@@ -165,6 +178,17 @@ pub struct SpawnArgs {
     /// Agent that receives this child's SYS_WRITE_STDOUT output on its stdin.
     #[serde(default)]
     pub pipe_to: Option<u64>,
+    /// For an LLM child: its role (system prompt). A child with a role runs
+    /// the built-in runtime.
+    #[serde(default)]
+    pub role: Option<String>,
+    /// Model of an LLM child: the parent's unless it names another model
+    /// the parent may use.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Scheduling weight (1-100), at most the parent's.
+    #[serde(default)]
+    pub priority: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -209,6 +233,25 @@ pub struct WriteStdoutArgs {
 #[serde(deny_unknown_fields)]
 pub struct SleepArgs {
     pub ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferArgs {
+    pub messages: Vec<crate::llm::ChatMessage>,
+    /// Syscalls offered as native tools (names); the runtime fills this
+    /// for models with tool calling.
+    #[serde(default)]
+    pub tools: Vec<crate::llm::ToolSpec>,
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    /// Another configured model the agent may use; default: its own.
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub constraint: Option<crate::llm::Constraint>,
 }
 
 #[cfg(test)]

@@ -50,6 +50,8 @@ pub enum AdminRequest {
         pid: Pid,
     },
     Status,
+    /// Per-agent inference and syscall figures plus the scheduler's queues.
+    Top,
 }
 
 impl AdminRequest {
@@ -67,7 +69,8 @@ impl AdminRequest {
             AdminRequest::Spawn(_)
             | AdminRequest::Ps
             | AdminRequest::Tree
-            | AdminRequest::Status => None,
+            | AdminRequest::Status
+            | AdminRequest::Top => None,
         }
     }
 
@@ -85,6 +88,7 @@ impl AdminRequest {
             AdminRequest::Wait { .. } => "wait",
             AdminRequest::Inbox { .. } => "inbox",
             AdminRequest::Status => "status",
+            AdminRequest::Top => "top",
         }
     }
 }
@@ -93,6 +97,8 @@ impl AdminRequest {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct SpawnRequest {
     pub name: String,
+    /// Empty for an LLM agent (the built-in runtime).
+    #[serde(default)]
     pub program: String,
     #[serde(default)]
     pub args: Vec<String>,
@@ -109,6 +115,19 @@ pub struct SpawnRequest {
     pub ro: Vec<String>,
     #[serde(default)]
     pub pipe_to: Option<Pid>,
+    /// An LLM agent: its model (default: the configured default model).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// An LLM agent: its role (system prompt). With a role or a model and no
+    /// program, the agent runs the built-in runtime.
+    #[serde(default)]
+    pub role: Option<String>,
+    /// Further models the agent may use (LLM_INFER, children).
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Scheduling weight 1-100 (default 1).
+    #[serde(default)]
+    pub priority: Option<u32>,
 }
 
 /// One response line.

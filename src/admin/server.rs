@@ -205,6 +205,10 @@ async fn handle(k: &Arc<Kernel>, peer: Peer, req: AdminRequest) -> Result<Value,
     let visible = |p: &Pcb| peer.is_root() || p.owner == peer.uid;
     match req {
         AdminRequest::Status => Ok(status(k)),
+        AdminRequest::Top => {
+            let agents: Vec<Pcb> = k.table.all().into_iter().filter(|p| p.is_live() && visible(p)).collect();
+            Ok(json!({"agents": agents, "scheduler": k.inference.scheduler.stats()}))
+        }
         AdminRequest::Ps => Ok(json!(
             k.table
                 .all()
@@ -283,11 +287,28 @@ fn spawn_spec(k: &Kernel, peer: Peer, s: SpawnRequest) -> Result<SpawnSpec, SysE
         .map_err(SysError::inval)?;
     let limits = match &s.limits {
         None => profile.limits,
-        Some(patch) if peer.is_root() => root_limits(profile.limits, patch)?,
+        Some(patch) if peer.is_root() => profile.limits.overridden(patch).map_err(SysError::inval)?,
         Some(patch) => profile.limits.narrow(patch).map_err(SysError::acces)?,
     };
-    let program = PathBuf::from(&s.program);
+    let llm = s.role.is_some() || s.model.is_some();
+    let model = match (&s.model, llm) {
+        (Some(m), _) => Some(m.clone()),
+        (None, true) => Some(k.inference.default_model.clone().ok_or_else(|| {
+            SysError::inval("no --model given and no scheduler.default_model configured")
+        })?),
+        (None, false) => None,
+    };
+    let program = match (s.program.is_empty(), llm) {
+        (true, true) => k.inference.runtime.clone(),
+        (false, _) => PathBuf::from(&s.program),
+        (true, false) => return Err(SysError::inval("give a --program, or a --model/--role for an LLM agent")),
+    };
     crate::kernel::spawn::check_program(&program)?;
+    let mut models: std::collections::BTreeSet<String> = s.models.iter().cloned().collect();
+    models.extend(model.iter().cloned());
+    for m in &models {
+        k.inference.model(m)?;
+    }
     let ro: Vec<PathBuf> = s.ro.iter().map(PathBuf::from).collect();
     for p in &ro {
         crate::kernel::spawn::check_ro_bind(p)?;
@@ -313,43 +334,11 @@ fn spawn_spec(k: &Kernel, peer: Peer, s: SpawnRequest) -> Result<SpawnSpec, SysE
         permissions: granted,
         limits,
         pipe_to: s.pipe_to,
+        model,
+        role: s.role,
+        models,
+        priority: s.priority.unwrap_or(1),
     })
-}
-
-/// Root may raise limits above the profile; values must still be sane.
-fn root_limits(
-    base: crate::kernel::pcb::Limits,
-    patch: &crate::kernel::pcb::LimitsPatch,
-) -> Result<crate::kernel::pcb::Limits, SysError> {
-    let unbounded = crate::kernel::pcb::Limits {
-        memory_bytes: u64::MAX,
-        pids: u64::MAX,
-        cpu_percent: u64::MAX,
-        wall_time_s: 0,
-        workspace_bytes: u64::MAX,
-        max_file_bytes: u64::MAX,
-        max_read_bytes: u64::MAX,
-        nofile: u64::MAX,
-        syscalls_per_s: 0,
-        tmp_bytes: u64::MAX,
-    };
-    let mut l = unbounded.narrow(patch).map_err(SysError::inval)?;
-    macro_rules! keep {
-        ($($f:ident),*) => { $( if patch.$f.is_none() { l.$f = base.$f; } )* };
-    }
-    keep!(
-        memory_bytes,
-        pids,
-        cpu_percent,
-        wall_time_s,
-        workspace_bytes,
-        max_file_bytes,
-        max_read_bytes,
-        nofile,
-        syscalls_per_s,
-        tmp_bytes
-    );
-    Ok(l)
 }
 
 fn status(k: &Kernel) -> Value {

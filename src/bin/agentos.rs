@@ -82,9 +82,25 @@ struct SpawnArgs {
     /// Agent name (letters, digits, - _ .).
     #[arg(long)]
     name: String,
-    /// Absolute path of the program to run confined.
+    /// Absolute path of the program to run confined. Omit it for an LLM agent
+    /// (--model/--role), which runs the built-in runtime.
+    #[arg(long, required_unless_present_any = ["model", "role"])]
+    program: Option<String>,
+    /// Model of an LLM agent (a name from the daemon's configuration).
     #[arg(long)]
-    program: String,
+    model: Option<String>,
+    /// Role of an LLM agent: its instructions, e.g. "You are a researcher...".
+    #[arg(long)]
+    role: Option<String>,
+    /// LLM tokens (prompt + completion) the agent may spend.
+    #[arg(long)]
+    budget_tokens: Option<u64>,
+    /// Scheduling weight 1-100: inference token shares are proportional to it.
+    #[arg(long)]
+    priority: Option<u32>,
+    /// Another model the agent may use (LLM_INFER, children); repeatable.
+    #[arg(long = "allow-model")]
+    allow_model: Vec<String>,
     /// Sandbox profile from the policies directory.
     #[arg(long)]
     profile: Option<String>,
@@ -181,17 +197,22 @@ fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
                 wall_time_s: a.wall_time,
                 workspace_bytes: a.workspace,
                 syscalls_per_s: a.syscall_rate,
+                budget_tokens: a.budget_tokens,
                 ..Default::default()
             };
             let req = AdminRequest::Spawn(Box::new(SpawnRequest {
                 name: a.name.clone(),
-                program: a.program.clone(),
+                program: a.program.clone().unwrap_or_default(),
                 args: a.args.clone(),
                 profile: a.profile.clone(),
                 permissions,
                 limits: (limits != LimitsPatch::default()).then_some(limits),
                 ro: a.ro.clone(),
                 pipe_to: a.pipe_to,
+                model: a.model.clone(),
+                role: a.role.clone(),
+                models: a.allow_model.clone(),
+                priority: a.priority,
             }));
             let v = c.call(&req)?;
             if cli.json {

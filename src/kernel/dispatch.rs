@@ -42,7 +42,7 @@ async fn dispatch_inner(k: &Arc<Kernel>, pid: Pid, req: Request) -> Reply {
     if denied {
         tracing::warn!(target: "audit", pid, call = %req.call, "syscall denied");
     }
-    let entry = JournalEntry::syscall(&req.call, &req.args, &outcome, elapsed);
+    let entry = JournalEntry::syscall(&req.call, &journal_args(call, &req.args), &outcome, elapsed);
     if let Err(e) = k.journal(pid, entry) {
         return Reply::error(req.id, SysError::io(format!("journal: {e}")));
     }
@@ -98,7 +98,28 @@ async fn run(k: &Arc<Kernel>, pid: Pid, req: &Request) -> Result<Value, SysError
         Call::FS_WRITE => fs_call(k, pid, args, fs::fs_write).await,
         Call::FS_LIST => fs_call(k, pid, args, fs::fs_list).await,
         Call::FS_DELETE => fs_call(k, pid, args, fs::fs_delete).await,
+        Call::LLM_INFER => k.sys_infer(&pcb, args).await,
+        Call::AGENT_INFO => k.sys_agent_info(&pcb),
     }
+}
+
+/// What the journal keeps of a call's arguments: everything, except for
+/// LLM_INFER whose message history is summarised (the reply is kept).
+fn journal_args(call: Option<Call>, args: &Value) -> Value {
+    if call != Some(Call::LLM_INFER) {
+        return args.clone();
+    }
+    let messages = args.get("messages").and_then(Value::as_array);
+    let last = messages
+        .and_then(|m| m.last())
+        .and_then(|m| m.get("content"))
+        .and_then(Value::as_str)
+        .map(|s| super::journal::clip(s.chars().take(300).collect()));
+    serde_json::json!({
+        "messages": messages.map(|m| m.len()),
+        "last": last,
+        "model": args.get("model"),
+    })
 }
 
 type FsOp = fn(&fs::Workspace, &Value) -> Result<Value, SysError>;

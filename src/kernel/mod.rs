@@ -4,11 +4,13 @@
 
 pub mod conn;
 pub mod dispatch;
+pub mod infer;
 pub mod ipc;
 pub mod journal;
 pub mod live;
 pub mod pcb;
 pub mod process;
+pub mod scheduler;
 pub mod spawn;
 pub mod store;
 pub mod table;
@@ -40,6 +42,10 @@ pub struct KernelConfig {
     pub max_in_flight: usize,
     /// Bytes of stdout/stderr kept per agent.
     pub log_bytes_per_agent: u64,
+    /// The built-in LLM agent runtime.
+    pub runtime: PathBuf,
+    /// Providers, models and the scheduler settings.
+    pub file: crate::config::FileConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +60,8 @@ pub enum KernelError {
     Io(String, std::io::Error),
     #[error("the launcher {0} is missing or not executable")]
     Launcher(PathBuf),
+    #[error("LLM providers: {0}")]
+    Llm(#[from] crate::llm::LlmError),
 }
 
 /// Everything the supervisor holds; shared as `Arc<Kernel>`.
@@ -65,6 +73,7 @@ pub struct Kernel {
     pub cgroups: Cgroups,
     pub uids: Mutex<UidAllocator>,
     pub live: LiveAgents,
+    pub inference: infer::Inference,
     pub logs: tokio::sync::broadcast::Sender<journal::LogEvent>,
     /// Woken whenever an agent terminates (WAIT, `agentos wait`).
     pub exits: tokio::sync::Notify,
@@ -94,6 +103,7 @@ impl Kernel {
         let store = Store::open(&config.state_dir.join("db"))?;
         let table = Table::load(store.clone())?;
         let cgroups = Cgroups::setup(&config.cgroup_name)?;
+        let inference = infer::Inference::from_config(&config.file, config.runtime.clone())?;
         let (logs, _) = tokio::sync::broadcast::channel(4096);
         let kernel = Arc::new(Kernel {
             uids: Mutex::new(UidAllocator::new(config.uid_range)),
@@ -103,6 +113,7 @@ impl Kernel {
             profiles,
             cgroups,
             live: LiveAgents::default(),
+            inference,
             logs,
             exits: tokio::sync::Notify::new(),
             started: std::time::Instant::now(),

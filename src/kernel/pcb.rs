@@ -63,6 +63,9 @@ pub struct Limits {
     pub syscalls_per_s: u64,
     /// Size of the private /tmp.
     pub tmp_bytes: u64,
+    /// LLM tokens (prompt + completion) the agent may use; 0 = unlimited.
+    #[serde(default)]
+    pub budget_tokens: u64,
 }
 
 /// A partial set of limits, as given on spawn; absent fields are inherited.
@@ -79,6 +82,7 @@ pub struct LimitsPatch {
     pub nofile: Option<u64>,
     pub syscalls_per_s: Option<u64>,
     pub tmp_bytes: Option<u64>,
+    pub budget_tokens: Option<u64>,
 }
 
 macro_rules! for_each_limit {
@@ -93,10 +97,29 @@ macro_rules! for_each_limit {
         $m!(nofile, false);
         $m!(syscalls_per_s, true);
         $m!(tmp_bytes, false);
+        $m!(budget_tokens, true);
     };
 }
 
 impl Limits {
+    /// Applies `patch` with no ceiling (root may raise limits above a
+    /// profile); values must still be valid.
+    pub fn overridden(&self, patch: &LimitsPatch) -> Result<Limits, String> {
+        let mut out = *self;
+        macro_rules! apply {
+            ($f:ident, $zero_unlimited:expr) => {
+                if let Some(v) = patch.$f {
+                    if !$zero_unlimited && v == 0 {
+                        return Err(format!("limit {} must be greater than 0", stringify!($f)));
+                    }
+                    out.$f = v;
+                }
+            };
+        }
+        for_each_limit!(apply);
+        Ok(out)
+    }
+
     /// Applies `patch` on top of `self` (the ceiling), refusing any value
     /// above the ceiling. For limits where 0 means "unlimited", a ceiling of
     /// 0 admits anything and a requested 0 is only allowed under a 0 ceiling.
@@ -157,6 +180,17 @@ pub struct Counters {
     pub bytes_out: u64,
     pub messages_sent: u64,
     pub messages_received: u64,
+    /// LLM prompt tokens, as providers reported them.
+    #[serde(default)]
+    pub tokens_in: u64,
+    /// LLM completion tokens.
+    #[serde(default)]
+    pub tokens_out: u64,
+    #[serde(default)]
+    pub llm_calls: u64,
+    /// Time spent waiting in the inference queue.
+    #[serde(default)]
+    pub llm_wait_ms: u64,
 }
 
 /// The process control block.
@@ -193,6 +227,24 @@ pub struct Pcb {
     pub host_pid: Option<i32>,
     /// Host path of the workspace.
     pub workspace: String,
+    /// The model an LLM agent thinks with (None for plain programs that
+    /// may still call LLM_INFER with a model they are allowed).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// The role (system prompt) of an LLM agent.
+    #[serde(default)]
+    pub role: Option<String>,
+    /// Models this agent may infer with or give to children.
+    #[serde(default)]
+    pub models: BTreeSet<String>,
+    /// Scheduling weight (1-100): shares of inference tokens are
+    /// proportional to it.
+    #[serde(default = "default_priority")]
+    pub priority: u32,
+}
+
+fn default_priority() -> u32 {
+    1
 }
 
 impl Pcb {
@@ -229,6 +281,7 @@ mod tests {
             nofile: 64,
             syscalls_per_s: 50,
             tmp_bytes: 10,
+            budget_tokens: 0,
         }
     }
 

@@ -69,11 +69,30 @@ impl Kernel {
             Some(patch) => pcb.limits.narrow(&patch).map_err(SysError::acces)?,
             None => pcb.limits,
         };
-        // A child runs the parent's program, or a program the parent can
-        // already see through the profile's read-only system binds.
-        let program = match a.program {
-            None => PathBuf::from(&pcb.program),
-            Some(p) => {
+        // An LLM child (a role) runs the built-in runtime with the parent's
+        // model or another model the parent may use.
+        let (model, role) = if a.role.is_some() || a.model.is_some() {
+            let model = a
+                .model
+                .clone()
+                .or_else(|| pcb.model.clone())
+                .ok_or_else(|| SysError::inval("an LLM child needs a model: this agent has none"))?;
+            if pcb.model.as_deref() != Some(model.as_str()) && !pcb.models.contains(&model) {
+                return Err(SysError::acces(format!("model {model:?} is not one this agent may use")));
+            }
+            (Some(model), a.role.clone())
+        } else {
+            (None, None)
+        };
+        // Otherwise a child runs the parent's program, or a program the
+        // parent can already see through the profile's read-only system binds.
+        let program = match (&model, a.program) {
+            (Some(_), Some(_)) => {
+                return Err(SysError::inval("give either a program or a role/model, not both"));
+            }
+            (Some(_), None) => self.inference.runtime.clone(),
+            (None, None) => PathBuf::from(&pcb.program),
+            (None, Some(p)) => {
                 let path = PathBuf::from(&p);
                 let profile = self
                     .profiles
@@ -93,6 +112,13 @@ impl Kernel {
                 path
             }
         };
+        let priority = a.priority.unwrap_or(pcb.priority);
+        if priority > pcb.priority {
+            return Err(SysError::acces(format!(
+                "priority {priority} exceeds the parent's {}",
+                pcb.priority
+            )));
+        }
         if let Some(target) = a.pipe_to {
             if target != pcb.pid && !self.table.is_descendant(pcb.pid, target) {
                 return Err(SysError::acces(format!(
@@ -113,6 +139,10 @@ impl Kernel {
                 permissions,
                 limits,
                 pipe_to: a.pipe_to,
+                models: model.iter().cloned().collect(),
+                model,
+                role,
+                priority,
             })
             .await?;
         Ok(json!({"pid": child.pid}))

@@ -41,6 +41,11 @@ pub struct SpawnSpec {
     pub permissions: BTreeSet<Call>,
     pub limits: Limits,
     pub pipe_to: Option<Pid>,
+    /// For LLM agents: model, role and the models it may use.
+    pub model: Option<String>,
+    pub role: Option<String>,
+    pub models: BTreeSet<String>,
+    pub priority: u32,
 }
 
 /// Checks a name given to an agent.
@@ -111,6 +116,12 @@ impl Kernel {
     /// failing step and the error names it). The PCB is durable on return.
     pub async fn spawn(self: &Arc<Self>, spec: SpawnSpec) -> Result<Pcb, SysError> {
         check_name(&spec.name)?;
+        if let Some(m) = &spec.model {
+            self.inference.model(m)?;
+        }
+        if !(1..=100).contains(&spec.priority) {
+            return Err(SysError::inval("priority must be between 1 and 100"));
+        }
         check_program(&spec.program)?;
         check_ro_bind(&spec.program)?;
         for p in &spec.ro_binds {
@@ -174,6 +185,10 @@ impl Kernel {
             exit: None,
             host_pid: None,
             workspace: workspace.display().to_string(),
+            model: spec.model.clone(),
+            role: spec.role.clone(),
+            models: spec.models.clone(),
+            priority: spec.priority,
         };
         if let Err(e) = self.table.insert(pcb.clone()) {
             self.release_uid(uid);

@@ -9,6 +9,7 @@ pub mod config;
 pub mod gemini;
 pub mod http;
 pub mod openai;
+pub mod provider;
 pub mod scripted;
 
 use serde::{Deserialize, Serialize};

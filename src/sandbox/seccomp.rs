@@ -2,17 +2,19 @@
 //! (seccompiler's JSON format), shipped to the launcher as raw BPF inside the
 //! launch plan, and installed by the launcher as the last step before exec.
 //!
-//! A policy file holds the filter `agent` (the allowlist) and optionally
-//! `clone3` (turns clone3 into ENOSYS so libc falls back to clone, whose
-//! flags the allowlist can inspect). They are installed in that order.
+//! A profile's policy file holds the filter `agent` (the allowlist) and
+//! optionally `clone3` (turns clone3 into ENOSYS so libc falls back to
+//! clone, whose flags the allowlist can inspect); they are installed in that
+//! order. `runtime.json` holds `runtime`, the stricter filter the built-in
+//! LLM runtime stacks on top once it has started.
 //! Every compiled program gets a prefix that kills x32 system calls
 //! (`nr & 0x40000000`); seccompiler itself kills foreign-architecture calls.
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// Filter names in installation order; the first is required.
-pub const FILTER_ORDER: [&str; 2] = ["agent", "clone3"];
+/// Filter names in installation order.
+pub const FILTER_ORDER: [&str; 3] = ["agent", "clone3", "runtime"];
 
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
@@ -24,7 +26,7 @@ pub enum SeccompError {
     Compile(String),
     #[error("filter {0:?} is missing")]
     Missing(&'static str),
-    #[error("unexpected filter {0:?} (allowed: agent, clone3)")]
+    #[error("unexpected filter {0:?} (allowed: agent, clone3, runtime)")]
     Unexpected(String),
     #[error("filter too long for the kernel ({0} instructions)")]
     TooLong(usize),
@@ -49,8 +51,19 @@ pub fn compile_file(path: &Path) -> Result<Filters, SeccompError> {
     compile(&text)
 }
 
-/// Compiles a policy from its JSON text.
+/// Compiles a profile's policy (it must hold the `agent` allowlist).
 pub fn compile(json: &[u8]) -> Result<Filters, SeccompError> {
+    if !serde_json::from_slice::<serde_json::Value>(json)
+        .map(|v| v.get(FILTER_ORDER[0]).is_some())
+        .unwrap_or(true)
+    {
+        return Err(SeccompError::Missing(FILTER_ORDER[0]));
+    }
+    compile_any(json)
+}
+
+/// Compiles a policy holding any of the known filters.
+pub fn compile_any(json: &[u8]) -> Result<Filters, SeccompError> {
     let arch = seccompiler::TargetArch::try_from(std::env::consts::ARCH)
         .map_err(|e| SeccompError::Compile(format!("{e:?}")))?;
     let mut map = seccompiler::compile_from_json(json, arch)
@@ -59,8 +72,8 @@ pub fn compile(json: &[u8]) -> Result<Filters, SeccompError> {
         return Err(SeccompError::Unexpected(extra.clone()));
     }
     let mut programs = Vec::new();
-    for (i, name) in FILTER_ORDER.iter().enumerate() {
-        match map.remove(*name) {
+    for name in FILTER_ORDER {
+        match map.remove(name) {
             Some(prog) => {
                 let mut insns = x32_kill_prefix();
                 insns.extend(prog.iter().map(|f| Insn(f.code, f.jt, f.jf, f.k)));
@@ -69,9 +82,11 @@ pub fn compile(json: &[u8]) -> Result<Filters, SeccompError> {
                 }
                 programs.push(insns);
             }
-            None if i == 0 => return Err(SeccompError::Missing(FILTER_ORDER[0])),
             None => {}
         }
+    }
+    if programs.is_empty() {
+        return Err(SeccompError::Missing(FILTER_ORDER[0]));
     }
     Ok(Filters { programs })
 }

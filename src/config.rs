@@ -1,0 +1,223 @@
+//! The daemon's configuration file (`/etc/agentos/agentosd.toml`, or
+//! `--config PATH`): daemon settings, the inference scheduler, LLM providers
+//! and models. Command-line flags override the file; the file overrides the
+//! built-in defaults. Errors name the file, the line and the key.
+
+use crate::llm::config::{ModelConfig, ProviderConfig, ProviderKind};
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// Where the daemon looks when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/agentos/agentosd.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// toml's message carries the line, column and key.
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        path: String,
+        key: String,
+        message: String,
+    },
+}
+
+/// The whole file. Every key is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub state_dir: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    /// Octal, as a string: "0660".
+    pub socket_mode: Option<String>,
+    pub socket_group: Option<String>,
+    pub policies: Option<PathBuf>,
+    pub launcher: Option<PathBuf>,
+    pub runtime: Option<PathBuf>,
+    /// "FIRST-LAST".
+    pub uid_range: Option<String>,
+    pub cgroup_name: Option<String>,
+    pub line_cap: Option<usize>,
+    pub max_in_flight: Option<usize>,
+    pub log_bytes_per_agent: Option<u64>,
+    #[serde(default)]
+    pub scheduler: SchedulerConfig,
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
+    #[serde(default)]
+    pub models: Vec<ModelConfig>,
+}
+
+/// The inference scheduler (DESIGN.md §7).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// Inferences in flight across all providers.
+    #[serde(default = "default_global")]
+    pub max_concurrency: usize,
+    /// The time slice: one inference (retries included) may take this long.
+    #[serde(default = "default_timeout")]
+    pub inference_timeout_s: u64,
+    /// Model of `agentos spawn --role` without `--model`.
+    #[serde(default)]
+    pub default_model: Option<String>,
+}
+
+fn default_global() -> usize {
+    16
+}
+fn default_timeout() -> u64 {
+    300
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            max_concurrency: default_global(),
+            inference_timeout_s: default_timeout(),
+            default_model: None,
+        }
+    }
+}
+
+impl FileConfig {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates the text of a file called `path`.
+    pub fn parse(text: &str, path: &str) -> Result<FileConfig, ConfigError> {
+        let cfg: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_string(),
+            message: e.to_string(),
+        })?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, path: &str) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            path: path.to_string(),
+            key,
+            message,
+        };
+        if self.scheduler.max_concurrency == 0 {
+            return Err(invalid("scheduler.max_concurrency".into(), "must be at least 1".into()));
+        }
+        let mut names = BTreeSet::new();
+        for (i, p) in self.providers.iter().enumerate() {
+            let key = |k: &str| format!("providers[{i}].{k} ({})", p.name);
+            if !names.insert(p.name.as_str()) {
+                return Err(invalid(key("name"), "duplicate provider name".into()));
+            }
+            if p.max_concurrency == 0 {
+                return Err(invalid(key("max_concurrency"), "must be at least 1".into()));
+            }
+            if p.kind == ProviderKind::Scripted && p.script.is_none() {
+                return Err(invalid(key("script"), "a scripted provider needs a script file".into()));
+            }
+            if let Some(url) = &p.base_url {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(invalid(key("base_url"), format!("{url:?} is not an http(s) URL")));
+                }
+            }
+            let keys = [p.api_key.is_some(), p.api_key_env.is_some(), p.api_key_file.is_some()];
+            if keys.iter().filter(|k| **k).count() > 1 {
+                return Err(invalid(
+                    key("api_key"),
+                    "give at most one of api_key, api_key_env, api_key_file".into(),
+                ));
+            }
+        }
+        let mut models = BTreeSet::new();
+        for (i, m) in self.models.iter().enumerate() {
+            let key = |k: &str| format!("models[{i}].{k} ({})", m.name);
+            if !models.insert(m.name.as_str()) {
+                return Err(invalid(key("name"), "duplicate model name".into()));
+            }
+            if !names.contains(m.provider.as_str()) {
+                return Err(invalid(
+                    key("provider"),
+                    format!("no provider named {:?}", m.provider),
+                ));
+            }
+            if m.context_tokens < 512 {
+                return Err(invalid(key("context_tokens"), "must be at least 512".into()));
+            }
+            if !(m.chars_per_token > 0.5 && m.chars_per_token < 20.0) {
+                return Err(invalid(key("chars_per_token"), "must be between 0.5 and 20".into()));
+            }
+        }
+        if let Some(d) = &self.scheduler.default_model {
+            if !models.contains(d.as_str()) {
+                return Err(invalid(
+                    "scheduler.default_model".into(),
+                    format!("no model named {d:?}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn model(&self, name: &str) -> Option<&ModelConfig> {
+        self.models.iter().find(|m| m.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+state_dir = "/var/lib/agentos"
+
+[scheduler]
+max_concurrency = 4
+
+[[providers]]
+name = "local"
+kind = "openai"
+base_url = "http://127.0.0.1:8080/v1"
+
+[[models]]
+name = "qwen"
+provider = "local"
+"#;
+
+    #[test]
+    fn a_good_file_parses() {
+        let c = FileConfig::parse(GOOD, "t.toml").expect("valid");
+        assert_eq!(c.scheduler.max_concurrency, 4);
+        assert_eq!(c.model("qwen").map(|m| m.provider_model()), Some("qwen"));
+    }
+
+    #[test]
+    fn errors_name_the_file_line_and_key() {
+        let e = FileConfig::parse(&GOOD.replace("max_concurrency = 4", "max_concurency = 4"), "t.toml")
+            .expect_err("unknown key");
+        let msg = e.to_string();
+        assert!(msg.starts_with("t.toml:"), "{msg}");
+        assert!(msg.contains("max_concurency"), "{msg}");
+        assert!(msg.contains("line 5"), "{msg}");
+
+        let e = FileConfig::parse(&GOOD.replace("provider = \"local\"", "provider = \"remote\""), "t.toml")
+            .expect_err("dangling provider");
+        assert!(e.to_string().contains("models[0].provider"), "{e}");
+
+        let e = FileConfig::parse(&GOOD.replace("http://127", "ftp://127"), "t.toml")
+            .expect_err("bad url");
+        assert!(e.to_string().contains("base_url"), "{e}");
+    }
+}

@@ -1,0 +1,214 @@
+//! LLM_INFER and AGENT_INFO. Inference is performed by the daemon — the
+//! agent sends messages, the daemon picks the provider of the agent's model,
+//! waits for a scheduler slot, calls the provider (API keys never enter a
+//! sandbox), charges the tokens to the agent's budget and answers with the
+//! model's reply.
+
+use super::Kernel;
+use super::pcb::Pcb;
+use super::scheduler::{ProviderLimits, Scheduler};
+use crate::abi::calls::{Call, InferArgs};
+use crate::abi::wire::typed_args;
+use crate::abi::{Errno, SysError};
+use crate::config::FileConfig;
+use crate::llm::config::ModelConfig;
+use crate::llm::provider::Provider;
+use crate::llm::{InferContext, InferRequest, LlmError};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Providers, models and the scheduler.
+pub struct Inference {
+    pub models: BTreeMap<String, ModelConfig>,
+    pub providers: HashMap<String, Provider>,
+    pub scheduler: Arc<Scheduler>,
+    /// The time slice: one inference, retries included.
+    pub timeout: Duration,
+    pub default_model: Option<String>,
+    /// The built-in agent runtime (the program of `--model/--role` agents).
+    pub runtime: PathBuf,
+}
+
+impl Inference {
+    /// Builds providers (resolving their keys) from the configuration.
+    pub fn from_config(cfg: &FileConfig, runtime: PathBuf) -> Result<Inference, LlmError> {
+        let mut providers = HashMap::new();
+        let mut limits = Vec::new();
+        for p in &cfg.providers {
+            providers.insert(p.name.clone(), Provider::from_config(p)?);
+            limits.push((
+                p.name.clone(),
+                ProviderLimits {
+                    max_concurrency: p.max_concurrency,
+                    requests_per_minute: p.requests_per_minute,
+                    tokens_per_minute: p.tokens_per_minute,
+                },
+            ));
+        }
+        Ok(Inference {
+            models: cfg.models.iter().map(|m| (m.name.clone(), m.clone())).collect(),
+            providers,
+            scheduler: Scheduler::new(cfg.scheduler.max_concurrency, &limits),
+            timeout: Duration::from_secs(cfg.scheduler.inference_timeout_s),
+            default_model: cfg.scheduler.default_model.clone(),
+            runtime,
+        })
+    }
+
+    pub fn model(&self, name: &str) -> Result<&ModelConfig, SysError> {
+        self.models.get(name).ok_or_else(|| {
+            SysError::inval(format!(
+                "no model named {name:?} (configured: {})",
+                self.models.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })
+    }
+}
+
+/// Estimated tokens of a text for a model.
+pub fn estimate_tokens(chars: usize, model: &ModelConfig) -> u64 {
+    (chars as f64 / model.chars_per_token).ceil() as u64
+}
+
+fn llm_error(e: LlmError, provider: &str) -> SysError {
+    let code = match &e {
+        LlmError::RateLimited { .. } => Errno::EAGAIN,
+        LlmError::Timeout(_) => Errno::ETIMEDOUT,
+        LlmError::BadRequest(_) => Errno::EINVAL,
+        LlmError::Transient(_) | LlmError::Auth(_) | LlmError::Protocol(_) | LlmError::Config(_) => Errno::EIO,
+    };
+    SysError::new(code, format!("provider {provider}: {e}"))
+}
+
+impl Kernel {
+    pub async fn sys_infer(&self, pcb: &Pcb, args: &Value) -> Result<Value, SysError> {
+        let a: InferArgs = typed_args("LLM_INFER", args)?;
+        let name = a
+            .model
+            .clone()
+            .or_else(|| pcb.model.clone())
+            .ok_or_else(|| SysError::inval("LLM_INFER needs a model: this agent has none; name one it may use"))?;
+        if pcb.model.as_deref() != Some(name.as_str()) && !pcb.models.contains(&name) {
+            return Err(SysError::acces(format!("agent {} may not use model {name:?}", pcb.pid)));
+        }
+        let model = self.inference.model(&name)?.clone();
+        let provider = self
+            .inference
+            .providers
+            .get(&model.provider)
+            .ok_or_else(|| SysError::io(format!("provider {} is not available", model.provider)))?;
+        if a.messages.is_empty() {
+            return Err(SysError::inval("bad arguments for LLM_INFER: messages is empty"));
+        }
+
+        // Budget: refuse once spent; never let one reply overshoot it.
+        let live = self.table.get(pcb.pid).unwrap_or_else(|| pcb.clone());
+        let used = live.counters.tokens_in + live.counters.tokens_out;
+        let chars: usize = a.messages.iter().map(|m| m.content.len()).sum::<usize>()
+            + a.tools.iter().map(|t| t.description.len() + t.parameters.to_string().len()).sum::<usize>();
+        let prompt_estimate = estimate_tokens(chars, &model);
+        let mut max_tokens = a.max_tokens.unwrap_or(model.max_tokens).min(model.max_tokens);
+        let budget = pcb.limits.budget_tokens;
+        if budget > 0 {
+            let remaining = budget.saturating_sub(used);
+            if remaining <= prompt_estimate {
+                return Err(SysError::quota(format!(
+                    "token budget of {budget} exhausted ({used} used, the prompt alone needs ~{prompt_estimate})"
+                )));
+            }
+            max_tokens = max_tokens.min((remaining - prompt_estimate).min(u32::MAX as u64) as u32);
+        }
+
+        let req = InferRequest {
+            model: model.provider_model().to_string(),
+            messages: a.messages,
+            tools: a.tools,
+            max_tokens: Some(max_tokens),
+            temperature: a.temperature,
+            constraint: a.constraint,
+        };
+        let ctx = InferContext {
+            pid: pcb.pid,
+            agent_name: pcb.name.clone(),
+            turn: live.counters.llm_calls,
+        };
+        let live_handle = self.live.get(pcb.pid);
+        let estimate = prompt_estimate + u64::from(max_tokens) / 2;
+
+        let run = async {
+            let grant = self
+                .inference
+                .scheduler
+                .acquire(&model.provider, pcb.pid, pcb.priority, estimate)
+                .await;
+            let waited = grant.queued.elapsed();
+            self.inference.scheduler.record_wait(&model.provider, waited);
+            let result = tokio::time::timeout(self.inference.timeout, provider.infer(&req, &ctx)).await;
+            let result = match result {
+                Ok(r) => r,
+                Err(_) => Err(LlmError::Timeout(self.inference.timeout)),
+            };
+            match &result {
+                Ok(resp) => grant.complete(resp.usage.total()),
+                Err(_) => drop(grant),
+            }
+            (result, waited)
+        };
+        let (result, waited) = match &live_handle {
+            Some(l) => {
+                let killed = l.dying.notified();
+                tokio::select! {
+                    r = run => r,
+                    _ = killed => return Err(SysError::intr("LLM_INFER interrupted: the agent is being killed")),
+                }
+            }
+            None => run.await,
+        };
+        let resp = result.map_err(|e| llm_error(e, &model.provider))?;
+        let usage = resp.usage;
+        self.table.count(pcb.pid, |p| {
+            p.counters.tokens_in += usage.prompt_tokens;
+            p.counters.tokens_out += usage.completion_tokens;
+            p.counters.llm_calls += 1;
+            p.counters.llm_wait_ms += waited.as_millis() as u64;
+        });
+        let spent = used + usage.total();
+        Ok(json!({
+            "content": resp.content,
+            "tool_calls": resp.tool_calls,
+            "usage": usage,
+            "finish_reason": resp.finish_reason,
+            "model": name,
+            "queue_ms": waited.as_millis() as u64,
+            "budget_remaining": if budget > 0 { Some(budget.saturating_sub(spent)) } else { None },
+        }))
+    }
+
+    /// What the built-in runtime needs to know about itself.
+    pub fn sys_agent_info(&self, pcb: &Pcb) -> Result<Value, SysError> {
+        let model = match &pcb.model {
+            Some(m) => Some(self.inference.model(m)?.clone()),
+            None => None,
+        };
+        let permitted: Vec<&str> = pcb
+            .permissions
+            .iter()
+            .chain([Call::GETPID, Call::SYS_EXIT].iter())
+            .map(|c| c.name())
+            .collect();
+        Ok(json!({
+            "pid": pcb.pid,
+            "ppid": pcb.ppid,
+            "name": pcb.name,
+            "role": pcb.role,
+            "model": model,
+            "permissions": permitted,
+            "limits": pcb.limits,
+            "tokens_used": pcb.counters.tokens_in + pcb.counters.tokens_out,
+            "llm_calls": pcb.counters.llm_calls,
+        }))
+    }
+}
