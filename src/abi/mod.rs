@@ -3,6 +3,8 @@
 
 pub mod calls;
 pub mod errno;
+pub mod schema;
+pub mod text;
 pub mod wire;
 
 pub use errno::{Errno, SysError};
