@@ -114,7 +114,10 @@ impl FileConfig {
             message,
         };
         if self.scheduler.max_concurrency == 0 {
-            return Err(invalid("scheduler.max_concurrency".into(), "must be at least 1".into()));
+            return Err(invalid(
+                "scheduler.max_concurrency".into(),
+                "must be at least 1".into(),
+            ));
         }
         let mut names = BTreeSet::new();
         for (i, p) in self.providers.iter().enumerate() {
@@ -126,14 +129,24 @@ impl FileConfig {
                 return Err(invalid(key("max_concurrency"), "must be at least 1".into()));
             }
             if p.kind == ProviderKind::Scripted && p.script.is_none() {
-                return Err(invalid(key("script"), "a scripted provider needs a script file".into()));
+                return Err(invalid(
+                    key("script"),
+                    "a scripted provider needs a script file".into(),
+                ));
             }
             if let Some(url) = &p.base_url {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(invalid(key("base_url"), format!("{url:?} is not an http(s) URL")));
+                    return Err(invalid(
+                        key("base_url"),
+                        format!("{url:?} is not an http(s) URL"),
+                    ));
                 }
             }
-            let keys = [p.api_key.is_some(), p.api_key_env.is_some(), p.api_key_file.is_some()];
+            let keys = [
+                p.api_key.is_some(),
+                p.api_key_env.is_some(),
+                p.api_key_file.is_some(),
+            ];
             if keys.iter().filter(|k| **k).count() > 1 {
                 return Err(invalid(
                     key("api_key"),
@@ -154,10 +167,16 @@ impl FileConfig {
                 ));
             }
             if m.context_tokens < 512 {
-                return Err(invalid(key("context_tokens"), "must be at least 512".into()));
+                return Err(invalid(
+                    key("context_tokens"),
+                    "must be at least 512".into(),
+                ));
             }
             if !(m.chars_per_token > 0.5 && m.chars_per_token < 20.0) {
-                return Err(invalid(key("chars_per_token"), "must be between 0.5 and 20".into()));
+                return Err(invalid(
+                    key("chars_per_token"),
+                    "must be between 0.5 and 20".into(),
+                ));
             }
         }
         if let Some(d) = &self.scheduler.default_model {
@@ -205,15 +224,21 @@ provider = "local"
 
     #[test]
     fn errors_name_the_file_line_and_key() {
-        let e = FileConfig::parse(&GOOD.replace("max_concurrency = 4", "max_concurency = 4"), "t.toml")
-            .expect_err("unknown key");
+        let e = FileConfig::parse(
+            &GOOD.replace("max_concurrency = 4", "max_concurency = 4"),
+            "t.toml",
+        )
+        .expect_err("unknown key");
         let msg = e.to_string();
         assert!(msg.starts_with("t.toml:"), "{msg}");
         assert!(msg.contains("max_concurency"), "{msg}");
         assert!(msg.contains("line 5"), "{msg}");
 
-        let e = FileConfig::parse(&GOOD.replace("provider = \"local\"", "provider = \"remote\""), "t.toml")
-            .expect_err("dangling provider");
+        let e = FileConfig::parse(
+            &GOOD.replace("provider = \"local\"", "provider = \"remote\""),
+            "t.toml",
+        )
+        .expect_err("dangling provider");
         assert!(e.to_string().contains("models[0].provider"), "{e}");
 
         let e = FileConfig::parse(&GOOD.replace("http://127", "ftp://127"), "t.toml")

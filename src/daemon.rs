@@ -2,9 +2,9 @@
 //! [`main`]; tests start a daemon by running the binary.
 
 use crate::admin::server;
+use crate::config::{DEFAULT_PATH as DEFAULT_CONFIG, FileConfig};
 use crate::kernel::{Kernel, KernelConfig};
 use crate::sandbox::uids::UidRange;
-use crate::config::{DEFAULT_PATH as DEFAULT_CONFIG, FileConfig};
 use anyhow::{Context, bail};
 use clap::Parser;
 use std::path::{Path, PathBuf};
@@ -85,39 +85,67 @@ struct Settings {
 fn settings(args: &Args) -> anyhow::Result<Settings> {
     let (file, path) = match &args.config {
         Some(p) => (FileConfig::load(p)?, Some(p.clone())),
-        None if Path::new(DEFAULT_CONFIG).exists() => {
-            (FileConfig::load(Path::new(DEFAULT_CONFIG))?, Some(PathBuf::from(DEFAULT_CONFIG)))
-        }
+        None if Path::new(DEFAULT_CONFIG).exists() => (
+            FileConfig::load(Path::new(DEFAULT_CONFIG))?,
+            Some(PathBuf::from(DEFAULT_CONFIG)),
+        ),
         None => (FileConfig::default(), None),
     };
-    let in_file = |key: &str| format!("{}: {key}", path.as_ref().map(|p| p.display().to_string()).unwrap_or_default());
+    let in_file = |key: &str| {
+        format!(
+            "{}: {key}",
+            path.as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        )
+    };
     let socket_mode = match (args.socket_mode, &file.socket_mode) {
         (Some(m), _) => m,
-        (None, Some(m)) => parse_mode(m.trim_start_matches("0o")).map_err(|e| anyhow::anyhow!("{}: {e}", in_file("socket_mode")))?,
+        (None, Some(m)) => parse_mode(m.trim_start_matches("0o"))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", in_file("socket_mode")))?,
         (None, None) => 0o660,
     };
     let uid_range = match (args.uid_range, &file.uid_range) {
         (Some(r), _) => r,
-        (None, Some(r)) => r.parse().map_err(|e| anyhow::anyhow!("{}: {e}", in_file("uid_range")))?,
+        (None, Some(r)) => r
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", in_file("uid_range")))?,
         (None, None) => UidRange::new(400_000, 499_999)?,
     };
     let pick = |flag: &Option<PathBuf>, key: &Option<PathBuf>| flag.clone().or_else(|| key.clone());
     let kernel = KernelConfig {
-        state_dir: pick(&args.state_dir, &file.state_dir).unwrap_or_else(|| PathBuf::from("/var/lib/agentos")),
+        state_dir: pick(&args.state_dir, &file.state_dir)
+            .unwrap_or_else(|| PathBuf::from("/var/lib/agentos")),
         policies_dir: pick(&args.policies, &file.policies).unwrap_or_else(default_policies),
-        launcher: pick(&args.launcher, &file.launcher).unwrap_or_else(|| default_helper("agentos-launcher")),
-        runtime: pick(&args.runtime, &file.runtime).unwrap_or_else(|| default_helper("agentos-runtime")),
+        launcher: pick(&args.launcher, &file.launcher)
+            .unwrap_or_else(|| default_helper("agentos-launcher")),
+        runtime: pick(&args.runtime, &file.runtime)
+            .unwrap_or_else(|| default_helper("agentos-runtime")),
         uid_range,
-        cgroup_name: args.cgroup_name.clone().or_else(|| file.cgroup_name.clone()).unwrap_or_else(|| "agentos".into()),
-        line_cap: args.line_cap.or(file.line_cap).unwrap_or(crate::abi::wire::DEFAULT_LINE_CAP),
+        cgroup_name: args
+            .cgroup_name
+            .clone()
+            .or_else(|| file.cgroup_name.clone())
+            .unwrap_or_else(|| "agentos".into()),
+        line_cap: args
+            .line_cap
+            .or(file.line_cap)
+            .unwrap_or(crate::abi::wire::DEFAULT_LINE_CAP),
         max_in_flight: args.max_in_flight.or(file.max_in_flight).unwrap_or(64),
-        log_bytes_per_agent: args.log_bytes_per_agent.or(file.log_bytes_per_agent).unwrap_or(16 << 20),
+        log_bytes_per_agent: args
+            .log_bytes_per_agent
+            .or(file.log_bytes_per_agent)
+            .unwrap_or(16 << 20),
         file: file.clone(),
     };
     Ok(Settings {
-        socket: pick(&args.socket, &file.socket).unwrap_or_else(|| PathBuf::from(crate::admin::protocol::DEFAULT_SOCKET)),
+        socket: pick(&args.socket, &file.socket)
+            .unwrap_or_else(|| PathBuf::from(crate::admin::protocol::DEFAULT_SOCKET)),
         socket_mode,
-        socket_group: args.socket_group.clone().or_else(|| file.socket_group.clone()),
+        socket_group: args
+            .socket_group
+            .clone()
+            .or_else(|| file.socket_group.clone()),
         kernel,
     })
 }
@@ -237,8 +265,20 @@ fn check_config(s: &Settings) -> anyhow::Result<()> {
     println!(
         "configuration OK: profiles {}; providers {}; models {}",
         profiles.names().collect::<Vec<_>>().join(", "),
-        s.kernel.file.providers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "),
-        s.kernel.file.models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "),
+        s.kernel
+            .file
+            .providers
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        s.kernel
+            .file
+            .models
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
     );
     Ok(())
 }

@@ -20,4 +20,5 @@ pub mod drivers;
 pub mod kernel;
 pub mod llm;
 pub mod notify;
+pub mod runtime;
 pub mod sandbox;

@@ -206,7 +206,12 @@ async fn handle(k: &Arc<Kernel>, peer: Peer, req: AdminRequest) -> Result<Value,
     match req {
         AdminRequest::Status => Ok(status(k)),
         AdminRequest::Top => {
-            let agents: Vec<Pcb> = k.table.all().into_iter().filter(|p| p.is_live() && visible(p)).collect();
+            let agents: Vec<Pcb> = k
+                .table
+                .all()
+                .into_iter()
+                .filter(|p| p.is_live() && visible(p))
+                .collect();
             Ok(json!({"agents": agents, "scheduler": k.inference.scheduler.stats()}))
         }
         AdminRequest::Ps => Ok(json!(
@@ -287,7 +292,9 @@ fn spawn_spec(k: &Kernel, peer: Peer, s: SpawnRequest) -> Result<SpawnSpec, SysE
         .map_err(SysError::inval)?;
     let limits = match &s.limits {
         None => profile.limits,
-        Some(patch) if peer.is_root() => profile.limits.overridden(patch).map_err(SysError::inval)?,
+        Some(patch) if peer.is_root() => {
+            profile.limits.overridden(patch).map_err(SysError::inval)?
+        }
         Some(patch) => profile.limits.narrow(patch).map_err(SysError::acces)?,
     };
     let llm = s.role.is_some() || s.model.is_some();
@@ -301,7 +308,11 @@ fn spawn_spec(k: &Kernel, peer: Peer, s: SpawnRequest) -> Result<SpawnSpec, SysE
     let program = match (s.program.is_empty(), llm) {
         (true, true) => k.inference.runtime.clone(),
         (false, _) => PathBuf::from(&s.program),
-        (true, false) => return Err(SysError::inval("give a --program, or a --model/--role for an LLM agent")),
+        (true, false) => {
+            return Err(SysError::inval(
+                "give a --program, or a --model/--role for an LLM agent",
+            ));
+        }
     };
     crate::kernel::spawn::check_program(&program)?;
     let mut models: std::collections::BTreeSet<String> = s.models.iter().cloned().collect();

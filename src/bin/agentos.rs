@@ -75,6 +75,16 @@ enum Command {
     },
     /// Daemon version, uptime and the kernel's confinement features.
     Status,
+    /// Live view: per agent state, tokens, LLM calls, syscalls, queue wait;
+    /// the scheduler's queues and spend.
+    Top {
+        /// Print one snapshot and exit.
+        #[arg(long)]
+        once: bool,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -332,6 +342,21 @@ fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
             }
             return Ok(ExitCode::from(code.clamp(0, 255) as u8));
         }
+        Command::Top { once, interval } => loop {
+            let v = c.call(&AdminRequest::Top)?;
+            if cli.json {
+                println!("{}", serde_json::to_string(&v).unwrap_or_default());
+            } else {
+                if !*once && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                    print!("\x1b[H\x1b[2J");
+                }
+                print_top(&v);
+            }
+            if *once {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_secs_f64(interval.max(0.1)));
+        },
         Command::Status => {
             let v = c.call(&AdminRequest::Status)?;
             if cli.json {
@@ -448,6 +473,44 @@ fn print_tree(nodes: &[Value], all: bool) {
             );
             walk(nodes, n["pid"].as_u64().unwrap_or(0), "", &live);
         }
+    }
+}
+
+fn print_top(v: &Value) {
+    let s = &v["scheduler"];
+    println!(
+        "inference: {} of {} slots busy, {} waiting",
+        s["in_flight"], s["max_concurrency"], s["waiting"]
+    );
+    for p in s["providers"].as_array().into_iter().flatten() {
+        println!(
+            "  provider {:<12} in flight {:>3}  waiting {:>3}  requests {:>7}  tokens {:>10}  avg wait {} ms",
+            p["name"].as_str().unwrap_or(""),
+            p["in_flight"],
+            p["waiting"],
+            p["requests"],
+            p["tokens"],
+            p["avg_wait_ms"]
+        );
+    }
+    println!(
+        "\n{:>6} {:<16} {:<10} {:<14} {:>9} {:>9} {:>6} {:>9} {:>8}",
+        "PID", "NAME", "STATE", "MODEL", "TOK IN", "TOK OUT", "LLM", "SYSCALLS", "WAIT ms"
+    );
+    let agents: Vec<Pcb> = serde_json::from_value(v["agents"].clone()).unwrap_or_default();
+    for p in agents {
+        println!(
+            "{:>6} {:<16} {:<10} {:<14} {:>9} {:>9} {:>6} {:>9} {:>8}",
+            p.pid,
+            truncate(&p.name, 16),
+            p.state.as_str(),
+            truncate(p.model.as_deref().unwrap_or("-"), 14),
+            p.counters.tokens_in,
+            p.counters.tokens_out,
+            p.counters.llm_calls,
+            p.counters.syscalls,
+            p.counters.llm_wait_ms
+        );
     }
 }
 

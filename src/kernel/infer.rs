@@ -49,7 +49,11 @@ impl Inference {
             ));
         }
         Ok(Inference {
-            models: cfg.models.iter().map(|m| (m.name.clone(), m.clone())).collect(),
+            models: cfg
+                .models
+                .iter()
+                .map(|m| (m.name.clone(), m.clone()))
+                .collect(),
             providers,
             scheduler: Scheduler::new(cfg.scheduler.max_concurrency, &limits),
             timeout: Duration::from_secs(cfg.scheduler.inference_timeout_s),
@@ -78,7 +82,10 @@ fn llm_error(e: LlmError, provider: &str) -> SysError {
         LlmError::RateLimited { .. } => Errno::EAGAIN,
         LlmError::Timeout(_) => Errno::ETIMEDOUT,
         LlmError::BadRequest(_) => Errno::EINVAL,
-        LlmError::Transient(_) | LlmError::Auth(_) | LlmError::Protocol(_) | LlmError::Config(_) => Errno::EIO,
+        LlmError::Transient(_)
+        | LlmError::Auth(_)
+        | LlmError::Protocol(_)
+        | LlmError::Config(_) => Errno::EIO,
     };
     SysError::new(code, format!("provider {provider}: {e}"))
 }
@@ -90,9 +97,14 @@ impl Kernel {
             .model
             .clone()
             .or_else(|| pcb.model.clone())
-            .ok_or_else(|| SysError::inval("LLM_INFER needs a model: this agent has none; name one it may use"))?;
+            .ok_or_else(|| {
+                SysError::inval("LLM_INFER needs a model: this agent has none; name one it may use")
+            })?;
         if pcb.model.as_deref() != Some(name.as_str()) && !pcb.models.contains(&name) {
-            return Err(SysError::acces(format!("agent {} may not use model {name:?}", pcb.pid)));
+            return Err(SysError::acces(format!(
+                "agent {} may not use model {name:?}",
+                pcb.pid
+            )));
         }
         let model = self.inference.model(&name)?.clone();
         let provider = self
@@ -101,16 +113,24 @@ impl Kernel {
             .get(&model.provider)
             .ok_or_else(|| SysError::io(format!("provider {} is not available", model.provider)))?;
         if a.messages.is_empty() {
-            return Err(SysError::inval("bad arguments for LLM_INFER: messages is empty"));
+            return Err(SysError::inval(
+                "bad arguments for LLM_INFER: messages is empty",
+            ));
         }
 
         // Budget: refuse once spent; never let one reply overshoot it.
         let live = self.table.get(pcb.pid).unwrap_or_else(|| pcb.clone());
         let used = live.counters.tokens_in + live.counters.tokens_out;
         let chars: usize = a.messages.iter().map(|m| m.content.len()).sum::<usize>()
-            + a.tools.iter().map(|t| t.description.len() + t.parameters.to_string().len()).sum::<usize>();
+            + a.tools
+                .iter()
+                .map(|t| t.description.len() + t.parameters.to_string().len())
+                .sum::<usize>();
         let prompt_estimate = estimate_tokens(chars, &model);
-        let mut max_tokens = a.max_tokens.unwrap_or(model.max_tokens).min(model.max_tokens);
+        let mut max_tokens = a
+            .max_tokens
+            .unwrap_or(model.max_tokens)
+            .min(model.max_tokens);
         let budget = pcb.limits.budget_tokens;
         if budget > 0 {
             let remaining = budget.saturating_sub(used);
@@ -145,8 +165,11 @@ impl Kernel {
                 .acquire(&model.provider, pcb.pid, pcb.priority, estimate)
                 .await;
             let waited = grant.queued.elapsed();
-            self.inference.scheduler.record_wait(&model.provider, waited);
-            let result = tokio::time::timeout(self.inference.timeout, provider.infer(&req, &ctx)).await;
+            self.inference
+                .scheduler
+                .record_wait(&model.provider, waited);
+            let result =
+                tokio::time::timeout(self.inference.timeout, provider.infer(&req, &ctx)).await;
             let result = match result {
                 Ok(r) => r,
                 Err(_) => Err(LlmError::Timeout(self.inference.timeout)),

@@ -76,9 +76,13 @@ impl Kernel {
                 .model
                 .clone()
                 .or_else(|| pcb.model.clone())
-                .ok_or_else(|| SysError::inval("an LLM child needs a model: this agent has none"))?;
+                .ok_or_else(|| {
+                    SysError::inval("an LLM child needs a model: this agent has none")
+                })?;
             if pcb.model.as_deref() != Some(model.as_str()) && !pcb.models.contains(&model) {
-                return Err(SysError::acces(format!("model {model:?} is not one this agent may use")));
+                return Err(SysError::acces(format!(
+                    "model {model:?} is not one this agent may use"
+                )));
             }
             (Some(model), a.role.clone())
         } else {
@@ -88,7 +92,9 @@ impl Kernel {
         // parent can already see through the profile's read-only system binds.
         let program = match (&model, a.program) {
             (Some(_), Some(_)) => {
-                return Err(SysError::inval("give either a program or a role/model, not both"));
+                return Err(SysError::inval(
+                    "give either a program or a role/model, not both",
+                ));
             }
             (Some(_), None) => self.inference.runtime.clone(),
             (None, None) => PathBuf::from(&pcb.program),

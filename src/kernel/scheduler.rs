@@ -153,7 +153,13 @@ impl Grant {
     /// Charges the tokens the provider reported (instead of the estimate).
     pub fn complete(mut self, tokens: u64) {
         if let Some(s) = self.sched.take() {
-            s.release(&self.provider, self.pid, self.weight, self.estimate, Some(tokens));
+            s.release(
+                &self.provider,
+                self.pid,
+                self.weight,
+                self.estimate,
+                Some(tokens),
+            );
         }
     }
 }
@@ -198,7 +204,13 @@ impl Scheduler {
 
     /// Waits for a slot on `provider` for agent `pid` with `weight`,
     /// expecting to use about `estimate` tokens.
-    pub async fn acquire(self: &Arc<Self>, provider: &str, pid: Pid, weight: u32, estimate: u64) -> Grant {
+    pub async fn acquire(
+        self: &Arc<Self>,
+        provider: &str,
+        pid: Pid,
+        weight: u32,
+        estimate: u64,
+    ) -> Grant {
         let weight = f64::from(weight.max(1));
         let (tx, rx) = oneshot::channel();
         {
@@ -207,15 +219,19 @@ impl Scheduler {
             st.finish.insert(pid, start + estimate as f64 / weight);
             st.seq += 1;
             let seq = st.seq;
-            st.queues.entry(provider.to_string()).or_default().waiting.push(Waiter {
-                start_tag: start,
-                seq,
-                pid,
-                weight,
-                estimate,
-                queued: Instant::now(),
-                tx,
-            });
+            st.queues
+                .entry(provider.to_string())
+                .or_default()
+                .waiting
+                .push(Waiter {
+                    start_tag: start,
+                    seq,
+                    pid,
+                    weight,
+                    estimate,
+                    queued: Instant::now(),
+                    tx,
+                });
             self.pump(&mut st);
         }
         match rx.await {
@@ -243,7 +259,9 @@ impl Scheduler {
             let mut best: Option<(String, f64)> = None;
             let mut wakes: Vec<(String, Duration)> = Vec::new();
             for (name, q) in st.queues.iter_mut() {
-                let Some(top) = q.waiting.peek() else { continue };
+                let Some(top) = q.waiting.peek() else {
+                    continue;
+                };
                 let cap = q.limits.map(|l| l.max_concurrency).unwrap_or(usize::MAX);
                 if q.in_flight >= cap {
                     continue;
@@ -278,7 +296,9 @@ impl Scheduler {
                 });
             }
             let Some((name, _)) = best else { return };
-            let Some(q) = st.queues.get_mut(&name) else { return };
+            let Some(q) = st.queues.get_mut(&name) else {
+                return;
+            };
             let Some(w) = q.waiting.pop() else { return };
             let grant = Grant {
                 sched: Some(self.clone()),
@@ -309,7 +329,14 @@ impl Scheduler {
         }
     }
 
-    fn release(self: &Arc<Self>, provider: &str, pid: Pid, weight: f64, estimate: u64, actual: Option<u64>) {
+    fn release(
+        self: &Arc<Self>,
+        provider: &str,
+        pid: Pid,
+        weight: f64,
+        estimate: u64,
+        actual: Option<u64>,
+    ) {
         let mut st = self.lock();
         if let Some(actual) = actual {
             if weight > 0.0 {

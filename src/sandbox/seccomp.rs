@@ -155,6 +155,16 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_policies_compile() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/seccomp");
+        let agent = compile_file(&dir.join("agent.json")).expect("agent.json");
+        assert_eq!(agent.programs.len(), 2, "agent + clone3");
+        let runtime = std::fs::read(dir.join("runtime.json")).expect("runtime.json");
+        assert!(compile(&runtime).is_err(), "runtime.json is not a profile policy");
+        assert_eq!(compile_any(&runtime).expect("runtime.json").programs.len(), 1);
+    }
+
+    #[test]
     fn missing_and_unexpected_filters_are_refused() {
         let none = compile(br#"{"clone3": {"mismatch_action": "allow", "match_action": {"errno": 38}, "filter": [{"syscall": "clone3"}]}}"#);
         assert!(matches!(none, Err(SeccompError::Missing("agent"))));
