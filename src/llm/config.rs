@@ -41,8 +41,8 @@ fn default_retries() -> u32 {
     4
 }
 
-/// One provider endpoint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One provider endpoint. Its `Debug` form never shows a literal key.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     pub name: String,
@@ -81,6 +81,25 @@ pub struct ProviderConfig {
     /// For `kind = "scripted"`: the script file.
     #[serde(default)]
     pub script: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderConfig")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("api_key_env", &self.api_key_env)
+            .field("api_key_file", &self.api_key_file)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("requests_per_minute", &self.requests_per_minute)
+            .field("tokens_per_minute", &self.tokens_per_minute)
+            .field("timeout_s", &self.timeout_s)
+            .field("max_retries", &self.max_retries)
+            .field("script", &self.script)
+            .finish()
+    }
 }
 
 /// A model agents can be spawned with.

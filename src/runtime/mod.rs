@@ -225,12 +225,8 @@ fn run(client: &mut Client) -> Result<(), Fatal> {
                 Ok(v) => json!({"status": "SUCCESS", "result": v}).to_string(),
                 Err(e) => json!({"status": "ERROR", "error": e}).to_string(),
             };
+            // The call and its result are in the journal (`agentos logs`).
             let text = short(&text, MAX_RESULT_CHARS);
-            println!(
-                "⚙ {} → {}",
-                render_call(&call.name, &call.args),
-                short(&text, 300)
-            );
             match tool_id {
                 Some(id) => {
                     let mut m = ChatMessage::new(Role::Tool, text);

@@ -73,16 +73,13 @@ pub fn compile_any(json: &[u8]) -> Result<Filters, SeccompError> {
     }
     let mut programs = Vec::new();
     for name in FILTER_ORDER {
-        match map.remove(name) {
-            Some(prog) => {
-                let mut insns = x32_kill_prefix();
-                insns.extend(prog.iter().map(|f| Insn(f.code, f.jt, f.jf, f.k)));
-                if insns.len() > u16::MAX as usize {
-                    return Err(SeccompError::TooLong(insns.len()));
-                }
-                programs.push(insns);
+        if let Some(prog) = map.remove(name) {
+            let mut insns = x32_kill_prefix();
+            insns.extend(prog.iter().map(|f| Insn(f.code, f.jt, f.jf, f.k)));
+            if insns.len() > u16::MAX as usize {
+                return Err(SeccompError::TooLong(insns.len()));
             }
-            None => {}
+            programs.push(insns);
         }
     }
     if programs.is_empty() {
