@@ -288,7 +288,7 @@ fn spawn_spec(k: &Kernel, peer: Peer, s: SpawnRequest) -> Result<SpawnSpec, SysE
         .profiles
         .get(&profile_name)
         .map_err(|e| SysError::inval(e.to_string()))?;
-    let granted = expand_permissions(s.permissions.as_ref().unwrap_or(&profile.permissions))
+    let mut granted = expand_permissions(s.permissions.as_ref().unwrap_or(&profile.permissions))
         .map_err(SysError::inval)?;
     let limits = match &s.limits {
         None => profile.limits,
@@ -315,6 +315,10 @@ fn spawn_spec(k: &Kernel, peer: Peer, s: SpawnRequest) -> Result<SpawnSpec, SysE
         }
     };
     crate::kernel::spawn::check_program(&program)?;
+    if llm && s.program.is_empty() {
+        // The built-in runtime thinks through LLM_INFER.
+        granted.insert(crate::abi::calls::Call::LLM_INFER);
+    }
     let mut models: std::collections::BTreeSet<String> = s.models.iter().cloned().collect();
     models.extend(model.iter().cloned());
     for m in &models {
