@@ -157,8 +157,14 @@ mod tests {
         let agent = compile_file(&dir.join("agent.json")).expect("agent.json");
         assert_eq!(agent.programs.len(), 2, "agent + clone3");
         let runtime = std::fs::read(dir.join("runtime.json")).expect("runtime.json");
-        assert!(compile(&runtime).is_err(), "runtime.json is not a profile policy");
-        assert_eq!(compile_any(&runtime).expect("runtime.json").programs.len(), 1);
+        assert!(
+            compile(&runtime).is_err(),
+            "runtime.json is not a profile policy"
+        );
+        assert_eq!(
+            compile_any(&runtime).expect("runtime.json").programs.len(),
+            1
+        );
     }
 
     #[test]
