@@ -1,8 +1,13 @@
 //! The quick-start demonstration: starts a throw-away `agentosd`, runs a
-//! few confined agents that talk to each other and probe their own
-//! confinement, and shows them through the real `agentos` CLI.
+//! small team of LLM agents (a lead that spawns a writer and a researcher,
+//! which message, pipe, write files and exit) and a probe that tries to
+//! escape its sandbox, and shows them live through the real `agentos` CLI.
 //!
 //!     cargo build --all-targets && sudo ./target/debug/examples/demo
+//!
+//! By default the agents think with the scripted provider (no key, no
+//! network). `demo --config FILE --model NAME` points the same team at a
+//! real model from a daemon configuration file instead.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -94,10 +99,33 @@ fn run() -> Result<(), String> {
         }
     }
     let probe = examples.join("probe");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let (config, model, real_model) = match (flag("--config"), flag("--model")) {
+        (Some(c), Some(m)) => (PathBuf::from(c), m, true),
+        (None, None) => (PathBuf::new(), "scripted".to_string(), false),
+        _ => return Err("give both --config FILE and --model NAME, or neither".into()),
+    };
     let dir = std::env::temp_dir().join(format!("agentos-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let socket = dir.join("agentosd.sock");
     let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let config = if real_model {
+        config
+    } else {
+        // The scripted provider replays examples/scripts/team.json.
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/scripts/team.json");
+        let path = dir.join("agentosd.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[[providers]]\nname = \"script\"\nkind = \"scripted\"\nscript = \"{}\"\n\n[[models]]\nname = \"scripted\"\nprovider = \"script\"\n",
+                script.display()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        path
+    };
 
     println!("== starting agentosd on {}", dir.display());
     let log = std::fs::File::create(dir.join("agentosd.log")).map_err(|e| e.to_string())?;
@@ -108,6 +136,8 @@ fn run() -> Result<(), String> {
         .arg(&socket)
         .arg("--policies")
         .arg(&policies)
+        .arg("--config")
+        .arg(&config)
         .arg("--cgroup-name")
         .arg(format!("agentos-demo-{}", std::process::id()))
         .stdin(Stdio::null())
@@ -131,31 +161,28 @@ fn run() -> Result<(), String> {
     }
     demo.cli(&["status"])?;
 
-    println!("\n== a small team of confined agents");
+    println!("\n== a team of LLM agents ({})", if real_model { "real model" } else { "scripted model" });
+    let lead = demo.spawn(&[
+        "--name",
+        "lead",
+        "--model",
+        &model,
+        "--role",
+        "Lead a team of two agents: a writer that turns notes arriving on its stdin into /report.md, \
+         and a researcher that writes three facts about Linux namespaces to its stdout, piped into \
+         the writer. Wait for both, read their messages, write /summary.md and exit.",
+    ])?;
+    // Follow the lead's thoughts live until it exits.
+    demo.cli(&["logs", "-f", &lead.to_string()])?;
+    demo.cli(&["ps", "--all"])?;
+    demo.cli(&["tree", "--all"])?;
+    for pid in [2, 3] {
+        let _ = demo.cli(&["logs", "--tail", "8", &pid.to_string()]);
+    }
+
+    println!("\n== a probe tries to escape its sandbox");
     let p = probe.display().to_string();
-    let echo = demo.spawn(&[
-        "--name",
-        "echo",
-        "--program",
-        &p,
-        "--allow",
-        "ipc",
-        "--",
-        "echo",
-    ])?;
-    let sender = demo.spawn(&[
-        "--name",
-        "sender",
-        "--program",
-        &p,
-        "--allow",
-        "ipc,fs",
-        "--",
-        "send",
-        &echo.to_string(),
-        "3",
-    ])?;
-    let echo_ws = dir.join("state/workspaces").join(echo.to_string());
+    let lead_ws = dir.join("state/workspaces").join(lead.to_string());
     let prober = demo.spawn(&[
         "--name",
         "prober",
@@ -166,20 +193,11 @@ fn run() -> Result<(), String> {
         "--",
         "confine",
         "--other-workspace",
-        &echo_ws.display().to_string(),
+        &lead_ws.display().to_string(),
         "--admin-socket",
         &demo.socket.display().to_string(),
     ])?;
-    demo.cli(&["wait", &sender.to_string()])?;
-    demo.cli(&["send", &echo.to_string(), "hello from the admin"])?;
-    demo.cli(&["ps"])?;
-    demo.cli(&["tree"])?;
     demo.cli(&["wait", &prober.to_string()])?;
-    demo.cli(&["logs", &sender.to_string()])?;
-    demo.cli(&["send", &echo.to_string(), "exit"])?;
-    demo.cli(&["wait", &echo.to_string()])?;
-    demo.cli(&["logs", "--tail", "12", &echo.to_string()])?;
-    demo.cli(&["ps", "--all"])?;
 
     println!("\n== what the probe found from inside its sandbox");
     let report = dir
@@ -207,6 +225,14 @@ fn run() -> Result<(), String> {
 
     drop(demo);
     println!("\n== results");
+    for (pid, file) in [(1, "summary.md"), (2, "report.md")] {
+        let path = dir.join("state/workspaces").join(pid.to_string()).join(file);
+        println!("agent {pid} wrote {}:", path.display());
+        match std::fs::read_to_string(&path) {
+            Ok(text) => println!("{}", text.trim_end().lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")),
+            Err(e) => println!("    ({e})"),
+        }
+    }
     println!(
         "state directory: {}/state (sled database, workspaces/<pid>/)",
         dir.display()
@@ -214,13 +240,14 @@ fn run() -> Result<(), String> {
     println!("probe report:    {}", report.display());
     println!("daemon log:      {}/agentosd.log", dir.display());
     println!(
-        "look again:      sudo {0}/agentosd --state-dir {1}/state --socket {1}/agentosd.sock --policies {2} &\n                 {0}/agentos --socket {1}/agentosd.sock ps --all",
+        "look again:      sudo {0}/agentosd --state-dir {1}/state --socket {1}/agentosd.sock --policies {2} --config {3} &\n                 {0}/agentos --socket {1}/agentosd.sock ps --all",
         me.parent()
             .and_then(Path::parent)
             .map(|p| p.display().to_string())
             .unwrap_or_default(),
         dir.display(),
-        policies.display()
+        policies.display(),
+        config.display()
     );
     Ok(())
 }
