@@ -167,7 +167,7 @@ fn cli_stop_cont_kill_tree_status() {
 fn every_command_explains_itself() {
     for cmd in [
         "spawn", "ps", "tree", "inspect", "logs", "send", "inbox", "stop", "cont", "kill", "wait",
-        "status",
+        "status", "top",
     ] {
         let o = Command::new(env!("CARGO_BIN_EXE_agentos"))
             .args([cmd, "--help"])
