@@ -632,3 +632,34 @@ fn top_shows_agents_and_the_scheduler() {
     assert!(text.contains("TOK IN") && text.contains("busy"), "{text}");
     let _ = std::fs::remove_dir_all(cfg);
 }
+
+#[test]
+fn constrained_decoding_sends_the_grammar_or_schema() {
+    if !require_root("constrained_decoding_sends_the_grammar_or_schema") {
+        return;
+    }
+    for (mode, field) in [("grammar", "grammar"), ("json_schema", "response_format")] {
+        let mock = MockLlm::start();
+        mock.push_text(write_and_exit_text(), usage(10, 10));
+        let (d, cfg) = daemon_for(
+            &mock,
+            ProviderKind::Openai,
+            false,
+            &format!("constrain = \"{mode}\""),
+        );
+        let a = llm_agent(&d, "constrained", "Write /hello.txt.", &["FS_WRITE"], None);
+        let exit = d.wait(a.pid, Duration::from_secs(60));
+        assert_eq!(exit.code, 0, "{mode}: {exit:?}\n{}", d.logs(a.pid));
+        let body = &mock.requests()[0].body;
+        let constraint = body[field].to_string();
+        assert!(
+            constraint.contains("FS_WRITE"),
+            "{mode}: {field} does not name the permitted calls: {body}"
+        );
+        assert!(
+            !constraint.contains("SEND_MSG"),
+            "{mode}: {field} offers a call the agent lacks"
+        );
+        let _ = std::fs::remove_dir_all(cfg);
+    }
+}

@@ -25,26 +25,34 @@ pub struct ProviderLimits {
     pub tokens_per_minute: Option<u64>,
 }
 
-/// A token bucket refilled continuously at `per_minute / 60` per second.
+/// A token bucket refilled continuously at `per_minute / 60` per second,
+/// holding at most five seconds' worth (the burst).
 #[derive(Debug)]
 struct Bucket {
+    per_second: f64,
     capacity: f64,
     tokens: f64,
     last: Instant,
 }
 
+/// Seconds of rate a bucket may save up.
+const BURST_SECONDS: f64 = 5.0;
+
 impl Bucket {
     fn new(per_minute: f64) -> Self {
+        let per_second = per_minute / 60.0;
+        let capacity = (per_second * BURST_SECONDS).max(1.0);
         Bucket {
-            capacity: per_minute,
-            tokens: per_minute,
+            per_second,
+            capacity,
+            tokens: capacity,
             last: Instant::now(),
         }
     }
 
     fn refill(&mut self) {
         let now = Instant::now();
-        let add = now.duration_since(self.last).as_secs_f64() * self.capacity / 60.0;
+        let add = now.duration_since(self.last).as_secs_f64() * self.per_second;
         self.tokens = (self.tokens + add).min(self.capacity);
         self.last = now;
     }
@@ -56,7 +64,7 @@ impl Bucket {
         if self.tokens >= amount {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64((amount - self.tokens) * 60.0 / self.capacity)
+            Duration::from_secs_f64((amount - self.tokens) / self.per_second)
         }
     }
 }
@@ -390,5 +398,103 @@ impl Scheduler {
             waiting: providers.iter().map(|p| p.waiting).sum(),
             providers,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(slots: usize, rpm: Option<u32>) -> ProviderLimits {
+        ProviderLimits {
+            max_concurrency: slots,
+            requests_per_minute: rpm,
+            tokens_per_minute: None,
+        }
+    }
+
+    /// Runs `agents` (pid, weight) each with `backlog` requests always
+    /// queued against one slot, for `rounds` grants, and counts grants.
+    async fn serve(agents: &[(Pid, u32)], backlog: usize, rounds: usize) -> HashMap<Pid, u64> {
+        let s = Scheduler::new(1, &[("p".to_string(), limits(1, None))]);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for &(pid, w) in agents {
+            for _ in 0..backlog {
+                let (s, tx) = (s.clone(), tx.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let g = s.acquire("p", pid, w, 100).await;
+                        if tx.send(pid).is_err() {
+                            return;
+                        }
+                        tokio::task::yield_now().await;
+                        g.complete(100);
+                    }
+                });
+            }
+        }
+        let mut counts = HashMap::new();
+        for _ in 0..rounds {
+            if let Some(pid) = rx.recv().await {
+                *counts.entry(pid).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+
+    #[tokio::test]
+    async fn equal_weights_get_equal_shares() {
+        let agents: Vec<(Pid, u32)> = (1..=10).map(|p| (p, 1)).collect();
+        let counts = serve(&agents, 2, 2000).await;
+        for (pid, n) in &counts {
+            assert!(
+                (180..=220).contains(n),
+                "agent {pid} got {n} of 2000: {counts:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn weights_two_to_one_get_two_to_one() {
+        let counts = serve(&[(1, 2), (2, 1)], 2, 3000).await;
+        let ratio = counts[&1] as f64 / counts[&2] as f64;
+        assert!((1.9..=2.1).contains(&ratio), "{counts:?}");
+    }
+
+    #[tokio::test]
+    async fn a_slot_is_never_exceeded() {
+        let s = Scheduler::new(2, &[("p".to_string(), limits(1, None))]);
+        let g1 = s.acquire("p", 1, 1, 10).await;
+        let s2 = s.clone();
+        let second = tokio::spawn(async move { s2.acquire("p", 2, 1, 10).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !second.is_finished(),
+            "a second grant on a one-slot provider"
+        );
+        assert_eq!(s.stats().waiting, 1);
+        drop(g1);
+        let g2 = tokio::time::timeout(Duration::from_secs(1), second)
+            .await
+            .expect("granted after release")
+            .expect("task");
+        assert_eq!(s.stats().in_flight, 1);
+        drop(g2);
+        assert_eq!(s.stats().in_flight, 0);
+    }
+
+    #[tokio::test]
+    async fn the_request_rate_limit_holds() {
+        // 120 requests/minute: a burst of 10, then 2 per second.
+        let s = Scheduler::new(8, &[("p".to_string(), limits(8, Some(120)))]);
+        let started = Instant::now();
+        for i in 0..14 {
+            s.acquire("p", i, 1, 1).await.complete(1);
+        }
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(1800) && took < Duration::from_secs(4),
+            "14 requests at 120/min (burst 10) took {took:?}"
+        );
     }
 }
