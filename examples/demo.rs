@@ -100,7 +100,12 @@ fn run() -> Result<(), String> {
     }
     let probe = examples.join("probe");
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let (config, model, real_model) = match (flag("--config"), flag("--model")) {
         (Some(c), Some(m)) => (PathBuf::from(c), m, true),
         (None, None) => (PathBuf::new(), "scripted".to_string(), false),
@@ -161,7 +166,14 @@ fn run() -> Result<(), String> {
     }
     demo.cli(&["status"])?;
 
-    println!("\n== a team of LLM agents ({})", if real_model { "real model" } else { "scripted model" });
+    println!(
+        "\n== a team of LLM agents ({})",
+        if real_model {
+            "real model"
+        } else {
+            "scripted model"
+        }
+    );
     let lead = demo.spawn(&[
         "--name",
         "lead",
@@ -226,10 +238,20 @@ fn run() -> Result<(), String> {
     drop(demo);
     println!("\n== results");
     for (pid, file) in [(1, "summary.md"), (2, "report.md")] {
-        let path = dir.join("state/workspaces").join(pid.to_string()).join(file);
+        let path = dir
+            .join("state/workspaces")
+            .join(pid.to_string())
+            .join(file);
         println!("agent {pid} wrote {}:", path.display());
         match std::fs::read_to_string(&path) {
-            Ok(text) => println!("{}", text.trim_end().lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")),
+            Ok(text) => println!(
+                "{}",
+                text.trim_end()
+                    .lines()
+                    .map(|l| format!("    {l}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
             Err(e) => println!("    ({e})"),
         }
     }
