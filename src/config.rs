@@ -53,6 +53,100 @@ pub struct FileConfig {
     pub providers: Vec<ProviderConfig>,
     #[serde(default)]
     pub models: Vec<ModelConfig>,
+    #[serde(default)]
+    pub exec: ExecConfig,
+    #[serde(default)]
+    pub memory: MemoryConfig,
+    #[serde(default)]
+    pub webhooks: WebhookConfig,
+}
+
+/// EXEC_CMD — `[exec]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecConfig {
+    /// Docker engine socket for `driver: "docker"`.
+    pub docker_socket: String,
+    /// Image for `driver: "docker"` (e.g. one made with `docker import`);
+    /// none = the docker driver is refused.
+    pub docker_image: Option<String>,
+    /// Cap on each of stdout and stderr.
+    pub max_output_bytes: u64,
+    pub default_timeout_s: u64,
+    pub max_timeout_s: u64,
+}
+
+impl Default for ExecConfig {
+    fn default() -> Self {
+        ExecConfig {
+            docker_socket: "/var/run/docker.sock".into(),
+            docker_image: None,
+            max_output_bytes: 1 << 20,
+            default_timeout_s: 30,
+            max_timeout_s: 600,
+        }
+    }
+}
+
+/// MEM_WRITE / MEM_READ — `[memory]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConfig {
+    /// "embedded" (vectors in the daemon's database) or "chroma".
+    pub backend: String,
+    /// ChromaDB server for the chroma backend, e.g. "http://127.0.0.1:8000".
+    pub chroma_url: Option<String>,
+    pub chroma_tenant: String,
+    pub chroma_database: String,
+    /// An OpenAI-compatible /v1/embeddings endpoint; none = the built-in
+    /// offline lexical embedding.
+    pub embeddings_url: Option<String>,
+    pub embeddings_model: Option<String>,
+    pub embeddings_api_key_env: Option<String>,
+    pub embeddings_api_key_file: Option<String>,
+    /// Dimensions of the built-in embedding.
+    pub dimensions: usize,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            backend: "embedded".into(),
+            chroma_url: None,
+            chroma_tenant: "default_tenant".into(),
+            chroma_database: "default_database".into(),
+            embeddings_url: None,
+            embeddings_model: None,
+            embeddings_api_key_env: None,
+            embeddings_api_key_file: None,
+            dimensions: 512,
+        }
+    }
+}
+
+/// The webhook listener — `[webhooks]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// Address to listen on; "off" disables the listener. Exposing it
+    /// beyond loopback lets anyone who can reach it send events to agents
+    /// that registered a path (use secrets).
+    pub listen: String,
+    /// Seconds an agent has to answer before the caller gets 504.
+    pub reply_timeout_s: u64,
+    pub max_body_bytes: u64,
+    pub max_header_bytes: u64,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            listen: "127.0.0.1:8088".into(),
+            reply_timeout_s: 30,
+            max_body_bytes: 1 << 20,
+            max_header_bytes: 16 << 10,
+        }
+    }
 }
 
 /// The inference scheduler (DESIGN.md §7).

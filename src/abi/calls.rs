@@ -25,10 +25,23 @@ pub enum Call {
     FS_DELETE,
     LLM_INFER,
     AGENT_INFO,
+    EXEC_CMD,
+    NET_FETCH,
+    MEM_WRITE,
+    MEM_READ,
+    SYS_SCHEDULE,
+    SYS_REGISTER_WEBHOOK,
+    SYS_WEBHOOK_REPLY,
+    /// A permission, not a call: lets NET_FETCH use methods other than GET
+    /// and HEAD.
+    NET_WRITE,
+    /// A permission, not a call: lets MEM_WRITE/MEM_READ use the shared
+    /// collections the profile names.
+    MEM_SHARED,
 }
 
 impl Call {
-    pub const ALL: [Call; 17] = [
+    pub const ALL: [Call; 26] = [
         Call::GETPID,
         Call::SYS_EXIT,
         Call::SPAWN_AGENT,
@@ -46,6 +59,15 @@ impl Call {
         Call::FS_DELETE,
         Call::LLM_INFER,
         Call::AGENT_INFO,
+        Call::EXEC_CMD,
+        Call::NET_FETCH,
+        Call::MEM_WRITE,
+        Call::MEM_READ,
+        Call::SYS_SCHEDULE,
+        Call::SYS_REGISTER_WEBHOOK,
+        Call::SYS_WEBHOOK_REPLY,
+        Call::NET_WRITE,
+        Call::MEM_SHARED,
     ];
 
     pub fn parse(name: &str) -> Option<Call> {
@@ -71,6 +93,15 @@ impl Call {
             Call::FS_DELETE => "FS_DELETE",
             Call::LLM_INFER => "LLM_INFER",
             Call::AGENT_INFO => "AGENT_INFO",
+            Call::EXEC_CMD => "EXEC_CMD",
+            Call::NET_FETCH => "NET_FETCH",
+            Call::MEM_WRITE => "MEM_WRITE",
+            Call::MEM_READ => "MEM_READ",
+            Call::SYS_SCHEDULE => "SYS_SCHEDULE",
+            Call::SYS_REGISTER_WEBHOOK => "SYS_REGISTER_WEBHOOK",
+            Call::SYS_WEBHOOK_REPLY => "SYS_WEBHOOK_REPLY",
+            Call::NET_WRITE => "NET_WRITE",
+            Call::MEM_SHARED => "MEM_SHARED",
         }
     }
 
@@ -78,6 +109,12 @@ impl Call {
     /// who it is and ending itself grant nothing.
     pub fn always_allowed(self) -> bool {
         matches!(self, Call::GETPID | Call::SYS_EXIT | Call::AGENT_INFO)
+    }
+
+    /// Names that are permissions only: granting them changes what another
+    /// call may do; calling them answers ENOSYS.
+    pub fn is_permission_only(self) -> bool {
+        matches!(self, Call::NET_WRITE | Call::MEM_SHARED)
     }
 
     /// Whether the call only reads state. Journal entries of read-only calls
@@ -92,6 +129,7 @@ impl Call {
                 | Call::SLEEP
                 | Call::WAIT
                 | Call::AGENT_INFO
+                | Call::MEM_READ
         )
     }
 }
@@ -111,7 +149,14 @@ pub const GROUPS: &[(&str, &[Call])] = &[
             Call::SYS_READ_STDIN,
         ],
     ),
-    ("time", &[Call::SLEEP]),
+    ("time", &[Call::SLEEP, Call::SYS_SCHEDULE]),
+    ("exec", &[Call::EXEC_CMD]),
+    ("net", &[Call::NET_FETCH]),
+    ("memory", &[Call::MEM_WRITE, Call::MEM_READ]),
+    (
+        "webhooks",
+        &[Call::SYS_REGISTER_WEBHOOK, Call::SYS_WEBHOOK_REPLY],
+    ),
     ("inference", &[Call::LLM_INFER]),
     (
         "fs",

@@ -221,6 +221,78 @@ fn specific_schema(name: &str) -> Option<Value> {
             ],
             &["path"],
         ),
+        "EXEC_CMD" => object(
+            &[
+                ("cmd", string("shell command, run with sh -c in /workspace")),
+                ("timeout_s", count("seconds before the whole process tree is killed (default 30)")),
+                (
+                    "driver",
+                    json!({
+                        "type": "string",
+                        "enum": ["sandbox", "docker"],
+                        "description": "sandbox (default): a fresh sandbox like yours; docker: a locked-down container",
+                    }),
+                ),
+            ],
+            &["cmd"],
+        ),
+        "NET_FETCH" => object(
+            &[
+                ("url", string("http or https URL")),
+                ("method", string("GET (default); others need the NET_WRITE permission")),
+                (
+                    "headers",
+                    json!({"type": "object", "additionalProperties": {"type": "string"}, "description": "request headers"}),
+                ),
+                ("body", string("request body")),
+                ("max_bytes", count("most bytes of the response body to return")),
+            ],
+            &["url"],
+        ),
+        "MEM_WRITE" => object(
+            &[
+                ("key", string("identifier of the memory")),
+                ("value", string("text to remember")),
+                ("collection", string("collection name; default: your own")),
+                ("metadata", json!({"type": "object", "description": "free-form metadata"})),
+            ],
+            &["key", "value"],
+        ),
+        "MEM_READ" => object(
+            &[
+                ("query", string("what to look for")),
+                ("k", count("how many results (default 5)")),
+                ("collection", string("collection name; default: your own")),
+            ],
+            &["query"],
+        ),
+        "SYS_SCHEDULE" => object(
+            &[
+                ("seconds", count("delay before the timer fires")),
+                ("prompt", string("text delivered to your inbox when it fires")),
+            ],
+            &["seconds", "prompt"],
+        ),
+        "SYS_REGISTER_WEBHOOK" => object(
+            &[
+                ("path", string("URL path to own, e.g. /hooks/build")),
+                ("secret", string("HMAC-SHA256 key callers must sign with")),
+            ],
+            &["path"],
+        ),
+        "SYS_WEBHOOK_REPLY" => object(
+            &[
+                ("request_id", string("the id of the webhook event")),
+                ("status", count("HTTP status code")),
+                ("body", string("response body")),
+                (
+                    "headers",
+                    json!({"type": "object", "additionalProperties": {"type": "string"}, "description": "response headers"}),
+                ),
+            ],
+            &["request_id", "status", "body"],
+        ),
+        "NET_WRITE" | "MEM_SHARED" => object(&[], &[]),
         INFER => object(
             &[
                 (
@@ -300,6 +372,14 @@ pub fn describe(call: Call) -> &'static str {
         "FS_DELETE" => "Delete a file or directory of your workspace.",
         "AGENT_INFO" => "Describe yourself: your pid, name, permissions, limits and usage.",
         INFER => "Run one inference of a language model.",
+        "EXEC_CMD" => "Run a shell command in a fresh sandbox (or container) on your workspace.",
+        "NET_FETCH" => "Fetch an http(s) URL; private and local addresses are refused.",
+        "MEM_WRITE" => "Store a text in semantic memory under a key.",
+        "MEM_READ" => "Find the stored texts most similar to a query.",
+        "SYS_SCHEDULE" => "Have a prompt delivered to your inbox after some seconds (durable).",
+        "SYS_REGISTER_WEBHOOK" => "Own an HTTP path; requests to it arrive in your inbox as events.",
+        "SYS_WEBHOOK_REPLY" => "Answer a webhook request that arrived in your inbox.",
+        "NET_WRITE" | "MEM_SHARED" => "A permission, not a syscall.",
         _ => "A syscall of the AgentOS ABI.",
     }
 }
@@ -321,13 +401,20 @@ pub fn example_args(call: Call) -> Value {
         "FS_LIST" => json!({"path": "/"}),
         "FS_DELETE" => json!({"path": "/notes.md"}),
         INFER => json!({"messages": [{"role": "user", "content": "Hello"}]}),
+        "EXEC_CMD" => json!({"cmd": "ls -la"}),
+        "NET_FETCH" => json!({"url": "https://example.org/"}),
+        "MEM_WRITE" => json!({"key": "fact-1", "value": "..."}),
+        "MEM_READ" => json!({"query": "what did I learn about X?"}),
+        "SYS_SCHEDULE" => json!({"seconds": 60, "prompt": "check the build"}),
+        "SYS_REGISTER_WEBHOOK" => json!({"path": "/hooks/build"}),
+        "SYS_WEBHOOK_REPLY" => json!({"request_id": "w-1", "status": 200, "body": "ok"}),
         _ => json!({}),
     }
 }
 
 /// Whether the model may be offered `call` (everything but LLM_INFER).
 pub fn model_facing(call: Call) -> bool {
-    call.name() != INFER
+    call.name() != INFER && !call.is_permission_only()
 }
 
 /// The calls offered to a model with the given permissions: the permitted

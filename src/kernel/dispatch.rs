@@ -100,6 +100,20 @@ async fn run(k: &Arc<Kernel>, pid: Pid, req: &Request) -> Result<Value, SysError
         Call::FS_DELETE => fs_call(k, pid, args, fs::fs_delete).await,
         Call::LLM_INFER => k.sys_infer(&pcb, args).await,
         Call::AGENT_INFO => k.sys_agent_info(&pcb),
+        Call::NET_WRITE | Call::MEM_SHARED => Err(SysError::new(
+            Errno::ENOSYS,
+            format!("{} is a permission, not a syscall", call.name()),
+        )),
+        Call::EXEC_CMD
+        | Call::NET_FETCH
+        | Call::MEM_WRITE
+        | Call::MEM_READ
+        | Call::SYS_SCHEDULE
+        | Call::SYS_REGISTER_WEBHOOK
+        | Call::SYS_WEBHOOK_REPLY => Err(SysError::new(
+            Errno::ENOSYS,
+            format!("{} is not available in this build yet", call.name()),
+        )),
     }
 }
 

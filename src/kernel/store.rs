@@ -59,6 +59,12 @@ pub struct Trees {
     pub stdin: sled::Tree,
     pub log: sled::Tree,
     pub meta: sled::Tree,
+    /// (collection, key) → stored memory with its vector.
+    pub memory: sled::Tree,
+    /// (due ms, timer id) → timer.
+    pub timers: sled::Tree,
+    /// path → registration.
+    pub webhooks: sled::Tree,
 }
 
 type Waiter = oneshot::Sender<Result<(), String>>;
@@ -92,6 +98,9 @@ impl Store {
             stdin: db.open_tree("stdin")?,
             log: db.open_tree("log")?,
             meta: db.open_tree("meta")?,
+            memory: db.open_tree("memory")?,
+            timers: db.open_tree("timers")?,
+            webhooks: db.open_tree("webhooks")?,
         };
         match trees.meta.get("schema")? {
             None => {

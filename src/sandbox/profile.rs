@@ -42,6 +42,58 @@ struct ProfileFile {
     landlock: LandlockPolicy,
     limits: Limits,
     filesystem: FilesystemPolicy,
+    #[serde(default)]
+    net: NetPolicy,
+    #[serde(default)]
+    exec: ExecPolicy,
+    #[serde(default)]
+    memory: MemoryPolicy,
+}
+
+/// NET_FETCH rules — `[net]`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetPolicy {
+    /// Allow loopback addresses (127.0.0.0/8, ::1): local development and
+    /// tests only. Private and other special ranges stay blocked.
+    pub allow_loopback: bool,
+    /// When not empty, only these domains (and their subdomains).
+    pub allow_domains: Vec<String>,
+    /// Never these domains (and their subdomains).
+    pub deny_domains: Vec<String>,
+    /// Largest response body returned.
+    pub max_bytes: u64,
+    pub timeout_s: u64,
+    pub max_redirects: u32,
+}
+
+impl Default for NetPolicy {
+    fn default() -> Self {
+        NetPolicy {
+            allow_loopback: false,
+            allow_domains: Vec::new(),
+            deny_domains: Vec::new(),
+            max_bytes: 5 << 20,
+            timeout_s: 10,
+            max_redirects: 5,
+        }
+    }
+}
+
+/// EXEC_CMD rules — `[exec]`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecPolicy {
+    /// Whether EXEC_CMD sandboxes (and containers) get a network.
+    pub allow_network: bool,
+}
+
+/// MEM_WRITE / MEM_READ rules — `[memory]`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryPolicy {
+    /// Shared collections agents of this profile may use with MEM_SHARED.
+    pub shared: Vec<String>,
 }
 
 /// Landlock requirements.
@@ -76,6 +128,9 @@ pub struct Profile {
     pub landlock: LandlockPolicy,
     pub limits: Limits,
     pub filesystem: FilesystemPolicy,
+    pub net: NetPolicy,
+    pub exec: ExecPolicy,
+    pub memory: MemoryPolicy,
     /// Compiled seccomp filters, in installation order.
     pub filters: Filters,
 }
@@ -206,6 +261,9 @@ fn load_one(dir: &Path, path: &Path) -> Result<Profile, ProfileError> {
         landlock: file.landlock,
         limits: file.limits,
         filesystem: file.filesystem,
+        net: file.net,
+        exec: file.exec,
+        memory: file.memory,
         filters,
     })
 }
