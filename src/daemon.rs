@@ -76,6 +76,7 @@ pub struct Args {
 
 /// The settings in force: flags over the file over the defaults.
 struct Settings {
+    config_path: Option<PathBuf>,
     socket: PathBuf,
     socket_mode: u32,
     socket_group: Option<String>,
@@ -139,6 +140,7 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
         file: file.clone(),
     };
     Ok(Settings {
+        config_path: path.clone(),
         socket: pick(&args.socket, &file.socket)
             .unwrap_or_else(|| PathBuf::from(crate::admin::protocol::DEFAULT_SOCKET)),
         socket_mode,
@@ -219,6 +221,7 @@ pub fn main() -> anyhow::Result<()> {
         None => resolve_group("agentos")?,
     };
     let config = settings.kernel.clone();
+    let config_path = settings.config_path.clone();
     let socket = settings.socket.clone();
     let socket_mode = settings.socket_mode;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -233,28 +236,78 @@ pub fn main() -> anyhow::Result<()> {
         let listener = server::bind(&socket, socket_mode, socket_gid)
             .with_context(|| format!("creating the admin socket {}", socket.display()))?;
         let features = crate::sandbox::features::detect(kernel.cgroups.describe());
+        crate::notify::status("recovering agents");
+        let recovery = kernel.recover().await;
         tracing::info!(
             socket = %socket.display(),
             state_dir = %config.state_dir.display(),
             policies = %config.policies_dir.display(),
             landlock_abi = features.landlock_abi,
             cgroup = %features.cgroup,
+            recovered = recovery.recovered,
+            not_recovered = recovery.failed.len(),
             "agentosd ready"
         );
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        crate::notify::ready();
+        crate::notify::status(&format!("{} agents recovered", recovery.recovered));
+        if let Some(every) = crate::notify::watchdog_interval() {
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every / 2).await;
+                    crate::notify::watchdog();
+                }
+            });
+        }
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let reloader = kernel.clone();
+        let config_path = config_path.clone();
         let shutdown = async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+            loop {
+                tokio::select! {
+                    _ = term.recv() => return,
+                    _ = int.recv() => return,
+                    _ = hup.recv() => reload(&reloader, config_path.as_deref()),
+                }
             }
         };
         server::run(kernel.clone(), listener, shutdown).await;
-        tracing::info!("shutting down");
+        tracing::info!("shutting down: stopping agents (they are recovered at the next start)");
+        crate::notify::stopping();
         let _ = std::fs::remove_file(&socket);
+        kernel.shutdown(std::time::Duration::from_secs(10)).await;
         kernel.store.durable().await?;
+        tracing::info!("stopped");
         anyhow::Ok(())
     })
+}
+
+/// SIGHUP: re-reads the configuration file and replaces providers, models
+/// and the scheduler; agents are not touched. A bad file is refused and the
+/// running configuration stays.
+fn reload(kernel: &Kernel, path: Option<&Path>) {
+    let Some(path) = path else {
+        tracing::warn!("SIGHUP: no configuration file to reload");
+        return;
+    };
+    match FileConfig::load(path)
+        .map_err(anyhow::Error::from)
+        .and_then(|f| {
+            kernel.reload_inference(&f)?;
+            Ok(f)
+        }) {
+        Ok(f) => tracing::info!(
+            path = %path.display(),
+            providers = f.providers.len(),
+            models = f.models.len(),
+            "configuration reloaded"
+        ),
+        Err(e) => {
+            tracing::error!("SIGHUP: configuration not reloaded, keeping the running one: {e:#}")
+        }
+    }
 }
 
 /// `--check-config`: loads everything the daemon would load at start, but

@@ -212,7 +212,7 @@ async fn handle(k: &Arc<Kernel>, peer: Peer, req: AdminRequest) -> Result<Value,
                 .into_iter()
                 .filter(|p| p.is_live() && visible(p))
                 .collect();
-            Ok(json!({"agents": agents, "scheduler": k.inference.scheduler.stats()}))
+            Ok(json!({"agents": agents, "scheduler": k.inference().scheduler.stats()}))
         }
         AdminRequest::Ps => Ok(json!(
             k.table
@@ -300,13 +300,13 @@ fn spawn_spec(k: &Kernel, peer: Peer, s: SpawnRequest) -> Result<SpawnSpec, SysE
     let llm = s.role.is_some() || s.model.is_some();
     let model = match (&s.model, llm) {
         (Some(m), _) => Some(m.clone()),
-        (None, true) => Some(k.inference.default_model.clone().ok_or_else(|| {
+        (None, true) => Some(k.inference().default_model.clone().ok_or_else(|| {
             SysError::inval("no --model given and no scheduler.default_model configured")
         })?),
         (None, false) => None,
     };
     let program = match (s.program.is_empty(), llm) {
-        (true, true) => k.inference.runtime.clone(),
+        (true, true) => k.inference().runtime.clone(),
         (false, _) => PathBuf::from(&s.program),
         (true, false) => {
             return Err(SysError::inval(
@@ -322,7 +322,7 @@ fn spawn_spec(k: &Kernel, peer: Peer, s: SpawnRequest) -> Result<SpawnSpec, SysE
     let mut models: std::collections::BTreeSet<String> = s.models.iter().cloned().collect();
     models.extend(model.iter().cloned());
     for m in &models {
-        k.inference.model(m)?;
+        k.inference().model(m)?;
     }
     let ro: Vec<PathBuf> = s.ro.iter().map(PathBuf::from).collect();
     for p in &ro {

@@ -407,8 +407,8 @@ fn user_name(uid: u32) -> String {
 
 fn print_ps(pcbs: &[Pcb]) {
     println!(
-        "{:>6} {:>6} {:<20} {:<10} {:>8} {:<10} {:>8} {:>9}",
-        "PID", "PPID", "NAME", "STATE", "UID", "OWNER", "UPTIME", "SYSCALLS"
+        "{:>6} {:>6} {:<20} {:<10} {:>8} {:<10} {:>8} {:>9} {:>5}",
+        "PID", "PPID", "NAME", "STATE", "UID", "OWNER", "UPTIME", "SYSCALLS", "RECOV"
     );
     let now = now_ms();
     for p in pcbs {
@@ -418,7 +418,7 @@ fn print_ps(pcbs: &[Pcb]) {
             _ => "-".into(),
         };
         println!(
-            "{:>6} {:>6} {:<20} {:<10} {:>8} {:<10} {:>8} {:>9}",
+            "{:>6} {:>6} {:<20} {:<10} {:>8} {:<10} {:>8} {:>9} {:>5}",
             p.pid,
             p.ppid,
             truncate(&p.name, 20),
@@ -426,7 +426,8 @@ fn print_ps(pcbs: &[Pcb]) {
             p.uid,
             truncate(&user_name(p.owner), 10),
             up,
-            p.counters.syscalls
+            p.counters.syscalls,
+            p.recoveries
         );
     }
 }

@@ -26,6 +26,20 @@ pub fn dispatch(
 }
 
 async fn dispatch_inner(k: &Arc<Kernel>, pid: Pid, req: Request) -> Reply {
+    use std::sync::atomic::Ordering;
+    if k.shutting_down.load(Ordering::SeqCst) {
+        return Reply::error(
+            req.id,
+            SysError::intr("the supervisor is shutting down; retry after it restarts"),
+        );
+    }
+    k.in_flight.fetch_add(1, Ordering::SeqCst);
+    let reply = execute(k, pid, req).await;
+    k.in_flight.fetch_sub(1, Ordering::SeqCst);
+    reply
+}
+
+async fn execute(k: &Arc<Kernel>, pid: Pid, req: Request) -> Reply {
     let started = std::time::Instant::now();
     let outcome = run(k, pid, &req).await;
     let elapsed = started.elapsed().as_micros() as u64;

@@ -93,6 +93,7 @@ fn llm_error(e: LlmError, provider: &str) -> SysError {
 impl Kernel {
     pub async fn sys_infer(&self, pcb: &Pcb, args: &Value) -> Result<Value, SysError> {
         let a: InferArgs = typed_args("LLM_INFER", args)?;
+        let inf = self.inference();
         let name = a
             .model
             .clone()
@@ -106,9 +107,8 @@ impl Kernel {
                 pcb.pid
             )));
         }
-        let model = self.inference.model(&name)?.clone();
-        let provider = self
-            .inference
+        let model = inf.model(&name)?.clone();
+        let provider = inf
             .providers
             .get(&model.provider)
             .ok_or_else(|| SysError::io(format!("provider {} is not available", model.provider)))?;
@@ -159,20 +159,16 @@ impl Kernel {
         let estimate = prompt_estimate + u64::from(max_tokens) / 2;
 
         let run = async {
-            let grant = self
-                .inference
+            let grant = inf
                 .scheduler
                 .acquire(&model.provider, pcb.pid, pcb.priority, estimate)
                 .await;
             let waited = grant.queued.elapsed();
-            self.inference
-                .scheduler
-                .record_wait(&model.provider, waited);
-            let result =
-                tokio::time::timeout(self.inference.timeout, provider.infer(&req, &ctx)).await;
+            inf.scheduler.record_wait(&model.provider, waited);
+            let result = tokio::time::timeout(inf.timeout, provider.infer(&req, &ctx)).await;
             let result = match result {
                 Ok(r) => r,
-                Err(_) => Err(LlmError::Timeout(self.inference.timeout)),
+                Err(_) => Err(LlmError::Timeout(inf.timeout)),
             };
             match &result {
                 Ok(resp) => grant.complete(resp.usage.total()),
@@ -212,8 +208,9 @@ impl Kernel {
 
     /// What the built-in runtime needs to know about itself.
     pub fn sys_agent_info(&self, pcb: &Pcb) -> Result<Value, SysError> {
+        let inf = self.inference();
         let model = match &pcb.model {
-            Some(m) => Some(self.inference.model(m)?.clone()),
+            Some(m) => Some(inf.model(m)?.clone()),
             None => None,
         };
         let permitted: Vec<&str> = pcb

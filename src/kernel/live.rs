@@ -50,6 +50,20 @@ impl Live {
         self.cgroup.kill();
     }
 
+    /// Stops the agent's processes for a daemon shutdown, recording no
+    /// reason: the agent is not finished and will be recovered.
+    pub fn stop_for_shutdown(&self) {
+        self.dying.notify_waiters();
+        self.cgroup.freeze(false);
+        if let Some(pid) = self.launcher_pid {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        self.cgroup.kill();
+    }
+
     pub fn kill_reason(&self) -> Option<String> {
         self.kill_reason
             .lock()

@@ -10,6 +10,7 @@ pub mod journal;
 pub mod live;
 pub mod pcb;
 pub mod process;
+pub mod recovery;
 pub mod scheduler;
 pub mod spawn;
 pub mod store;
@@ -73,11 +74,16 @@ pub struct Kernel {
     pub cgroups: Cgroups,
     pub uids: Mutex<UidAllocator>,
     pub live: LiveAgents,
-    pub inference: infer::Inference,
+    /// Providers, models and the scheduler; replaced on SIGHUP.
+    inference: std::sync::RwLock<Arc<infer::Inference>>,
     pub logs: tokio::sync::broadcast::Sender<journal::LogEvent>,
     /// Woken whenever an agent terminates (WAIT, `agentos wait`).
     pub exits: tokio::sync::Notify,
     pub started: std::time::Instant,
+    /// Set by a graceful shutdown: agents that stop now stay recoverable.
+    pub shutting_down: std::sync::atomic::AtomicBool,
+    /// Syscalls being executed right now.
+    pub in_flight: std::sync::atomic::AtomicUsize,
 }
 
 impl Kernel {
@@ -113,13 +119,35 @@ impl Kernel {
             profiles,
             cgroups,
             live: LiveAgents::default(),
-            inference,
+            inference: std::sync::RwLock::new(Arc::new(inference)),
             logs,
             exits: tokio::sync::Notify::new(),
             started: std::time::Instant::now(),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
         });
-        spawn::settle_previous_run(&kernel)?;
+        kernel.prepare_recovery()?;
         Ok(kernel)
+    }
+
+    /// The inference configuration in force.
+    pub fn inference(&self) -> Arc<infer::Inference> {
+        self.inference
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces providers, models and the scheduler (SIGHUP). Agents and
+    /// their counters are untouched; inferences in flight finish on the old
+    /// providers.
+    pub fn reload_inference(
+        &self,
+        file: &crate::config::FileConfig,
+    ) -> Result<(), crate::llm::LlmError> {
+        let next = infer::Inference::from_config(file, self.config.runtime.clone())?;
+        *self.inference.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        Ok(())
     }
 
     /// Host path of an agent's workspace.

@@ -227,6 +227,9 @@ pub struct Pcb {
     pub host_pid: Option<i32>,
     /// Host path of the workspace.
     pub workspace: String,
+    /// How many times the agent was restarted after a daemon restart.
+    #[serde(default)]
+    pub recoveries: u32,
     /// The model an LLM agent thinks with (None for plain programs that
     /// may still call LLM_INFER with a model they are allowed).
     #[serde(default)]

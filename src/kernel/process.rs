@@ -100,7 +100,7 @@ impl Kernel {
                     "give either a program or a role/model, not both",
                 ));
             }
-            (Some(_), None) => self.inference.runtime.clone(),
+            (Some(_), None) => self.inference().runtime.clone(),
             (None, None) => PathBuf::from(&pcb.program),
             (None, Some(p)) => {
                 let path = PathBuf::from(&p);

@@ -117,7 +117,7 @@ impl Kernel {
     pub async fn spawn(self: &Arc<Self>, spec: SpawnSpec) -> Result<Pcb, SysError> {
         check_name(&spec.name)?;
         if let Some(m) = &spec.model {
-            self.inference.model(m)?;
+            self.inference().model(m)?;
         }
         if !(1..=100).contains(&spec.priority) {
             return Err(SysError::inval("priority must be between 1 and 100"));
@@ -180,6 +180,7 @@ impl Kernel {
             pipe_to: spec.pipe_to,
             counters: Counters::default(),
             created_ms: now_ms(),
+            recoveries: 0,
             started_ms: None,
             ended_ms: None,
             exit: None,
@@ -219,7 +220,7 @@ impl Kernel {
 
     /// Builds the workspace, cgroup and plan, starts the launcher and waits
     /// until the agent program is exec'd.
-    async fn launch(
+    pub(crate) async fn launch(
         self: &Arc<Self>,
         pcb: &Pcb,
         profile: &crate::sandbox::profile::Profile,
@@ -253,7 +254,7 @@ impl Kernel {
             gid: pcb.gid,
             program: PathBuf::from(&pcb.program),
             args: pcb.args.clone(),
-            env: agent_env(pid),
+            env: agent_env(pid, pcb.recoveries),
             new_root: self.config.state_dir.join("root"),
             workspace: workspace.clone(),
             ro_binds: profile.filesystem.ro_binds.clone(),
@@ -428,6 +429,13 @@ impl Kernel {
             },
             None => (-1, None),
         };
+        if self.shutting_down.load(std::sync::atomic::Ordering::SeqCst) && kill_reason.is_none() {
+            // Stopped for a daemon shutdown: the agent stays live in the
+            // table and is recovered at the next start.
+            self.park_for_recovery(pid).await;
+            self.live.remove(pid);
+            return;
+        }
         let reason = if let Some(r) = kill_reason {
             r
         } else if oom {
@@ -497,44 +505,9 @@ impl Kernel {
     }
 }
 
-/// Settles the table after a restart: agents that were running when the
-/// previous daemon stopped are gone (they die with it); record that, clear
-/// their cgroups and keep their data.
-pub fn settle_previous_run(k: &Kernel) -> Result<(), super::KernelError> {
-    let mut settled = 0;
-    for pcb in k.table.all() {
-        if !pcb.is_live() {
-            continue;
-        }
-        k.cgroups.agent(pcb.pid).remove();
-        let from = pcb.state;
-        k.table.update(pcb.pid, |p| {
-            p.state = State::Terminated;
-            p.host_pid = None;
-            p.ended_ms = Some(now_ms());
-            p.exit = Some(ExitStatus {
-                code: -1,
-                signal: None,
-                reason: "the supervisor stopped while the agent ran".into(),
-            });
-        })?;
-        k.journal_state(
-            pcb.pid,
-            from,
-            State::Terminated,
-            Some("supervisor restart".into()),
-        );
-        settled += 1;
-    }
-    if settled > 0 {
-        tracing::warn!(settled, "agents of the previous run were marked TERMINATED");
-    }
-    Ok(())
-}
-
 /// Opens the program (first) and extra binds with the owner's permissions,
 /// on a blocking thread (the identity switch is per thread).
-async fn open_binds(
+pub(crate) async fn open_binds(
     paths: &[PathBuf],
     owner: u32,
     owner_gid: u32,
@@ -575,8 +548,8 @@ fn make_workspace(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
-fn agent_env(pid: Pid) -> Vec<(String, String)> {
-    [
+fn agent_env(pid: Pid, recoveries: u32) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = [
         ("PATH", "/usr/local/bin:/usr/bin:/bin"),
         ("HOME", "/workspace"),
         ("TMPDIR", "/tmp"),
@@ -587,7 +560,12 @@ fn agent_env(pid: Pid) -> Vec<(String, String)> {
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .chain([("AGENTOS_PID".to_string(), pid.to_string())])
-    .collect()
+    .collect();
+    if recoveries > 0 {
+        // Tells a restarted program that it is resuming, and how often.
+        env.push(("AGENTOS_RECOVERED".into(), recoveries.to_string()));
+    }
+    env
 }
 
 async fn read_launch_events(fd: OwnedFd) -> std::io::Result<(Option<i32>, Option<String>)> {
