@@ -224,7 +224,10 @@ fn specific_schema(name: &str) -> Option<Value> {
         "EXEC_CMD" => object(
             &[
                 ("cmd", string("shell command, run with sh -c in /workspace")),
-                ("timeout_s", count("seconds before the whole process tree is killed (default 30)")),
+                (
+                    "timeout_s",
+                    count("seconds before the whole process tree is killed (default 30)"),
+                ),
                 (
                     "driver",
                     json!({
@@ -239,13 +242,19 @@ fn specific_schema(name: &str) -> Option<Value> {
         "NET_FETCH" => object(
             &[
                 ("url", string("http or https URL")),
-                ("method", string("GET (default); others need the NET_WRITE permission")),
+                (
+                    "method",
+                    string("GET (default); others need the NET_WRITE permission"),
+                ),
                 (
                     "headers",
                     json!({"type": "object", "additionalProperties": {"type": "string"}, "description": "request headers"}),
                 ),
                 ("body", string("request body")),
-                ("max_bytes", count("most bytes of the response body to return")),
+                (
+                    "max_bytes",
+                    count("most bytes of the response body to return"),
+                ),
             ],
             &["url"],
         ),
@@ -254,7 +263,10 @@ fn specific_schema(name: &str) -> Option<Value> {
                 ("key", string("identifier of the memory")),
                 ("value", string("text to remember")),
                 ("collection", string("collection name; default: your own")),
-                ("metadata", json!({"type": "object", "description": "free-form metadata"})),
+                (
+                    "metadata",
+                    json!({"type": "object", "description": "free-form metadata"}),
+                ),
             ],
             &["key", "value"],
         ),
@@ -269,7 +281,10 @@ fn specific_schema(name: &str) -> Option<Value> {
         "SYS_SCHEDULE" => object(
             &[
                 ("seconds", count("delay before the timer fires")),
-                ("prompt", string("text delivered to your inbox when it fires")),
+                (
+                    "prompt",
+                    string("text delivered to your inbox when it fires"),
+                ),
             ],
             &["seconds", "prompt"],
         ),
@@ -377,7 +392,9 @@ pub fn describe(call: Call) -> &'static str {
         "MEM_WRITE" => "Store a text in semantic memory under a key.",
         "MEM_READ" => "Find the stored texts most similar to a query.",
         "SYS_SCHEDULE" => "Have a prompt delivered to your inbox after some seconds (durable).",
-        "SYS_REGISTER_WEBHOOK" => "Own an HTTP path; requests to it arrive in your inbox as events.",
+        "SYS_REGISTER_WEBHOOK" => {
+            "Own an HTTP path; requests to it arrive in your inbox as events."
+        }
         "SYS_WEBHOOK_REPLY" => "Answer a webhook request that arrived in your inbox.",
         "NET_WRITE" | "MEM_SHARED" => "A permission, not a syscall.",
         _ => "A syscall of the AgentOS ABI.",
