@@ -208,6 +208,8 @@ pub fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // journald and log files want plain text; colours only on a terminal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let settings = settings(&args)?;
     if args.check_config {
@@ -238,6 +240,7 @@ pub fn main() -> anyhow::Result<()> {
         let features = crate::sandbox::features::detect(kernel.cgroups.describe());
         crate::notify::status("recovering agents");
         let recovery = kernel.recover().await;
+        kernel.start_timers();
         tracing::info!(
             socket = %socket.display(),
             state_dir = %config.state_dir.display(),

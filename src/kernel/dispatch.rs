@@ -118,11 +118,11 @@ async fn run(k: &Arc<Kernel>, pid: Pid, req: &Request) -> Result<Value, SysError
             Errno::ENOSYS,
             format!("{} is a permission, not a syscall", call.name()),
         )),
+        Call::SYS_SCHEDULE => k.sys_schedule(&pcb, args),
         Call::EXEC_CMD
         | Call::NET_FETCH
         | Call::MEM_WRITE
         | Call::MEM_READ
-        | Call::SYS_SCHEDULE
         | Call::SYS_REGISTER_WEBHOOK
         | Call::SYS_WEBHOOK_REPLY => Err(SysError::new(
             Errno::ENOSYS,

@@ -34,6 +34,13 @@ pub struct Message {
     pub from_uid: Option<u32>,
     pub body: String,
     pub ts_ms: u64,
+    /// "timer" or "webhook" for events the supervisor delivers; absent for
+    /// messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The event's payload (e.g. a webhook request), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<serde_json::Value>,
 }
 
 impl Kernel {
@@ -94,6 +101,8 @@ impl Kernel {
             from_uid,
             body,
             ts_ms: now_ms(),
+            kind: None,
+            event: None,
         };
         let bytes = serde_json::to_vec(&msg).map_err(|e| SysError::io(e.to_string()))?;
         inbox

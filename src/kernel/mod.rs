@@ -15,6 +15,7 @@ pub mod scheduler;
 pub mod spawn;
 pub mod store;
 pub mod table;
+pub mod timers;
 
 use crate::sandbox::cgroup::Cgroups;
 use crate::sandbox::profile::Profiles;
@@ -84,6 +85,8 @@ pub struct Kernel {
     pub shutting_down: std::sync::atomic::AtomicBool,
     /// Syscalls being executed right now.
     pub in_flight: std::sync::atomic::AtomicUsize,
+    /// Woken when a timer is added (it may be the earliest).
+    pub timers_changed: tokio::sync::Notify,
 }
 
 impl Kernel {
@@ -125,6 +128,7 @@ impl Kernel {
             started: std::time::Instant::now(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
+            timers_changed: tokio::sync::Notify::new(),
         });
         kernel.prepare_recovery()?;
         Ok(kernel)

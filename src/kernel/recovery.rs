@@ -179,6 +179,12 @@ impl Kernel {
     pub async fn shutdown(self: &Arc<Self>, grace: std::time::Duration) {
         use std::sync::atomic::Ordering;
         self.shutting_down.store(true, Ordering::SeqCst);
+        // Blocking calls (RECV_MSG, WAIT, SLEEP, LLM_INFER) answer EINTR now.
+        for pcb in self.table.all() {
+            if let Some(live) = self.live.get(pcb.pid) {
+                live.dying.notify_waiters();
+            }
+        }
         let deadline = tokio::time::Instant::now() + grace;
         while self.in_flight.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;

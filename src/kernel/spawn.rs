@@ -270,6 +270,7 @@ impl Kernel {
             },
             landlock_min_abi: profile.landlock.min_abi,
             seccomp: profile.filters.clone(),
+            share_network: false,
         };
 
         let io = |what: &'static str| move |e: std::io::Error| SysError::io(format!("{what}: {e}"));
@@ -493,6 +494,7 @@ impl Kernel {
         if let Some(uid) = uid {
             self.release_uid(uid);
         }
+        self.cancel_timers(pid);
         tracing::info!(pid, "agent terminated");
         self.exits.notify_waiters();
     }
