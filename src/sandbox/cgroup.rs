@@ -204,15 +204,18 @@ impl Cgroups {
         }
     }
 
-    fn agent_dir(base: &Path, pid: u64) -> PathBuf {
-        base.join(format!("agent-{pid}"))
-    }
-
     /// The cgroup of agent `pid` (whether or not it exists yet).
     pub fn agent(&self, pid: u64) -> AgentCgroup {
+        self.named(&format!("agent-{pid}"))
+    }
+
+    /// The cgroup called `leaf` under this instance (whether or not it
+    /// exists yet): `agent-<pid>` for agents, `exec-<pid>-<n>` for EXEC_CMD
+    /// sandboxes.
+    pub fn named(&self, leaf: &str) -> AgentCgroup {
         match &self.mode {
             Mode::V2 { agents } => {
-                let d = Self::agent_dir(agents, pid);
+                let d = agents.join(leaf);
                 AgentCgroup {
                     dirs: vec![d.clone()],
                     v2_dir: Some(d.clone()),
@@ -228,12 +231,12 @@ impl Cgroups {
                 freezer,
                 unified,
             } => {
-                let memory_dir = Self::agent_dir(memory, pid);
-                let mut dirs = vec![memory_dir.clone(), Self::agent_dir(pids, pid)];
-                dirs.extend(cpu.as_ref().map(|c| Self::agent_dir(c, pid)));
-                let freezer_dir = freezer.as_ref().map(|f| Self::agent_dir(f, pid));
+                let memory_dir = memory.join(leaf);
+                let mut dirs = vec![memory_dir.clone(), pids.join(leaf)];
+                dirs.extend(cpu.as_ref().map(|c| c.join(leaf)));
+                let freezer_dir = freezer.as_ref().map(|f| f.join(leaf));
                 dirs.extend(freezer_dir.clone());
-                let v2_dir = unified.as_ref().map(|u| Self::agent_dir(u, pid));
+                let v2_dir = unified.as_ref().map(|u| u.join(leaf));
                 dirs.extend(v2_dir.clone());
                 AgentCgroup {
                     dirs,
@@ -248,7 +251,12 @@ impl Cgroups {
 
     /// Creates the agent's cgroup with its limits.
     pub fn create(&self, pid: u64, limits: &Limits) -> Result<AgentCgroup, CgroupError> {
-        let cg = self.agent(pid);
+        self.create_named(&format!("agent-{pid}"), limits)
+    }
+
+    /// Creates the cgroup called `leaf` (see [`Cgroups::named`]) with `limits`.
+    pub fn create_named(&self, leaf: &str, limits: &Limits) -> Result<AgentCgroup, CgroupError> {
+        let cg = self.named(leaf);
         // A leftover from a crashed run must not keep old processes around.
         cg.remove();
         for d in &cg.dirs {
@@ -284,13 +292,9 @@ impl Cgroups {
                         limits.memory_bytes.to_string(),
                     )?;
                 }
-                write(
-                    &Self::agent_dir(pids, pid),
-                    "pids.max",
-                    limits.pids.to_string(),
-                )?;
+                write(&pids.join(leaf), "pids.max", limits.pids.to_string())?;
                 if let Some(c) = cpu {
-                    let d = Self::agent_dir(c, pid);
+                    let d = c.join(leaf);
                     write(&d, "cpu.cfs_period_us", "100000".into())?;
                     write(&d, "cpu.cfs_quota_us", quota(100_000).to_string())?;
                 }

@@ -109,16 +109,15 @@ fn confine(plan: &LaunchPlan) -> Result<std::convert::Infallible, StepFailure> {
         mounts::detach_bind_sources(FIRST_BIND_FD, plan.extra_ro.len()),
     )?;
     // 5. The other namespaces (pid was unshared by the launcher).
-    step(
-        "namespaces",
-        unshare(
-            CloneFlags::CLONE_NEWNS
-                | CloneFlags::CLONE_NEWNET
-                | CloneFlags::CLONE_NEWIPC
-                | CloneFlags::CLONE_NEWUTS
-                | CloneFlags::CLONE_NEWCGROUP,
-        ),
-    )?;
+    let mut namespaces = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWNET
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWCGROUP;
+    if plan.share_network {
+        namespaces.remove(CloneFlags::CLONE_NEWNET);
+    }
+    step("namespaces", unshare(namespaces))?;
     // 6. The root filesystem, then pivot_root into it.
     step("mounts", mounts::build_root(plan))?;
     // 7. hostname agent-<pid>.

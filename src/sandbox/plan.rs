@@ -40,6 +40,10 @@ pub struct LaunchPlan {
     pub rlimits: Rlimits,
     pub landlock_min_abi: u8,
     pub seccomp: Filters,
+    /// Keep the daemon's network namespace instead of a new, empty one
+    /// (EXEC_CMD sandboxes of a profile with `exec.allow_network`).
+    #[serde(default)]
+    pub share_network: bool,
 }
 
 /// Resource limits set with setrlimit (soft = hard).
