@@ -2,3 +2,4 @@
 
 pub mod creds;
 pub mod fs;
+pub mod exec;

@@ -1,0 +1,266 @@
+//! The `sandbox` driver: `/bin/sh -c CMD` in a fresh confinement built by
+//! `agentos-launcher` from the agent's own profile, exactly like the agent's
+//! (pid, mount, net, ipc, uts and cgroup namespaces; the agent's uid and gid;
+//! no capabilities; no_new_privs; Landlock; the profile's seccomp filters),
+//! with these differences:
+//!
+//! - its root holds only the profile's system directories (not the agent's
+//!   program or extra binds), a fresh /tmp and the agent's workspace at
+//!   /workspace (read-write, the working directory);
+//! - fd 0 is /dev/null, fds 1 and 2 are pipes the daemon reads, and fd 3 is
+//!   a socket whose other end the daemon closed before the launcher started:
+//!   the command has no syscall connection and cannot act as its agent;
+//! - it lives in its own cgroup `exec-<pid>-<n>` with the agent's memory,
+//!   pids and cpu limits, killed (`cgroup.kill`, or freeze and sweep on v1)
+//!   at the timeout and removed afterwards;
+//! - with `exec.allow_network` in the profile it keeps the daemon's network
+//!   namespace (see [`MIN_ABI_FOR_SHARED_NETWORK`]); otherwise its network
+//!   namespace is new and holds only a down loopback.
+
+use super::{Abort, Capture, ExecOutput};
+use crate::abi::SysError;
+use crate::kernel::pcb::{Limits, Pcb};
+use crate::sandbox::cgroup::{AgentCgroup, Cgroups};
+use crate::sandbox::handoff;
+use crate::sandbox::plan::{LaunchEvent, LaunchPlan, Rlimits};
+use crate::sandbox::profile::Profile;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+
+/// Sharing the daemon's network namespace also shares its abstract Unix
+/// sockets; Landlock ABI 6 scopes those to the sandbox. Below it, a profile
+/// with `exec.allow_network` is refused rather than weakened.
+pub const MIN_ABI_FOR_SHARED_NETWORK: u32 = 6;
+/// How long the sandbox may take to reach exec.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long output may still be drained after the command's end.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// Everything one sandboxed command needs, owned (it runs as its own task).
+pub struct SandboxJob {
+    /// The plan; `cgroup_procs` is filled in once the cgroup exists.
+    pub plan: LaunchPlan,
+    pub launcher: PathBuf,
+    pub cgroups: Cgroups,
+    /// Name of the command's cgroup under the daemon's instance.
+    pub cgroup_leaf: String,
+    pub limits: Limits,
+    pub timeout: Duration,
+    pub max_output: usize,
+}
+
+/// The launch plan of a command of agent `pcb`: the agent's identity,
+/// limits, Landlock ABI and seccomp filters, the profile's system binds,
+/// and `/bin/sh -c cmd` as the program.
+pub fn plan(
+    pcb: &Pcb,
+    profile: &Profile,
+    cmd: &str,
+    new_root: PathBuf,
+    workspace: PathBuf,
+) -> LaunchPlan {
+    let env = [
+        ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        ("HOME", "/workspace"),
+        ("TMPDIR", "/tmp"),
+        ("LANG", "C.UTF-8"),
+        ("USER", "agent"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .chain([("AGENTOS_PID".to_string(), pcb.pid.to_string())])
+    .collect();
+    LaunchPlan {
+        pid: pcb.pid,
+        uid: pcb.uid,
+        gid: pcb.gid,
+        program: PathBuf::from("/bin/sh"),
+        args: vec!["-c".into(), cmd.to_string()],
+        env,
+        new_root,
+        workspace,
+        ro_binds: profile.filesystem.ro_binds.clone(),
+        // Nothing but the system directories: no program, no extra binds.
+        extra_ro: Vec::new(),
+        etc: profile.filesystem.etc.clone(),
+        dev: profile.filesystem.dev.clone(),
+        tmp_bytes: pcb.limits.tmp_bytes,
+        cgroup_procs: Vec::new(),
+        rlimits: Rlimits {
+            nofile: pcb.limits.nofile,
+            fsize: pcb.limits.workspace_bytes.max(pcb.limits.tmp_bytes),
+            nproc: pcb.limits.pids,
+        },
+        landlock_min_abi: profile.landlock.min_abi,
+        seccomp: profile.filters.clone(),
+        share_network: profile.exec.allow_network,
+    }
+}
+
+/// Runs the command; always kills and removes its cgroup before returning.
+pub async fn run(mut job: SandboxJob, abort: Abort) -> Result<ExecOutput, SysError> {
+    let cgroups = job.cgroups.clone();
+    let leaf = job.cgroup_leaf.clone();
+    let limits = job.limits;
+    let cgroup = tokio::task::spawn_blocking(move || cgroups.create_named(&leaf, &limits))
+        .await
+        .map_err(|e| SysError::io(format!("cgroup: {e}")))?
+        .map_err(|e| SysError::io(format!("cgroup: {e}")))?;
+    job.plan.cgroup_procs = cgroup.procs_files();
+    let result = launch_and_wait(&job, &cgroup, abort).await;
+    let cg = cgroup.clone();
+    let _ = tokio::task::spawn_blocking(move || cg.remove()).await;
+    result
+}
+
+async fn launch_and_wait(
+    job: &SandboxJob,
+    cgroup: &AgentCgroup,
+    mut abort: Abort,
+) -> Result<ExecOutput, SysError> {
+    let io = |what: &'static str| move |e: std::io::Error| SysError::io(format!("{what}: {e}"));
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(io("socketpair"))?;
+    let (out_r, out_w) = pipe().map_err(io("pipe"))?;
+    let (err_r, err_w) = pipe().map_err(io("pipe"))?;
+    let (status_r, status_w) = pipe().map_err(io("pipe"))?;
+    let fds = [out_w.as_raw_fd(), err_w.as_raw_fd(), status_w.as_raw_fd()];
+    handoff::send(ours.as_raw_fd(), &job.plan, &fds)
+        .map_err(|e| SysError::io(format!("handing the plan to the launcher: {e}")))?;
+    drop((out_w, err_w, status_w));
+    // The plan and descriptors wait in the launcher's receive queue; closing
+    // our end now leaves the command's fd 3 a socket nobody listens on.
+    drop(ours);
+
+    let mut child = tokio::process::Command::new(&job.launcher)
+        .env_clear()
+        .stdin(Stdio::from(OwnedFd::from(theirs)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(io("starting the launcher"))?;
+
+    let stdout = Arc::new(Mutex::new(Capture::new(job.max_output)));
+    let stderr = Arc::new(Mutex::new(Capture::new(job.max_output)));
+    let pumps = [
+        tokio::spawn(drain(out_r, stdout.clone())),
+        tokio::spawn(drain(err_r, stderr.clone())),
+    ];
+
+    let kill = |child: &mut tokio::process::Child| {
+        let _ = child.start_kill();
+        let cg = cgroup.clone();
+        tokio::task::spawn_blocking(move || cg.kill())
+    };
+
+    // Setup: the host pid, then EOF (exec'd) or a failed step.
+    let setup = tokio::select! {
+        r = tokio::time::timeout(SETUP_TIMEOUT, launch_events(status_r)) => match r {
+            Ok(Ok(None)) => None,
+            Ok(Ok(Some(failure))) => Some(failure),
+            Ok(Err(e)) => Some(format!("reading launcher status: {e}")),
+            Err(_) => Some(format!("sandbox setup took longer than {SETUP_TIMEOUT:?}")),
+        },
+        _ = &mut abort => Some("aborted".into()),
+    };
+    if let Some(reason) = setup {
+        let _ = kill(&mut child).await;
+        let _ = child.wait().await;
+        for p in pumps {
+            p.abort();
+        }
+        return Err(SysError::io(reason));
+    }
+
+    let (status, timed_out) = tokio::select! {
+        s = child.wait() => (s.ok(), false),
+        _ = tokio::time::sleep(job.timeout) => {
+            let _ = kill(&mut child).await;
+            (child.wait().await.ok(), true)
+        }
+        _ = &mut abort => {
+            let _ = kill(&mut child).await;
+            let _ = child.wait().await;
+            for p in pumps {
+                p.abort();
+            }
+            return Err(SysError::intr("EXEC_CMD aborted"));
+        }
+    };
+    // The command's pid 1 is gone, so is its pid namespace; make sure of
+    // the cgroup too, then collect what the pipes still hold.
+    let _ = kill(&mut child).await;
+    for p in pumps {
+        let handle = p.abort_handle();
+        if tokio::time::timeout(DRAIN_GRACE, p).await.is_err() {
+            handle.abort();
+        }
+    }
+    let exit_code = match status {
+        Some(s) => {
+            use std::os::unix::process::ExitStatusExt;
+            match s.signal() {
+                Some(sig) => 128 + sig,
+                None => s.code().unwrap_or(-1),
+            }
+        }
+        None => -1,
+    };
+    let take = |c: &Arc<Mutex<Capture>>| {
+        std::mem::replace(
+            &mut *c.lock().unwrap_or_else(|e| e.into_inner()),
+            Capture::new(0),
+        )
+    };
+    Ok(ExecOutput {
+        stdout: take(&stdout),
+        stderr: take(&stderr),
+        exit_code,
+        timed_out,
+    })
+}
+
+/// Reads a pipe to EOF into `into`, which keeps what fits.
+async fn drain(fd: OwnedFd, into: Arc<Mutex<Capture>>) {
+    let Ok(mut rx) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
+        return;
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match rx.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => into
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(&buf[..n]),
+        }
+    }
+}
+
+/// Reads the launcher's status pipe to EOF: None when the command was
+/// exec'd, or why the sandbox could not be built.
+async fn launch_events(fd: OwnedFd) -> std::io::Result<Option<String>> {
+    let rx = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?;
+    let mut lines = BufReader::new(rx).lines();
+    let mut forked = false;
+    while let Some(line) = lines.next_line().await? {
+        match serde_json::from_str::<LaunchEvent>(&line) {
+            Ok(LaunchEvent::Forked { .. }) => forked = true,
+            Ok(LaunchEvent::Failed { step, error }) => {
+                return Ok(Some(format!(
+                    "command sandbox setup failed at step {step}: {error}"
+                )));
+            }
+            Err(_) => return Ok(Some(format!("launcher said something unexpected: {line}"))),
+        }
+    }
+    Ok((!forked).then(|| "the launcher exited before starting the command".to_string()))
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)
+}
