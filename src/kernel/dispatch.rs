@@ -119,8 +119,8 @@ async fn run(k: &Arc<Kernel>, pid: Pid, req: &Request) -> Result<Value, SysError
             format!("{} is a permission, not a syscall", call.name()),
         )),
         Call::SYS_SCHEDULE => k.sys_schedule(&pcb, args),
-        Call::EXEC_CMD
-        | Call::NET_FETCH
+        Call::EXEC_CMD => k.sys_exec(&pcb, args).await,
+        Call::NET_FETCH
         | Call::MEM_WRITE
         | Call::MEM_READ
         | Call::SYS_REGISTER_WEBHOOK
