@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Test agent: sends numbered messages to one agent with SEND_MSG.
 
-Usage: send_many.py TO COUNT [DELAY_S]
+Usage: send_many.py TO COUNT [DELAY_S] [TAG]
 
 After each acknowledged send it prints `acked <seq> <i>` (flushed), so a
 test can tell from the agent's log which messages the supervisor has
@@ -31,14 +31,20 @@ def main() -> None:
     count = int(sys.argv[2])
     delay = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
     acks = []
+    tag = sys.argv[4] if len(sys.argv) > 4 else ""
+    ack_log = open("/workspace/acks.txt", "a")
     for i in range(count):
-        reply = aos.call("SEND_MSG", to=to, body=body(i))
+        reply = aos.call("SEND_MSG", to=to, body=body(i) + tag)
         if reply["status"] != "SUCCESS":
             print(f"failed {i} {aos.code(reply)} {reply['error']['message']}", flush=True)
             aos.report({"acks": acks, "error": reply["error"]})
             aos.exit(1)
         seq = reply["result"]["seq"]
-        acks.append({"i": i, "seq": seq, "body": body(i)})
+        acks.append({"i": i, "seq": seq, "body": body(i) + tag})
+        # A host-side record of every acknowledgement, written before the
+        # next send: it survives the supervisor being killed.
+        ack_log.write(f"{seq} {i} {body(i) + tag}\n")
+        ack_log.flush()
         print(f"acked {seq} {i}", flush=True)
         if delay:
             time.sleep(delay)

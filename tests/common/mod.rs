@@ -121,6 +121,12 @@ impl Daemon {
 
     /// Starts (or restarts) the daemon process and waits for its socket.
     pub fn launch(&mut self) {
+        self.start_process();
+        self.wait_ready();
+    }
+
+    /// Starts the daemon process without waiting for it.
+    pub fn start_process(&mut self) {
         let _ = std::fs::remove_file(&self.socket);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -150,6 +156,10 @@ impl Daemon {
             .spawn()
             .expect("start agentosd");
         self.child = Some(child);
+    }
+
+    /// Waits until the admin socket answers.
+    pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if Client::connect(&self.socket).is_ok() {
