@@ -3,3 +3,4 @@
 pub mod creds;
 pub mod fs;
 pub mod exec;
+pub mod net;

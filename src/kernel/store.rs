@@ -19,6 +19,8 @@ const SCHEMA_VERSION: u64 = 1;
 pub enum StoreError {
     #[error("database: {0}")]
     Sled(#[from] sled::Error),
+    #[error("database file: {0}")]
+    Io(#[from] std::io::Error),
     #[error("encoding: {0}")]
     Json(#[from] serde_json::Error),
     #[error("flush failed: {0}")]
@@ -123,11 +125,15 @@ impl Store {
             trees,
             committer,
         };
-        store.start_committer();
+        // sled 0.34 writes its log with sync_file_range, which neither
+        // reaches the disk's cache on every filesystem nor reports errors
+        // reliably; an fdatasync of the data file after each flush does both.
+        let data_file = std::fs::File::open(dir.join("db"))?;
+        store.start_committer(data_file);
         Ok(store)
     }
 
-    fn start_committer(&self) {
+    fn start_committer(&self, data_file: std::fs::File) {
         let db = self.db.clone();
         let c = self.committer.clone();
         let run = move || {
@@ -144,7 +150,15 @@ impl Store {
                 };
                 // Everything written before these waiters queued is covered
                 // by a flush that starts now.
-                let result = db.flush().map(|_| ()).map_err(|e| e.to_string());
+                let result = db
+                    .flush()
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| {
+                        data_file
+                            .sync_data()
+                            .map_err(|e| format!("fdatasync of the database: {e}"))
+                    });
                 let failed = result.is_err();
                 for w in batch {
                     let _ = w.send(result.clone());

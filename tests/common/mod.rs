@@ -86,6 +86,8 @@ pub struct Daemon {
     pub cgroup_name: String,
     pub uid_range: (u32, u32),
     pub extra_args: Vec<String>,
+    /// A command the daemon runs under (e.g. `fiu-run -x`), if any.
+    pub wrapper: Vec<String>,
 }
 
 impl Daemon {
@@ -110,6 +112,7 @@ impl Daemon {
             cgroup_name: format!("agentos-test-{tag}"),
             uid_range: (first, first + 199),
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            wrapper: Vec::new(),
         };
         d.launch();
         d
@@ -133,7 +136,14 @@ impl Daemon {
             .append(true)
             .open(self.dir.join("daemon.log"))
             .expect("daemon log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_agentosd"));
+        let mut cmd = match self.wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(env!("CARGO_BIN_EXE_agentosd"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_agentosd")),
+        };
         if !self.extra_args.iter().any(|a| a == "--policies") {
             cmd.arg("--policies").arg(repo().join("policies"));
         }
