@@ -311,6 +311,7 @@ pub fn create_body(spec: &ContainerSpec) -> Result<ContainerCreateBody, SysError
         labels: Some(HashMap::from([
             (LABEL.to_string(), "1".to_string()),
             ("agentos.pid".to_string(), spec.pid.to_string()),
+            ("agentos.daemon".to_string(), std::process::id().to_string()),
         ])),
         host_config: Some(host),
         ..Default::default()
