@@ -663,3 +663,54 @@ fn constrained_decoding_sends_the_grammar_or_schema() {
         let _ = std::fs::remove_dir_all(cfg);
     }
 }
+
+#[test]
+fn an_llm_agent_resumes_from_its_journal_after_a_crash() {
+    if !require_root("an_llm_agent_resumes_from_its_journal_after_a_crash") {
+        return;
+    }
+    let mock = MockLlm::start();
+    // One reply: append to a file, then sleep — the daemon dies meanwhile.
+    mock.push_text(
+        "[SYS_CALL::FS_WRITE] {\"path\": \"/count.txt\", \"content\": \"x\", \"append\": true}\n[SYS_CALL::SLEEP] {\"ms\": 20000}",
+        usage(10, 10),
+    );
+    let (mut d, cfg) = daemon_for(&mock, ProviderKind::Openai, false, "");
+    let a = llm_agent(
+        &d,
+        "resumer",
+        "Count once, then exit.",
+        &["fs", "time"],
+        None,
+    );
+    common::eventually(Duration::from_secs(20), || {
+        (d.inspect(a.pid).state == agentos::kernel::pcb::State::Sleeping).then_some(())
+    })
+    .expect("the agent reaches its SLEEP");
+    d.crash();
+    mock.push_text("[SYS_CALL::SYS_EXIT] {\"code\": 0}", usage(10, 10));
+    d.launch();
+    let exit = d.wait(a.pid, Duration::from_secs(60));
+    assert_eq!(exit.code, 0, "{exit:?}\n{}", d.logs(a.pid));
+    // Nothing ran twice, and the model was not asked again for its first reply.
+    let count = std::fs::read_to_string(d.workspace(a.pid).join("count.txt")).expect("count");
+    assert_eq!(count, "x", "FS_WRITE was executed again after the restart");
+    let requests = mock.requests();
+    assert_eq!(
+        requests.len(),
+        2,
+        "the model was asked again for a reply it had given"
+    );
+    let resumed = requests[1].body.to_string();
+    assert!(
+        resumed.contains("count.txt"),
+        "the first reply is missing from the rebuilt context"
+    );
+    assert!(
+        resumed.contains("EINTR"),
+        "the interrupted SLEEP was not answered EINTR: {resumed}"
+    );
+    assert_eq!(d.inspect(a.pid).recoveries, 1);
+    assert!(d.logs(a.pid).contains("resumed after a supervisor restart"));
+    let _ = std::fs::remove_dir_all(cfg);
+}

@@ -60,6 +60,9 @@ async fn execute(k: &Arc<Kernel>, pid: Pid, req: Request) -> Reply {
     if let Err(e) = k.journal(pid, entry) {
         return Reply::error(req.id, SysError::io(format!("journal: {e}")));
     }
+    if let Err(e) = k.record_turn(pid, call, &req.args, &outcome) {
+        return Reply::error(req.id, SysError::io(format!("journal: {e}")));
+    }
     // A state change is acknowledged only once it is durable. Read-only
     // calls and refusals changed nothing; their journal entries ride the
     // next flush.
@@ -113,7 +116,7 @@ async fn run(k: &Arc<Kernel>, pid: Pid, req: &Request) -> Result<Value, SysError
         Call::FS_LIST => fs_call(k, pid, args, fs::fs_list).await,
         Call::FS_DELETE => fs_call(k, pid, args, fs::fs_delete).await,
         Call::LLM_INFER => k.sys_infer(&pcb, args).await,
-        Call::AGENT_INFO => k.sys_agent_info(&pcb),
+        Call::AGENT_INFO => k.sys_agent_info(&pcb, args),
         Call::NET_WRITE | Call::MEM_SHARED => Err(SysError::new(
             Errno::ENOSYS,
             format!("{} is a permission, not a syscall", call.name()),

@@ -188,12 +188,16 @@ impl Kernel {
         };
         let resp = result.map_err(|e| llm_error(e, &model.provider))?;
         let usage = resp.usage;
-        self.table.count(pcb.pid, |p| {
-            p.counters.tokens_in += usage.prompt_tokens;
-            p.counters.tokens_out += usage.completion_tokens;
-            p.counters.llm_calls += 1;
-            p.counters.llm_wait_ms += waited.as_millis() as u64;
-        });
+        // Persisted with the reply (the dispatcher flushes before answering):
+        // budgets and the turn count survive a crash.
+        self.table
+            .update(pcb.pid, |p| {
+                p.counters.tokens_in += usage.prompt_tokens;
+                p.counters.tokens_out += usage.completion_tokens;
+                p.counters.llm_calls += 1;
+                p.counters.llm_wait_ms += waited.as_millis() as u64;
+            })
+            .map_err(|e| SysError::io(e.to_string()))?;
         let spent = used + usage.total();
         Ok(json!({
             "content": resp.content,
@@ -206,8 +210,19 @@ impl Kernel {
         }))
     }
 
-    /// What the built-in runtime needs to know about itself.
-    pub fn sys_agent_info(&self, pcb: &Pcb) -> Result<Value, SysError> {
+    /// What the built-in runtime needs to know about itself; with
+    /// `{"history": true}` also its turns so far (to rebuild its context
+    /// after a restart).
+    pub fn sys_agent_info(&self, pcb: &Pcb, args: &Value) -> Result<Value, SysError> {
+        let history = if args.get("history").and_then(Value::as_bool) == Some(true) {
+            let turns: Vec<(u64, Value)> = self
+                .store
+                .range(&self.store.trees.turns, pcb.pid, None, usize::MAX)
+                .map_err(|e| SysError::io(e.to_string()))?;
+            Some(turns.into_iter().map(|(_, t)| t).collect::<Vec<_>>())
+        } else {
+            None
+        };
         let inf = self.inference();
         let model = match &pcb.model {
             Some(m) => Some(inf.model(m)?.clone()),
@@ -229,6 +244,8 @@ impl Kernel {
             "limits": pcb.limits,
             "tokens_used": pcb.counters.tokens_in + pcb.counters.tokens_out,
             "llm_calls": pcb.counters.llm_calls,
+            "recoveries": pcb.recoveries,
+            "history": history,
         }))
     }
 }

@@ -207,6 +207,35 @@ impl Kernel {
         Ok(events)
     }
 
+    /// For LLM agents, keeps every call with its full arguments and
+    /// outcome in the `turns` tree, from which the runtime rebuilds its
+    /// context after a restart. Durable with the call's own flush.
+    pub fn record_turn(
+        &self,
+        pid: Pid,
+        call: Option<crate::abi::calls::Call>,
+        args: &Value,
+        outcome: &Result<Value, crate::abi::SysError>,
+    ) -> Result<(), StoreError> {
+        use crate::abi::calls::Call;
+        let Some(call) = call else { return Ok(()) };
+        if call == Call::AGENT_INFO || !self.table.get(pid).is_some_and(|p| p.model.is_some()) {
+            return Ok(());
+        }
+        // The messages of an inference are the context itself: not kept.
+        let args = if call == Call::LLM_INFER {
+            Value::Null
+        } else {
+            args.clone()
+        };
+        let record = match outcome {
+            Ok(v) => serde_json::json!({"call": call.name(), "args": args, "result": v}),
+            Err(e) => serde_json::json!({"call": call.name(), "args": args, "error": e}),
+        };
+        self.store.append(&self.store.trees.turns, pid, &record)?;
+        Ok(())
+    }
+
     /// The journal of `pid`, oldest first.
     pub fn read_journal(&self, pid: Pid) -> Result<Vec<(u64, JournalEntry)>, StoreError> {
         self.store

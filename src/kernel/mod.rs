@@ -77,6 +77,7 @@ pub struct Kernel {
     pub live: LiveAgents,
     /// Providers, models and the scheduler; replaced on SIGHUP.
     inference: std::sync::RwLock<Arc<infer::Inference>>,
+    pub memory: crate::drivers::memory::Memory,
     pub logs: tokio::sync::broadcast::Sender<journal::LogEvent>,
     /// Woken whenever an agent terminates (WAIT, `agentos wait`).
     pub exits: tokio::sync::Notify,
@@ -113,6 +114,7 @@ impl Kernel {
         let table = Table::load(store.clone())?;
         let cgroups = Cgroups::setup(&config.cgroup_name)?;
         let inference = infer::Inference::from_config(&config.file, config.runtime.clone())?;
+        let memory = crate::drivers::memory::Memory::open(&config.file.memory, &store)?;
         let (logs, _) = tokio::sync::broadcast::channel(4096);
         let kernel = Arc::new(Kernel {
             uids: Mutex::new(UidAllocator::new(config.uid_range)),
@@ -123,6 +125,7 @@ impl Kernel {
             cgroups,
             live: LiveAgents::default(),
             inference: std::sync::RwLock::new(Arc::new(inference)),
+            memory,
             logs,
             exits: tokio::sync::Notify::new(),
             started: std::time::Instant::now(),

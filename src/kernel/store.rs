@@ -67,6 +67,8 @@ pub struct Trees {
     pub timers: sled::Tree,
     /// path → registration.
     pub webhooks: sled::Tree,
+    /// (pid, seq) → an LLM agent's call with its full outcome.
+    pub turns: sled::Tree,
 }
 
 type Waiter = oneshot::Sender<Result<(), String>>;
@@ -103,6 +105,7 @@ impl Store {
             memory: db.open_tree("memory")?,
             timers: db.open_tree("timers")?,
             webhooks: db.open_tree("webhooks")?,
+            turns: db.open_tree("turns")?,
         };
         match trees.meta.get("schema")? {
             None => {

@@ -77,7 +77,7 @@ fn restrict_self() -> Result<(), Fatal> {
 
 fn run(client: &mut Client) -> Result<(), Fatal> {
     let info = client
-        .call("AGENT_INFO", &json!({}))
+        .call("AGENT_INFO", &json!({"history": true}))
         .map_err(|e| setup_error("AGENT_INFO", e))?;
     let model: ModelConfig = serde_json::from_value(info["model"].clone()).map_err(|_| {
         setup_error(
@@ -125,6 +125,14 @@ fn run(client: &mut Client) -> Result<(), Fatal> {
         names.join(" ")
     );
 
+    let history: Vec<Value> = serde_json::from_value(info["history"].clone()).unwrap_or_default();
+    if !history.is_empty() {
+        let interrupted = rebuild(&mut ctx, &history, &names);
+        println!(
+            "runtime: resumed after a supervisor restart; context rebuilt from {} journal records ({interrupted} interrupted calls)",
+            history.len()
+        );
+    }
     let window = model
         .context_tokens
         .saturating_sub(u64::from(model.max_tokens) + 64);
@@ -147,105 +155,169 @@ fn run(client: &mut Client) -> Result<(), Fatal> {
             ctx.tokens()
         );
         let reply = infer(client, &args)?;
-        let content = reply["content"].as_str().unwrap_or("").to_string();
-        let native: Vec<crate::llm::ToolCall> =
-            serde_json::from_value(reply["tool_calls"].clone()).unwrap_or_default();
-        println!("◀ model: {}", content.trim());
-
-        let mut assistant = ChatMessage::new(Role::Assistant, content.clone());
-        assistant.tool_calls = native.clone();
-        ctx.push_turn(Turn {
-            messages: vec![assistant],
-        });
-
-        // Native tool calls first; otherwise the text forms.
-        let (todo, problems): (Vec<(Option<String>, ParsedCall)>, Vec<String>) =
-            if !native.is_empty() {
-                (
-                    native
-                        .iter()
-                        .map(|c| {
-                            let pc = ParsedCall {
-                                name: c.name.to_ascii_uppercase(),
-                                args: c.arguments.clone(),
-                            };
-                            (Some(c.id.clone()), pc)
-                        })
-                        .collect(),
-                    Vec::new(),
-                )
-            } else {
-                let parsed = parse_reply_with(&content, &names);
-                (
-                    parsed.calls.into_iter().map(|c| (None, c)).collect(),
-                    parsed.problems,
-                )
-            };
-        if todo.is_empty() || !problems.is_empty() {
-            invalid += 1;
-            let mut problems = problems;
-            if todo.is_empty() && problems.is_empty() {
-                problems.push("your reply contained no syscall".into());
-            }
-            let msg = corrective_message(&problems, &names);
-            println!(
-                "runtime: invalid reply ({invalid}/{MAX_INVALID_REPLIES}): {}",
-                problems.join("; ")
-            );
-            if invalid >= MAX_INVALID_REPLIES {
-                return Err((
-                    exit::INVALID_REPLIES,
-                    format!(
-                        "the model gave {MAX_INVALID_REPLIES} invalid replies in a row (last: {})",
-                        problems.join("; ")
-                    ),
-                ));
-            }
-            // Tool results must answer every native call before anything else.
-            ctx.push(ChatMessage::new(Role::User, msg));
-            if todo.is_empty() {
-                continue;
-            }
-        } else {
-            invalid = 0;
-        }
-
+        let todo = accept_reply(&mut ctx, &reply, &names, &mut invalid)?;
         for (tool_id, call) in todo {
             let result = execute(client, &call);
-            let status = match &result {
-                Ok(_) => "SUCCESS".to_string(),
-                Err(e) => e.code.to_string(),
-            };
-            ctx.record(format!(
-                "{} {} → {status}",
-                call.name,
-                short(&call.args.to_string(), 120)
-            ));
-            let text = match &result {
-                Ok(v) => json!({"status": "SUCCESS", "result": v}).to_string(),
-                Err(e) => json!({"status": "ERROR", "error": e}).to_string(),
-            };
-            // The call and its result are in the journal (`agentos logs`).
-            let text = short(&text, MAX_RESULT_CHARS);
-            match tool_id {
-                Some(id) => {
-                    let mut m = ChatMessage::new(Role::Tool, text);
-                    m.tool_call_id = Some(id);
-                    m.name = Some(call.name.clone());
-                    ctx.push(m);
-                }
-                None => ctx.push(ChatMessage::new(
-                    Role::User,
-                    format!("[RESULT::{}] {text}", call.name),
-                )),
-            }
-            if call.name == Call::SYS_EXIT.name() && result.is_ok() {
+            let exiting = call.name == Call::SYS_EXIT.name() && result.is_ok();
+            accept_result(&mut ctx, tool_id, &call, &result);
+            if exiting {
                 // The supervisor ends the process; stop acting meanwhile.
                 std::process::exit(exit::DONE);
             }
         }
     }
     Ok(())
+}
+
+/// Takes the model's reply into the context and returns the calls to run
+/// (with native tool-call ids). An invalid reply gets a corrective message;
+/// too many in a row end the agent.
+fn accept_reply(
+    ctx: &mut Context,
+    reply: &Value,
+    names: &[&str],
+    invalid: &mut u32,
+) -> Result<Vec<(Option<String>, ParsedCall)>, Fatal> {
+    let content = reply["content"].as_str().unwrap_or("").to_string();
+    let native: Vec<crate::llm::ToolCall> =
+        serde_json::from_value(reply["tool_calls"].clone()).unwrap_or_default();
+    println!("◀ model: {}", content.trim());
+    let mut assistant = ChatMessage::new(Role::Assistant, content.clone());
+    assistant.tool_calls = native.clone();
+    ctx.push_turn(Turn {
+        messages: vec![assistant],
+    });
+    // Native tool calls first; otherwise the text forms.
+    let (todo, mut problems): (Vec<(Option<String>, ParsedCall)>, Vec<String>) =
+        if !native.is_empty() {
+            let calls = native
+                .iter()
+                .map(|c| {
+                    let pc = ParsedCall {
+                        name: c.name.to_ascii_uppercase(),
+                        args: c.arguments.clone(),
+                    };
+                    (Some(c.id.clone()), pc)
+                })
+                .collect();
+            (calls, Vec::new())
+        } else {
+            let parsed = parse_reply_with(&content, names);
+            (
+                parsed.calls.into_iter().map(|c| (None, c)).collect(),
+                parsed.problems,
+            )
+        };
+    if !todo.is_empty() && problems.is_empty() {
+        *invalid = 0;
+        return Ok(todo);
+    }
+    *invalid += 1;
+    if todo.is_empty() && problems.is_empty() {
+        problems.push("your reply contained no syscall".into());
+    }
+    println!(
+        "runtime: invalid reply ({invalid}/{MAX_INVALID_REPLIES}): {}",
+        problems.join("; ")
+    );
+    if *invalid >= MAX_INVALID_REPLIES {
+        return Err((
+            exit::INVALID_REPLIES,
+            format!(
+                "the model gave {MAX_INVALID_REPLIES} invalid replies in a row (last: {})",
+                problems.join("; ")
+            ),
+        ));
+    }
+    ctx.push(ChatMessage::new(
+        Role::User,
+        corrective_message(&problems, names),
+    ));
+    Ok(todo)
+}
+
+/// Takes a syscall's result into the context.
+fn accept_result(
+    ctx: &mut Context,
+    tool_id: Option<String>,
+    call: &ParsedCall,
+    result: &Result<Value, SysError>,
+) {
+    let status = match result {
+        Ok(_) => "SUCCESS".to_string(),
+        Err(e) => e.code.to_string(),
+    };
+    ctx.record(format!(
+        "{} {} → {status}",
+        call.name,
+        short(&call.args.to_string(), 120)
+    ));
+    let text = match result {
+        Ok(v) => json!({"status": "SUCCESS", "result": v}).to_string(),
+        Err(e) => json!({"status": "ERROR", "error": e}).to_string(),
+    };
+    // The call and its result are in the journal (`agentos logs`).
+    let text = short(&text, MAX_RESULT_CHARS);
+    match tool_id {
+        Some(id) => {
+            let mut m = ChatMessage::new(Role::Tool, text);
+            m.tool_call_id = Some(id);
+            m.name = Some(call.name.clone());
+            ctx.push(m);
+        }
+        None => ctx.push(ChatMessage::new(
+            Role::User,
+            format!("[RESULT::{}] {text}", call.name),
+        )),
+    }
+}
+
+/// After a restart: replays the agent's journal of turns into the context
+/// — the model is not asked again for what it already answered, and no
+/// call runs twice. Calls of the last reply that never completed get an
+/// EINTR result, so the model decides whether to make them again.
+fn rebuild(ctx: &mut Context, history: &[Value], names: &[&str]) -> usize {
+    let mut pending: std::collections::VecDeque<(Option<String>, ParsedCall)> = Default::default();
+    let mut invalid = 0;
+    let mut interrupted = 0;
+    let mut interrupt_pending = |ctx: &mut Context,
+                                 pending: &mut std::collections::VecDeque<(
+        Option<String>,
+        ParsedCall,
+    )>| {
+        for (id, call) in pending.drain(..) {
+            let e = SysError::intr(
+                "interrupted by a supervisor restart before it completed; it was not run — make it again if it is still needed",
+            );
+            accept_result(ctx, id, &call, &Err(e));
+            interrupted += 1;
+        }
+    };
+    for rec in history {
+        let call = rec["call"].as_str().unwrap_or("");
+        if call == Call::LLM_INFER.name() {
+            interrupt_pending(ctx, &mut pending);
+            if let Some(reply) = rec.get("result") {
+                pending = accept_reply(ctx, reply, names, &mut invalid)
+                    .unwrap_or_default()
+                    .into();
+            }
+            continue;
+        }
+        if pending.front().is_some_and(|(_, c)| c.name == call) {
+            if let Some((id, c)) = pending.pop_front() {
+                let result = match (rec.get("result"), rec.get("error")) {
+                    (Some(v), _) => Ok(v.clone()),
+                    (None, Some(e)) => Err(serde_json::from_value(e.clone())
+                        .unwrap_or_else(|_| SysError::io("unreadable error in the journal"))),
+                    (None, None) => Err(SysError::io("no outcome in the journal")),
+                };
+                accept_result(ctx, id, &c, &result);
+            }
+        }
+    }
+    interrupt_pending(ctx, &mut pending);
+    interrupted
 }
 
 /// LLM_INFER with a few retries on transient failures; a spent budget or a
