@@ -219,7 +219,7 @@ impl Kernel {
     ) -> Result<(), StoreError> {
         use crate::abi::calls::Call;
         let Some(call) = call else { return Ok(()) };
-        if call == Call::AGENT_INFO || !self.table.get(pid).is_some_and(|p| p.model.is_some()) {
+        if call == Call::AGENT_INFO || self.table.get(pid).is_none_or(|p| p.model.is_none()) {
             return Ok(());
         }
         // The messages of an inference are the context itself: not kept.
