@@ -257,6 +257,8 @@ fn sandbox_timeout_kills_the_whole_tree() {
         json!({"cmd": "sleep 100 & sleep 100", "timeout_s": 2}),
         json!({"cmd": "(setsid sleep 100 &); sleep 100 & wait", "timeout_s": 100000}),
         json!({"cmd": "echo quick", "timeout_s": 2}),
+        // The shell's end ends what it left in the background.
+        json!({"cmd": "sleep 100 & echo started", "timeout_s": 3}),
     ];
     let (pcb, r) = run_calls(&d, "exec-timeout", &calls, &["EXEC_CMD"], None);
     for (i, (want, limit)) in [(true, 2.0), (true, 3.0), (false, 2.0)].iter().enumerate() {
@@ -273,6 +275,13 @@ fn sandbox_timeout_kills_the_whole_tree() {
         }
     }
     assert_eq!(stdout(&r[2]), "quick\n");
+    assert_eq!(stdout(&r[3]), "started\n");
+    assert_eq!(ok(&r[3])["timed_out"], false);
+    let elapsed = r[3]["elapsed_s"].as_f64().expect("elapsed");
+    assert!(
+        elapsed < 2.0,
+        "a background sleep held the call {elapsed:.1} s"
+    );
     // Nothing of the commands survives: no process of the agent's uid
     // (the agent itself has exited) and no command cgroup.
     let left = common::eventually(Duration::from_secs(5), || {
@@ -420,6 +429,7 @@ fn docker_runs_commands_locked_down_as_the_agent() {
         docker("head -c 5242880 /dev/zero"),
         json!({"cmd": "sleep 100 & sleep 100", "driver": "docker", "timeout_s": 60}),
         docker("cat /proc/mounts"),
+        docker("ulimit -f; ulimit -n; sleep 100 & echo started"),
     ];
     let (pcb, r) = run_calls(&d, "exec-docker", &calls, &["EXEC_CMD"], None);
 
@@ -523,9 +533,107 @@ fn docker_runs_commands_locked_down_as_the_agent() {
         );
     }
 
+    // The agent's limits; the shell's end ends the container.
+    let limits = d.inspect(pcb.pid).limits;
+    let ulimits = stdout(&r[10]);
+    assert_eq!(
+        ulimits,
+        format!(
+            "{}\n{}\nstarted\n",
+            limits.workspace_bytes.max(limits.tmp_bytes) / 512,
+            limits.nofile
+        ),
+        "{}",
+        r[10]
+    );
+    assert!(r[10]["elapsed_s"].as_f64().is_some_and(|e| e < 10.0));
+
     // Every container is gone, including the timed-out one.
     let left = leftover_containers(&sock, &d);
     assert!(left.is_empty(), "containers left: {left:?}");
+    drop(d);
+
+    // An image the engine does not have: EIO, never a pull.
+    let d = daemon(&format!(
+        "docker_socket = {sock:?}\ndocker_image = \"agentos-no-such-image:none\""
+    ));
+    let (_, r) = run_calls(&d, "exec-no-image", &[docker("true")], &["EXEC_CMD"], None);
+    assert_eq!(r[0]["code"], "EIO", "{}", r[0]);
+    assert!(
+        r[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("agentos-no-such-image:none")),
+        "{}",
+        r[0]
+    );
+    assert!(leftover_containers(&sock, &d).is_empty());
+}
+
+/// Kills the agent while its command runs; `gone` says when the command's
+/// resources are released.
+fn kill_mid_command(d: &Daemon, name: &str, driver: &str, running: impl Fn(&Pcb) -> bool) -> Pcb {
+    let calls = [json!({"cmd": "sleep 100 & sleep 100", "timeout_s": 60, "driver": driver})];
+    let req = python_agent(
+        name,
+        "exec_run.py",
+        &[&Value::Array(calls.to_vec()).to_string()],
+        Some(&["EXEC_CMD"]),
+    );
+    let pcb = d.spawn(req);
+    assert!(
+        common::eventually(Duration::from_secs(20), || running(&pcb).then_some(())).is_some(),
+        "the command never started:\n{}",
+        d.logs(pcb.pid)
+    );
+    d.call(agentos::admin::protocol::AdminRequest::Kill { pid: pcb.pid })
+        .expect("kill");
+    let exit = d.wait(pcb.pid, Duration::from_secs(20));
+    assert_ne!(exit.code, 0, "{exit:?}");
+    pcb
+}
+
+#[test]
+fn killing_the_agent_ends_its_sandboxed_command() {
+    if !require_root("killing_the_agent_ends_its_sandboxed_command") {
+        return;
+    }
+    let d = daemon("");
+    let pcb = kill_mid_command(&d, "exec-killed", "sandbox", |p| {
+        !exec_cgroups(&d, p.pid).is_empty()
+            && processes_of(p.uid)
+                .iter()
+                .filter(|l| l.ends_with(" sleep"))
+                .count()
+                == 2
+    });
+    let released = common::eventually(Duration::from_secs(10), || {
+        (exec_cgroups(&d, pcb.pid).is_empty() && processes_of(pcb.uid).is_empty()).then_some(())
+    });
+    assert!(
+        released.is_some(),
+        "left: {:?} {:?}",
+        exec_cgroups(&d, pcb.pid),
+        processes_of(pcb.uid)
+    );
+    // The journal records the interrupted call.
+    assert!(d.logs(pcb.pid).contains("EINTR"), "{}", d.logs(pcb.pid));
+}
+
+#[test]
+fn killing_the_agent_removes_its_container() {
+    let Some((sock, image)) = docker_env("killing_the_agent_removes_its_container") else {
+        return;
+    };
+    let d = daemon(&format!(
+        "docker_socket = {sock:?}\ndocker_image = {image:?}"
+    ));
+    kill_mid_command(&d, "exec-docker-killed", "docker", |_| {
+        !leftover_containers(&sock, &d).is_empty()
+    });
+    let removed = common::eventually(Duration::from_secs(20), || {
+        leftover_containers(&sock, &d).is_empty().then_some(())
+    });
+    assert!(removed.is_some(), "{:?}", leftover_containers(&sock, &d));
 }
 
 #[test]

@@ -26,7 +26,7 @@ use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
     ContainerCreateBody, HostConfig, HostConfigCgroupnsModeEnum, HostConfigLogConfig, Mount,
-    MountType,
+    MountType, ResourcesUlimits,
 };
 use bollard::query_parameters::{
     AttachContainerOptions, CreateContainerOptions, KillContainerOptions, RemoveContainerOptions,
@@ -104,6 +104,15 @@ pub fn host_config(spec: &ContainerSpec) -> Result<HostConfig, SysError> {
         pids_limit: Some(as_i64(spec.limits.pids)),
         // 100 % of one core = 1e9 nano-CPUs.
         nano_cpus: Some(as_i64(spec.limits.cpu_percent.saturating_mul(10_000_000))),
+        // As in the sandbox: the largest file, open files, no core dumps.
+        ulimits: Some(vec![
+            ulimit(
+                "fsize",
+                spec.limits.workspace_bytes.max(spec.limits.tmp_bytes),
+            ),
+            ulimit("nofile", spec.limits.nofile),
+            ulimit("core", 0),
+        ]),
         // Output travels over the attach stream only; nothing on disk.
         log_config: Some(HostConfigLogConfig {
             typ: Some("none".into()),
@@ -118,6 +127,15 @@ pub fn host_config(spec: &ContainerSpec) -> Result<HostConfig, SysError> {
         ))
     })?;
     Ok(hc)
+}
+
+fn ulimit(name: &str, value: u64) -> ResourcesUlimits {
+    let v = i64::try_from(value).unwrap_or(i64::MAX);
+    ResourcesUlimits {
+        name: Some(name.into()),
+        soft: Some(v),
+        hard: Some(v),
+    }
 }
 
 /// Refuses any host configuration that would weaken the container: a
