@@ -647,6 +647,8 @@ fn redirects_are_followed_within_the_limit_and_each_target_is_checked() {
         to("http://[fd00::1]/"),
         to("file:///etc/passwd"),
         to("gopher://127.0.0.1/"),
+        to(&format!("//0x7f.1:{p}/hello")),
+        to("//10.0.0.1/"),
     ];
     let e = run(&d, "netlocal", None, &cases);
     let r = ok(&e[0], "relative redirect");
@@ -678,6 +680,13 @@ fn redirects_are_followed_within_the_limit_and_each_target_is_checked() {
     refused(&e[9], "EACCES", "unique-local", "to fd00::1");
     refused(&e[10], "EACCES", "http and https", "to file:");
     refused(&e[11], "EACCES", "http and https", "to gopher:");
+    assert_eq!(ok(&e[12], "scheme-relative")["status"], 200);
+    refused(
+        &e[13],
+        "EACCES",
+        "private 10.",
+        "scheme-relative to 10.0.0.1",
+    );
     // The chain of four stopped at the limit: /chain/4 … /chain/1, never /chain/0.
     let chain: Vec<String> = server
         .seen()

@@ -235,11 +235,8 @@ fn follow(prev: Pending, status: StatusCode, location: &HeaderValue) -> Result<P
         }
     }
     // The host as the server wrote it, when the Location names one.
-    let raw = if has_authority(location) {
-        location.to_string()
-    } else {
-        next.as_str().to_string()
-    };
+    let raw =
+        with_authority(location, prev.url.scheme()).unwrap_or_else(|| next.as_str().to_string());
     Ok(Pending {
         method,
         url: next,
@@ -249,28 +246,39 @@ fn follow(prev: Pending, status: StatusCode, location: &HeaderValue) -> Result<P
     })
 }
 
-/// Whether a URL reference carries its own host (`scheme://…` or `//…`,
-/// with backslashes read as slashes as the URL standard does for http).
-fn has_authority(reference: &str) -> bool {
-    let r = reference.trim_start_matches(|c: char| c <= ' ');
-    let after_scheme = match r.split_once(':') {
-        Some((scheme, rest))
-            if !scheme.is_empty()
-                && scheme
-                    .chars()
+/// A redirect reference that names its own host (`scheme://…`, or `//…`
+/// which takes the current `scheme`), as an absolute URL string with the
+/// host as the server wrote it; None for a relative reference. Backslashes
+/// count as slashes and tabs/newlines are dropped, as the URL standard
+/// does for http.
+fn with_authority(reference: &str, scheme: &str) -> Option<String> {
+    let cleaned: String = reference
+        .trim_matches(|c: char| c <= ' ')
+        .chars()
+        .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
+        .collect();
+    let scheme_len = match cleaned.split_once(':') {
+        Some((s, _))
+            if s.starts_with(|c: char| c.is_ascii_alphabetic())
+                && s.chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')) =>
         {
-            rest
+            Some(s.len())
         }
-        _ => r,
+        _ => None,
     };
-    let mut chars = after_scheme
-        .chars()
-        .filter(|c| !matches!(c, '\t' | '\n' | '\r'));
-    matches!(
+    let after = &cleaned[scheme_len.map_or(0, |n| n + 1)..];
+    let mut chars = after.chars();
+    if !matches!(
         (chars.next(), chars.next()),
         (Some('/' | '\\'), Some('/' | '\\'))
-    )
+    ) {
+        return None;
+    }
+    Some(match scheme_len {
+        Some(_) => cleaned,
+        None => format!("{scheme}:{cleaned}"),
+    })
 }
 
 async fn read_response(
@@ -1631,19 +1639,34 @@ mod tests {
 
     #[test]
     fn redirect_references_with_their_own_host_are_recognised() {
-        for r in [
-            "http://x/",
-            "https://x",
-            "//x/",
-            "\\\\x",
-            "/\\x",
-            "HTTP:\\\\x",
-            " //x",
+        for (r, want) in [
+            ("http://x/", "http://x/"),
+            ("https://x", "https://x"),
+            ("//x/", "http://x/"),
+            ("\\\\x", "http:\\\\x"),
+            ("/\\x", "http:/\\x"),
+            ("HTTP:\\\\x", "HTTP:\\\\x"),
+            (" //0x7f.1/", "http://0x7f.1/"),
+            ("/\t/x", "http://x"),
         ] {
-            assert!(has_authority(r), "{r}");
+            assert_eq!(with_authority(r, "http").as_deref(), Some(want), "{r:?}");
+            let raw = with_authority(r, "http").expect("absolute");
+            assert!(
+                raw_host(&raw).is_some_and(|h| h.ends_with('x') || h == "0x7f.1"),
+                "{raw}"
+            );
         }
-        for r in ["/x", "x", "../x", "?q", "#f", "http:x"] {
-            assert!(!has_authority(r), "{r}");
+        for r in [
+            "/x",
+            "x",
+            "../x",
+            "?q",
+            "#f",
+            "http:x",
+            "h\ttp:x",
+            "1http://x",
+        ] {
+            assert_eq!(with_authority(r, "http"), None, "{r:?}");
         }
     }
 
@@ -1698,6 +1721,7 @@ mod tests {
             "/to-decimal" => redirect(stream, "http://2130706433:1/"),
             "/to-localhost" => redirect(stream, &format!("http://localhost:{port}/hello")),
             "/to-file" => redirect(stream, "file:///etc/passwd"),
+            "/to-scheme-relative" => redirect(stream, &format!("//0x7f.1:{port}/hello")),
             p if p.starts_with("/chain/") => {
                 let n: u32 = p[7..].parse().unwrap_or(0);
                 if n == 0 {
@@ -1851,6 +1875,10 @@ mod tests {
             .expect_err("must fail");
         assert_eq!(e.code, Errno::EIO, "port 1 is closed: {e}");
         // localhost goes through the checking resolver.
+        let r = fetch(&p, false, &json!({"url": s.url("/to-scheme-relative")}))
+            .await
+            .expect("must succeed");
+        assert_eq!(r["body"], "hello");
         let r = fetch(&p, false, &json!({"url": s.url("/to-localhost")}))
             .await
             .expect("must succeed");
