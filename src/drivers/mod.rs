@@ -1,6 +1,7 @@
 //! Drivers: what syscalls act on outside the supervisor's own tables.
 
 pub mod creds;
-pub mod fs;
 pub mod exec;
+pub mod fs;
+pub mod memory;
 pub mod net;

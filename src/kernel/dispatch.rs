@@ -124,12 +124,12 @@ async fn run(k: &Arc<Kernel>, pid: Pid, req: &Request) -> Result<Value, SysError
         Call::SYS_SCHEDULE => k.sys_schedule(&pcb, args),
         Call::EXEC_CMD => k.sys_exec(&pcb, args).await,
         Call::NET_FETCH => k.sys_net_fetch(&pcb, args).await,
-        Call::MEM_WRITE | Call::MEM_READ | Call::SYS_REGISTER_WEBHOOK | Call::SYS_WEBHOOK_REPLY => {
-            Err(SysError::new(
-                Errno::ENOSYS,
-                format!("{} is not available in this build yet", call.name()),
-            ))
-        }
+        Call::MEM_WRITE => crate::drivers::memory::mem_write(k, &pcb, args).await,
+        Call::MEM_READ => crate::drivers::memory::mem_read(k, &pcb, args).await,
+        Call::SYS_REGISTER_WEBHOOK | Call::SYS_WEBHOOK_REPLY => Err(SysError::new(
+            Errno::ENOSYS,
+            format!("{} is not available in this build yet", call.name()),
+        )),
     }
 }
 
