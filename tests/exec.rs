@@ -127,7 +127,7 @@ fn sandbox_runs_commands_confined_as_the_agent() {
         // 3: no capabilities
         json!({"cmd": "grep -E '^Cap(Eff|Prm|Bnd|Amb|Inh)' /proc/self/status"}),
         // 4: no network: only lo, and no inet socket
-        json!({"cmd": "cat /proc/net/dev"}),
+        json!({"cmd": "cat /proc/net/dev; readlink /proc/self/ns/net"}),
         json!({"cmd": "python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_STREAM)' 2>&1; echo rc=$?"}),
         // 6: only the system directories, no host paths
         json!({"cmd": format!(
@@ -170,9 +170,15 @@ fn sandbox_runs_commands_confined_as_the_agent() {
     }
 
     let netdev = stdout(&r[4]);
+    let daemon_net = std::fs::read_link(format!("/proc/{}/ns/net", d.pid())).expect("ns");
+    assert!(
+        netdev.contains("net:[") && !netdev.contains(daemon_net.to_string_lossy().as_ref()),
+        "the command shares the daemon's network namespace: {netdev}"
+    );
     let ifaces: Vec<&str> = netdev
         .lines()
         .skip(2)
+        .filter(|l| !l.starts_with("net:["))
         .filter_map(|l| l.split(':').next())
         .map(str::trim)
         .collect();
@@ -694,4 +700,94 @@ fn docker_unreachable_or_unconfigured_fails_cleanly() {
     );
     assert!(!d.workspace(pcb.pid).join("ran").exists());
     assert!(!marker.exists());
+}
+
+/// A copy of the repository's policies with `exec.allow_network = true` in
+/// the default profile.
+fn networked_policies(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "agentos-exec-policies-{}-{tag}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    for sub in ["profiles", "seccomp"] {
+        std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
+        for e in std::fs::read_dir(common::repo().join("policies").join(sub))
+            .expect("policies")
+            .flatten()
+        {
+            std::fs::copy(e.path(), dir.join(sub).join(e.file_name())).expect("copy");
+        }
+    }
+    let profile = dir.join("profiles/default.toml");
+    let text = std::fs::read_to_string(&profile).expect("default profile");
+    assert!(text.contains("allow_network = false"), "{text}");
+    std::fs::write(
+        &profile,
+        text.replace("allow_network = false", "allow_network = true"),
+    )
+    .expect("write profile");
+    dir
+}
+
+#[test]
+fn allow_network_shares_the_network() {
+    if !require_root("allow_network_shares_the_network") {
+        return;
+    }
+    let docker = std::env::var("AGENTOS_TEST_DOCKER_SOCK")
+        .ok()
+        .filter(|s| !s.is_empty());
+    let policies = networked_policies("net");
+    let mut toml = String::new();
+    if let Some(sock) = &docker {
+        let image = std::env::var("AGENTOS_TEST_DOCKER_IMAGE")
+            .unwrap_or_else(|_| "agentos-busybox:test".into());
+        toml = format!("docker_socket = {sock:?}\ndocker_image = {image:?}");
+    }
+    let n = CONFIGS.fetch_add(1, Ordering::SeqCst);
+    let config =
+        std::env::temp_dir().join(format!("agentos-exec-test-{}-{n}.toml", std::process::id()));
+    std::fs::write(&config, format!("[exec]\n{toml}\n")).expect("config");
+    let d = Daemon::start_with(&[
+        "--config",
+        &config.display().to_string(),
+        "--policies",
+        &policies.display().to_string(),
+    ]);
+    let mut calls = vec![json!({"cmd": "readlink /proc/self/ns/net"})];
+    if docker.is_some() {
+        calls.push(json!({"cmd": "cat /proc/net/dev", "driver": "docker"}));
+    }
+    let (_pcb, r) = run_calls(&d, "exec-net", &calls, &["EXEC_CMD"], None);
+    let interfaces = |text: &str| -> Vec<String> {
+        text.lines()
+            .skip(2)
+            .filter_map(|l| l.split(':').next())
+            .map(|s| s.trim().to_string())
+            .collect()
+    };
+    // The daemon's own network namespace.
+    let daemon_net = std::fs::read_link(format!("/proc/{}/ns/net", d.pid())).expect("ns");
+    assert_eq!(
+        stdout(&r[0]).lines().next(),
+        Some(daemon_net.to_string_lossy().as_ref()),
+        "{}",
+        r[0]
+    );
+    if docker.is_some() {
+        let ifaces = interfaces(stdout(&r[1]));
+        assert!(
+            ifaces.iter().any(|i| i != "lo"),
+            "a bridged container has an interface besides lo: {}",
+            r[1]
+        );
+    } else {
+        eprintln!(
+            "allow_network_shares_the_network: docker part skipped (no AGENTOS_TEST_DOCKER_SOCK)"
+        );
+    }
+    drop(d);
+    let _ = std::fs::remove_file(&config);
+    let _ = std::fs::remove_dir_all(&policies);
 }
