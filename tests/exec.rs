@@ -18,13 +18,16 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 static CONFIGS: AtomicU32 = AtomicU32::new(0);
+/// Config lines every test daemon gets: no webhook listener (parallel
+/// daemons would fight over its port).
+const QUIET: &str = "[webhooks]\nlisten = \"off\"\n";
 
 /// Starts a daemon with `exec_toml` as the `[exec]` section of its config.
 fn daemon(exec_toml: &str) -> Daemon {
     let n = CONFIGS.fetch_add(1, Ordering::SeqCst);
     let path =
         std::env::temp_dir().join(format!("agentos-exec-test-{}-{n}.toml", std::process::id()));
-    std::fs::write(&path, format!("[exec]\n{exec_toml}\n")).expect("write config");
+    std::fs::write(&path, format!("{QUIET}[exec]\n{exec_toml}\n")).expect("write config");
     let d = Daemon::start_with(&["--config", &path.display().to_string()]);
     let _ = std::fs::remove_file(&path);
     d
@@ -748,7 +751,7 @@ fn allow_network_shares_the_network() {
     let n = CONFIGS.fetch_add(1, Ordering::SeqCst);
     let config =
         std::env::temp_dir().join(format!("agentos-exec-test-{}-{n}.toml", std::process::id()));
-    std::fs::write(&config, format!("[exec]\n{toml}\n")).expect("config");
+    std::fs::write(&config, format!("{QUIET}[exec]\n{toml}\n")).expect("config");
     let d = Daemon::start_with(&[
         "--config",
         &config.display().to_string(),
