@@ -39,7 +39,7 @@ fn mount_tmpfs(dir: &Path, size: &str) -> Tmpfs {
 
 fn free_bytes(dir: &Path) -> u64 {
     nix::sys::statvfs::statvfs(dir)
-        .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64)
+        .map(|s| s.blocks_available() * s.fragment_size())
         .unwrap_or(0)
 }
 
