@@ -143,6 +143,8 @@ fn run() -> Result<(), String> {
         .arg(&policies)
         .arg("--config")
         .arg(&config)
+        .arg("--webhooks-listen")
+        .arg("off")
         .arg("--cgroup-name")
         .arg(format!("agentos-demo-{}", std::process::id()))
         .stdin(Stdio::null())

@@ -72,6 +72,9 @@ pub struct Args {
     /// Bytes of stdout/stderr kept per agent [default: 16777216].
     #[arg(long)]
     pub log_bytes_per_agent: Option<u64>,
+    /// Address of the webhook listener, or "off" [default: 127.0.0.1:8088].
+    #[arg(long)]
+    pub webhooks_listen: Option<String>,
 }
 
 /// The settings in force: flags over the file over the defaults.
@@ -84,7 +87,7 @@ struct Settings {
 }
 
 fn settings(args: &Args) -> anyhow::Result<Settings> {
-    let (file, path) = match &args.config {
+    let (mut file, path) = match &args.config {
         Some(p) => (FileConfig::load(p)?, Some(p.clone())),
         None if Path::new(DEFAULT_CONFIG).exists() => (
             FileConfig::load(Path::new(DEFAULT_CONFIG))?,
@@ -92,6 +95,9 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
         ),
         None => (FileConfig::default(), None),
     };
+    if let Some(listen) = &args.webhooks_listen {
+        file.webhooks.listen = listen.clone();
+    }
     let in_file = |key: &str| {
         format!(
             "{}: {key}",

@@ -147,6 +147,18 @@ impl Daemon {
         if !self.extra_args.iter().any(|a| a == "--policies") {
             cmd.arg("--policies").arg(repo().join("policies"));
         }
+        // Parallel test daemons must not all bind the default webhook port:
+        // the listener is off unless the test configures it.
+        let config_has_webhooks = self
+            .extra_args
+            .iter()
+            .position(|a| a == "--config")
+            .and_then(|i| self.extra_args.get(i + 1))
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .is_some_and(|t| t.contains("[webhooks]"));
+        if !config_has_webhooks && !self.extra_args.iter().any(|a| a == "--webhooks-listen") {
+            cmd.arg("--webhooks-listen").arg("off");
+        }
         let child = cmd
             .arg("--state-dir")
             .arg(self.state_dir())
