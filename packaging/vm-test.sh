@@ -222,6 +222,22 @@ sleep 2
 [ "$(systemctl show -p MainPID --value agentosd.service)" = "$MAINPID" ] || fail "reload replaced the daemon"
 journalctl -u agentosd.service --no-pager | grep -q 'configuration reloaded' || fail "no 'configuration reloaded' in the journal"
 
+step "restart: the daemon stops its agents and recovers them at start"
+P=$(spawn --name survivor --program /bin/sh -- -c 'while :; do sleep 1; done') || fail "spawn survivor"
+sleep 2
+systemctl restart agentosd.service || fail "systemctl restart"
+if [ "$NOTIFY" = no ]; then
+  for _ in $(seq 1 60); do [ -S /run/agentos/agentosd.sock ] && break; sleep 1; done
+fi
+NEWPID=$(systemctl show -p MainPID --value agentosd.service)
+[ "$NEWPID" != "$MAINPID" ] || fail "restart kept the old daemon"
+MAINPID=$NEWPID
+systemctl show -p StatusText -p NRestarts agentosd.service
+agentos inspect "$P" | grep '"state"'
+agentos inspect "$P" | grep -q '"state": "RUNNING"' || fail "agent $P was not recovered after the restart"
+agentos kill "$P" || fail "kill the recovered agent"
+agentos wait "$P" --timeout 60; echo "wait after kill: $?"
+
 step "systemctl status, journal, security"
 systemctl status agentosd.service --no-pager -l || true
 journalctl -u agentosd.service --no-pager -n 60
