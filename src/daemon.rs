@@ -247,6 +247,7 @@ pub fn main() -> anyhow::Result<()> {
         crate::notify::status("recovering agents");
         let recovery = kernel.recover().await;
         kernel.start_timers();
+        crate::drivers::webhooks::start(&kernel)?;
         tracing::info!(
             socket = %socket.display(),
             state_dir = %config.state_dir.display(),

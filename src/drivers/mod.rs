@@ -5,3 +5,4 @@ pub mod exec;
 pub mod fs;
 pub mod memory;
 pub mod net;
+pub mod webhooks;

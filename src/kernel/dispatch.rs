@@ -126,16 +126,18 @@ async fn run(k: &Arc<Kernel>, pid: Pid, req: &Request) -> Result<Value, SysError
         Call::NET_FETCH => k.sys_net_fetch(&pcb, args).await,
         Call::MEM_WRITE => crate::drivers::memory::mem_write(k, &pcb, args).await,
         Call::MEM_READ => crate::drivers::memory::mem_read(k, &pcb, args).await,
-        Call::SYS_REGISTER_WEBHOOK | Call::SYS_WEBHOOK_REPLY => Err(SysError::new(
-            Errno::ENOSYS,
-            format!("{} is not available in this build yet", call.name()),
-        )),
+        Call::SYS_REGISTER_WEBHOOK => k.sys_register_webhook(&pcb, args),
+        Call::SYS_WEBHOOK_REPLY => k.sys_webhook_reply(&pcb, args),
     }
 }
 
 /// What the journal keeps of a call's arguments: everything, except for
-/// LLM_INFER whose message history is summarised (the reply is kept).
+/// LLM_INFER whose message history is summarised (the reply is kept) and
+/// SYS_REGISTER_WEBHOOK whose secret is redacted.
 fn journal_args(call: Option<Call>, args: &Value) -> Value {
+    if call == Some(Call::SYS_REGISTER_WEBHOOK) {
+        return crate::drivers::webhooks::redact_args(args);
+    }
     if call != Some(Call::LLM_INFER) {
         return args.clone();
     }

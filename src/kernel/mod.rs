@@ -88,6 +88,8 @@ pub struct Kernel {
     pub in_flight: std::sync::atomic::AtomicUsize,
     /// Woken when a timer is added (it may be the earliest).
     pub timers_changed: tokio::sync::Notify,
+    /// Webhook requests waiting for their agent's reply.
+    pub webhooks: crate::drivers::webhooks::Webhooks,
 }
 
 impl Kernel {
@@ -132,6 +134,7 @@ impl Kernel {
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             timers_changed: tokio::sync::Notify::new(),
+            webhooks: Default::default(),
         });
         kernel.prepare_recovery()?;
         Ok(kernel)

@@ -495,6 +495,7 @@ impl Kernel {
             self.release_uid(uid);
         }
         self.cancel_timers(pid);
+        self.drop_webhooks(pid);
         tracing::info!(pid, "agent terminated");
         self.exits.notify_waiters();
     }
