@@ -304,6 +304,7 @@ fn specific_schema(name: &str) -> Option<Value> {
                     "headers",
                     json!({"type": "object", "additionalProperties": {"type": "string"}, "description": "response headers"}),
                 ),
+                ("encoding", encoding()),
             ],
             &["request_id", "status", "body"],
         ),

@@ -56,11 +56,12 @@ async fn execute(k: &Arc<Kernel>, pid: Pid, req: Request) -> Reply {
     if denied {
         tracing::warn!(target: "audit", pid, call = %req.call, "syscall denied");
     }
-    let entry = JournalEntry::syscall(&req.call, &journal_args(call, &req.args), &outcome, elapsed);
+    let recorded_args = journal_args(call, &req.args);
+    let entry = JournalEntry::syscall(&req.call, &recorded_args, &outcome, elapsed);
     if let Err(e) = k.journal(pid, entry) {
         return Reply::error(req.id, SysError::io(format!("journal: {e}")));
     }
-    if let Err(e) = k.record_turn(pid, call, &req.args, &outcome) {
+    if let Err(e) = k.record_turn(pid, call, &recorded_args, &outcome) {
         return Reply::error(req.id, SysError::io(format!("journal: {e}")));
     }
     // A state change is acknowledged only once it is durable. Read-only
