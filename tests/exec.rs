@@ -655,7 +655,13 @@ fn docker_unreachable_or_unconfigured_fails_cleanly() {
     let d = daemon(
         "docker_socket = \"/nonexistent/agentos-test/docker.sock\"\ndocker_image = \"busybox\"",
     );
-    let (pcb, r) = run_calls(&d, "exec-unreachable", std::slice::from_ref(&call), &["EXEC_CMD"], None);
+    let (pcb, r) = run_calls(
+        &d,
+        "exec-unreachable",
+        std::slice::from_ref(&call),
+        &["EXEC_CMD"],
+        None,
+    );
     assert_eq!(r[0]["code"], "EIO", "{}", r[0]);
     let msg = r[0]["message"].as_str().unwrap_or("");
     assert!(
@@ -682,7 +688,13 @@ fn docker_unreachable_or_unconfigured_fails_cleanly() {
         "docker_socket = {:?}\ndocker_image = \"busybox\"",
         fake.display().to_string()
     ));
-    let (pcb, r) = run_calls(&d, "exec-fake-engine", std::slice::from_ref(&call), &["EXEC_CMD"], None);
+    let (pcb, r) = run_calls(
+        &d,
+        "exec-fake-engine",
+        std::slice::from_ref(&call),
+        &["EXEC_CMD"],
+        None,
+    );
     assert_eq!(r[0]["code"], "EIO", "{}", r[0]);
     assert!(!d.workspace(pcb.pid).join("ran").exists());
     assert!(!marker.exists(), "the command ran on the host");
