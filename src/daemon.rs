@@ -247,6 +247,12 @@ pub fn main() -> anyhow::Result<()> {
         crate::notify::status("recovering agents");
         let recovery = kernel.recover().await;
         kernel.start_timers();
+        let metrics = &config.file.metrics.listen;
+        if metrics != "off" {
+            kernel
+                .start_metrics(metrics)
+                .with_context(|| format!("cannot serve metrics on {metrics}"))?;
+        }
         crate::drivers::webhooks::start(&kernel)?;
         tracing::info!(
             socket = %socket.display(),

@@ -52,6 +52,13 @@ pub enum AdminRequest {
     Status,
     /// Per-agent inference and syscall figures plus the scheduler's queues.
     Top,
+    /// The audit trail: denied syscalls and admin actions.
+    Audit {
+        #[serde(default)]
+        pid: Option<Pid>,
+        #[serde(default)]
+        since_ms: Option<u64>,
+    },
 }
 
 impl AdminRequest {
@@ -70,7 +77,8 @@ impl AdminRequest {
             | AdminRequest::Ps
             | AdminRequest::Tree
             | AdminRequest::Status
-            | AdminRequest::Top => None,
+            | AdminRequest::Top
+            | AdminRequest::Audit { .. } => None,
         }
     }
 
@@ -89,6 +97,7 @@ impl AdminRequest {
             AdminRequest::Inbox { .. } => "inbox",
             AdminRequest::Status => "status",
             AdminRequest::Top => "top",
+            AdminRequest::Audit { .. } => "audit",
         }
     }
 }

@@ -187,6 +187,7 @@ async fn handle(k: &Arc<Kernel>, peer: Peer, req: AdminRequest) -> Result<Value,
     let checked = match target {
         Some(pid) => Some(authorize(k, peer, pid).inspect_err(|e| {
             tracing::warn!(target: "audit", uid = peer.uid, op, pid, "admin request denied: {}", e.message);
+            k.audit("admin-denied", Some(peer.uid), Some(pid), op, &e.message);
         })?),
         None => None,
     };
@@ -201,10 +202,29 @@ async fn handle(k: &Arc<Kernel>, peer: Peer, req: AdminRequest) -> Result<Value,
             | AdminRequest::Wait { .. }
     ) {
         tracing::info!(target: "audit", uid = peer.uid, op, pid = target, "admin action");
+        k.audit("admin", Some(peer.uid), target, op, "");
     }
     let visible = |p: &Pcb| peer.is_root() || p.owner == peer.uid;
     match req {
         AdminRequest::Status => Ok(status(k)),
+        AdminRequest::Audit { pid, since_ms } => {
+            if let Some(p) = pid {
+                authorize(k, peer, p)?;
+            }
+            // Non-root users see entries about their own agents or by themselves.
+            let entries: Vec<_> = k
+                .read_audit(pid, since_ms)
+                .into_iter()
+                .filter(|e| {
+                    peer.is_root()
+                        || e.uid == Some(peer.uid)
+                        || e.pid
+                            .and_then(|p| k.table.get(p))
+                            .is_some_and(|p| p.owner == peer.uid)
+                })
+                .collect();
+            Ok(json!(entries))
+        }
         AdminRequest::Top => {
             let agents: Vec<Pcb> = k
                 .table

@@ -75,6 +75,18 @@ enum Command {
     },
     /// Daemon version, uptime and the kernel's confinement features.
     Status,
+    /// The audit trail: denied syscalls and admin actions.
+    Audit {
+        /// Only entries about this agent.
+        #[arg(long)]
+        pid: Option<u64>,
+        /// Only entries newer than this: a duration ago (30s, 10m, 2h, 1d)
+        /// or a Unix time in milliseconds.
+        #[arg(long, value_parser = parse_since)]
+        since: Option<u64>,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
     /// Live view: per agent state, tokens, LLM calls, syscalls, queue wait;
     /// the scheduler's queues and spend.
     Top {
@@ -147,6 +159,25 @@ struct SpawnArgs {
     args: Vec<String>,
 }
 
+fn parse_since(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    if let Ok(ms) = s.parse::<u64>() {
+        return Ok(ms);
+    }
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s}: expected e.g. 10m or a Unix time in ms"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("{s}: unit must be s, m, h or d")),
+    };
+    Ok(now_ms().saturating_sub(secs * 1000))
+}
+
 fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let (num, mult) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
@@ -190,6 +221,16 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
+    if let Command::Completions { shell } = &cli.command {
+        use clap::CommandFactory;
+        clap_complete::generate(
+            *shell,
+            &mut Cli::command(),
+            "agentos",
+            &mut std::io::stdout(),
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut c = Client::connect(&cli.socket)?;
     let print_json =
         |v: &Value| println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
@@ -357,6 +398,34 @@ fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
             }
             std::thread::sleep(std::time::Duration::from_secs_f64(interval.max(0.1)));
         },
+        Command::Completions { .. } => {}
+        Command::Audit { pid, since } => {
+            let v = c.call(&AdminRequest::Audit {
+                pid: *pid,
+                since_ms: *since,
+            })?;
+            if cli.json {
+                print_json(&v);
+            } else {
+                for e in v.as_array().into_iter().flatten() {
+                    println!(
+                        "{} {:<15} uid {:<6} pid {:<6} {:<14} {}",
+                        fmt_time(e["ts_ms"].as_u64().unwrap_or(0)),
+                        e["kind"].as_str().unwrap_or(""),
+                        e["uid"]
+                            .as_u64()
+                            .map(|u| u.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        e["pid"]
+                            .as_u64()
+                            .map(|u| u.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        e["op"].as_str().unwrap_or(""),
+                        e["detail"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
         Command::Status => {
             let v = c.call(&AdminRequest::Status)?;
             if cli.json {

@@ -53,8 +53,21 @@ async fn execute(k: &Arc<Kernel>, pid: Pid, req: Request) -> Reply {
             p.counters.denied += 1;
         }
     });
+    k.metrics.syscall(
+        &req.call,
+        match &outcome {
+            Ok(_) => "SUCCESS",
+            Err(e) => e.code.as_str(),
+        },
+    );
     if denied {
-        tracing::warn!(target: "audit", pid, call = %req.call, "syscall denied");
+        super::metrics::Metrics::add(&k.metrics.denied, 1);
+        let reason = match &outcome {
+            Err(e) => e.message.clone(),
+            Ok(_) => String::new(),
+        };
+        tracing::warn!(target: "audit", pid, call = %req.call, "syscall denied: {reason}");
+        k.audit("syscall-denied", None, Some(pid), &req.call, &reason);
     }
     let recorded_args = journal_args(call, &req.args);
     let entry = JournalEntry::syscall(&req.call, &recorded_args, &outcome, elapsed);

@@ -165,7 +165,12 @@ impl Kernel {
                 .await;
             let waited = grant.queued.elapsed();
             inf.scheduler.record_wait(&model.provider, waited);
+            let called = std::time::Instant::now();
             let result = tokio::time::timeout(inf.timeout, provider.infer(&req, &ctx)).await;
+            super::metrics::Metrics::add(
+                &self.metrics.llm_latency_us,
+                called.elapsed().as_micros() as u64,
+            );
             let result = match result {
                 Ok(r) => r,
                 Err(_) => Err(LlmError::Timeout(inf.timeout)),
@@ -186,6 +191,8 @@ impl Kernel {
             }
             None => run.await,
         };
+        super::metrics::Metrics::add(&self.metrics.llm_requests, 1);
+        super::metrics::Metrics::add(&self.metrics.llm_wait_us, waited.as_micros() as u64);
         let resp = result.map_err(|e| llm_error(e, &model.provider))?;
         let usage = resp.usage;
         // Persisted with the reply (the dispatcher flushes before answering):

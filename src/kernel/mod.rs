@@ -2,12 +2,14 @@
 //! the per-agent syscall connection and the dispatcher that routes calls to
 //! their handlers.
 
+pub mod audit;
 pub mod conn;
 pub mod dispatch;
 pub mod infer;
 pub mod ipc;
 pub mod journal;
 pub mod live;
+pub mod metrics;
 pub mod pcb;
 pub mod process;
 pub mod recovery;
@@ -86,6 +88,7 @@ pub struct Kernel {
     pub shutting_down: std::sync::atomic::AtomicBool,
     /// Syscalls being executed right now.
     pub in_flight: std::sync::atomic::AtomicUsize,
+    pub metrics: metrics::Metrics,
     /// Woken when a timer is added (it may be the earliest).
     pub timers_changed: tokio::sync::Notify,
     /// Webhook requests waiting for their agent's reply.
@@ -134,6 +137,7 @@ impl Kernel {
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             timers_changed: tokio::sync::Notify::new(),
+            metrics: Default::default(),
             webhooks: Default::default(),
         });
         kernel.prepare_recovery()?;

@@ -213,6 +213,7 @@ impl Kernel {
             }
         }
         self.store.durable().await.map_err(store_err)?;
+        super::metrics::Metrics::add(&self.metrics.spawns, 1);
         self.table
             .get(pid)
             .ok_or_else(|| SysError::io("agent vanished during spawn"))

@@ -69,6 +69,8 @@ pub struct Trees {
     pub webhooks: sled::Tree,
     /// (pid, seq) → an LLM agent's call with its full outcome.
     pub turns: sled::Tree,
+    /// (0, seq) → audit entry.
+    pub audit: sled::Tree,
 }
 
 type Waiter = oneshot::Sender<Result<(), String>>;
@@ -76,6 +78,9 @@ type Waiter = oneshot::Sender<Result<(), String>>;
 struct Committer {
     waiting: Mutex<Vec<Waiter>>,
     wake: Condvar,
+    /// Flushes done and their total time in µs (for metrics).
+    flushes: std::sync::atomic::AtomicU64,
+    flush_us: std::sync::atomic::AtomicU64,
 }
 
 /// Handle to the database; cheap to clone.
@@ -89,6 +94,9 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the database and starts the group-commit thread.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        // The database is root's alone, whatever the umask.
+        std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
         let db = sled::Config::new()
             .path(dir)
             // Durability comes from our own flushes; the background flush is
@@ -106,6 +114,7 @@ impl Store {
             timers: db.open_tree("timers")?,
             webhooks: db.open_tree("webhooks")?,
             turns: db.open_tree("turns")?,
+            audit: db.open_tree("audit")?,
         };
         match trees.meta.get("schema")? {
             None => {
@@ -122,6 +131,8 @@ impl Store {
         let committer = Arc::new(Committer {
             waiting: Mutex::new(Vec::new()),
             wake: Condvar::new(),
+            flushes: Default::default(),
+            flush_us: Default::default(),
         });
         let store = Store {
             db,
@@ -153,6 +164,7 @@ impl Store {
                 };
                 // Everything written before these waiters queued is covered
                 // by a flush that starts now.
+                let started = std::time::Instant::now();
                 let result = db
                     .flush()
                     .map(|_| ())
@@ -162,6 +174,10 @@ impl Store {
                             .sync_data()
                             .map_err(|e| format!("fdatasync of the database: {e}"))
                     });
+                use std::sync::atomic::Ordering::Relaxed;
+                c.flushes.fetch_add(1, Relaxed);
+                c.flush_us
+                    .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
                 let failed = result.is_err();
                 for w in batch {
                     let _ = w.send(result.clone());
@@ -194,6 +210,15 @@ impl Store {
             Ok(Err(e)) => Err(StoreError::Flush(e)),
             Err(_) => Err(StoreError::Flush("committer stopped".into())),
         }
+    }
+
+    /// Group-commit flushes so far and their total time in µs.
+    pub fn flush_stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.committer.flushes.load(Relaxed),
+            self.committer.flush_us.load(Relaxed),
+        )
     }
 
     /// A unique, increasing sequence number (persisted across restarts).

@@ -33,6 +33,10 @@ pub const EXIT_SETUP_FAILED: i32 = 125;
 
 /// Entry point of the `agentos-launcher` binary.
 pub fn main() -> ! {
+    // The sandbox's own files (its /etc, mount points) must be readable by
+    // the agent whatever umask the daemon runs with.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+
     // Receive the plan and the agent's stdout/stderr/status descriptors.
     let (plan, fds) = match handoff::receive(0) {
         Ok(x) => x,

@@ -1,0 +1,206 @@
+//! Counters for the Prometheus endpoint (opt-in, `[metrics] listen`) and the
+//! listener that serves them in the text exposition format.
+
+use super::Kernel;
+use super::pcb::State;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Counters the daemon updates as it works.
+#[derive(Default)]
+pub struct Metrics {
+    pub spawns: AtomicU64,
+    pub denied: AtomicU64,
+    /// (call, result code) → count.
+    syscalls: Mutex<BTreeMap<(String, String), u64>>,
+    pub llm_requests: AtomicU64,
+    pub llm_latency_us: AtomicU64,
+    pub llm_wait_us: AtomicU64,
+}
+
+impl Metrics {
+    pub fn syscall(&self, call: &str, result: &str) {
+        let mut m = self.syscalls.lock().unwrap_or_else(|e| e.into_inner());
+        // Unknown names are folded so an agent cannot grow the table.
+        let call = if crate::abi::calls::Call::parse(call).is_some() {
+            call
+        } else {
+            "unknown"
+        };
+        *m.entry((call.to_string(), result.to_string())).or_default() += 1;
+    }
+
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+fn metric(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+impl Kernel {
+    /// The exposition text.
+    pub fn render_metrics(&self) -> String {
+        let m = &self.metrics;
+        let mut out = String::new();
+        let pcbs = self.table.all();
+        metric(&mut out, "agentos_agents", "gauge", "Agents by state.");
+        for s in [
+            State::Ready,
+            State::Running,
+            State::Blocked,
+            State::Sleeping,
+            State::Stopped,
+            State::Terminated,
+        ] {
+            let n = pcbs.iter().filter(|p| p.state == s).count();
+            let _ = writeln!(out, "agentos_agents{{state=\"{}\"}} {n}", s.as_str());
+        }
+        metric(
+            &mut out,
+            "agentos_spawns_total",
+            "counter",
+            "Agents spawned since start.",
+        );
+        let _ = writeln!(
+            out,
+            "agentos_spawns_total {}",
+            m.spawns.load(Ordering::Relaxed)
+        );
+        metric(
+            &mut out,
+            "agentos_syscalls_total",
+            "counter",
+            "Syscalls by name and result.",
+        );
+        for ((call, result), n) in m.syscalls.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(
+                out,
+                "agentos_syscalls_total{{call=\"{call}\",result=\"{result}\"}} {n}"
+            );
+        }
+        metric(
+            &mut out,
+            "agentos_syscalls_denied_total",
+            "counter",
+            "Syscalls refused (EACCES/EPERM).",
+        );
+        let _ = writeln!(
+            out,
+            "agentos_syscalls_denied_total {}",
+            m.denied.load(Ordering::Relaxed)
+        );
+        metric(
+            &mut out,
+            "agentos_llm_tokens_total",
+            "counter",
+            "LLM tokens of all agents, by direction.",
+        );
+        let (tin, tout) = pcbs.iter().fold((0, 0), |(a, b), p| {
+            (a + p.counters.tokens_in, b + p.counters.tokens_out)
+        });
+        let _ = writeln!(out, "agentos_llm_tokens_total{{direction=\"in\"}} {tin}");
+        let _ = writeln!(out, "agentos_llm_tokens_total{{direction=\"out\"}} {tout}");
+        metric(
+            &mut out,
+            "agentos_llm_latency_seconds",
+            "summary",
+            "Provider latency of inferences.",
+        );
+        let reqs = m.llm_requests.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "agentos_llm_latency_seconds_sum {}",
+            secs(m.llm_latency_us.load(Ordering::Relaxed))
+        );
+        let _ = writeln!(out, "agentos_llm_latency_seconds_count {reqs}");
+        let stats = self.inference().scheduler.stats();
+        metric(
+            &mut out,
+            "agentos_scheduler_queue_length",
+            "gauge",
+            "Inferences waiting for a slot.",
+        );
+        let _ = writeln!(out, "agentos_scheduler_queue_length {}", stats.waiting);
+        metric(
+            &mut out,
+            "agentos_scheduler_in_flight",
+            "gauge",
+            "Inferences running.",
+        );
+        let _ = writeln!(out, "agentos_scheduler_in_flight {}", stats.in_flight);
+        metric(
+            &mut out,
+            "agentos_scheduler_wait_seconds",
+            "summary",
+            "Time inferences waited for a slot.",
+        );
+        let _ = writeln!(
+            out,
+            "agentos_scheduler_wait_seconds_sum {}",
+            secs(m.llm_wait_us.load(Ordering::Relaxed))
+        );
+        let _ = writeln!(out, "agentos_scheduler_wait_seconds_count {reqs}");
+        let (flushes, flush_us) = self.store.flush_stats();
+        metric(
+            &mut out,
+            "agentos_store_flush_seconds",
+            "summary",
+            "Group-commit flush latency.",
+        );
+        let _ = writeln!(out, "agentos_store_flush_seconds_sum {}", secs(flush_us));
+        let _ = writeln!(out, "agentos_store_flush_seconds_count {flushes}");
+        out
+    }
+
+    /// Serves `GET /metrics` on `listen` (a loopback address is advised).
+    pub fn start_metrics(self: &Arc<Self>, listen: &str) -> std::io::Result<()> {
+        let std_listener = std::net::TcpListener::bind(listen)?;
+        std_listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(std_listener)?;
+        let k = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    continue;
+                };
+                let k = k.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let n = match tokio::time::timeout(
+                        std::time::Duration::from_secs(5),
+                        conn.read(&mut buf),
+                    )
+                    .await
+                    {
+                        Ok(Ok(n)) => n,
+                        _ => return,
+                    };
+                    let request = String::from_utf8_lossy(&buf[..n]);
+                    let (status, body) = if request.starts_with("GET /metrics ") {
+                        ("200 OK", k.render_metrics())
+                    } else {
+                        ("404 Not Found", "only GET /metrics\n".to_string())
+                    };
+                    let head = format!(
+                        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = conn.write_all(head.as_bytes()).await;
+                    let _ = conn.write_all(body.as_bytes()).await;
+                });
+            }
+        });
+        Ok(())
+    }
+}
+
+fn secs(us: u64) -> String {
+    format!("{:.6}", us as f64 / 1e6)
+}
