@@ -53,6 +53,16 @@ async fn execute(k: &Arc<Kernel>, pid: Pid, req: Request) -> Reply {
             p.counters.denied += 1;
         }
     });
+    tracing::debug!(
+        pid,
+        call = %req.call,
+        duration_us = elapsed,
+        result = match &outcome {
+            Ok(_) => "SUCCESS",
+            Err(e) => e.code.as_str(),
+        },
+        "syscall"
+    );
     k.metrics.syscall(
         &req.call,
         match &outcome {
