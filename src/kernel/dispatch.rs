@@ -162,6 +162,9 @@ fn journal_args(call: Option<Call>, args: &Value) -> Value {
     if call == Some(Call::SYS_REGISTER_WEBHOOK) {
         return crate::drivers::webhooks::redact_args(args);
     }
+    if call == Some(Call::NET_FETCH) {
+        return redact_credentials(args);
+    }
     if call != Some(Call::LLM_INFER) {
         return args.clone();
     }
@@ -178,6 +181,25 @@ fn journal_args(call: Option<Call>, args: &Value) -> Value {
     })
 }
 
+/// NET_FETCH arguments without the values of credential headers.
+fn redact_credentials(args: &Value) -> Value {
+    const SECRET: [&str; 4] = [
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "x-api-key",
+    ];
+    let mut out = args.clone();
+    if let Some(headers) = out.get_mut("headers").and_then(Value::as_object_mut) {
+        for (name, value) in headers.iter_mut() {
+            if SECRET.contains(&name.to_ascii_lowercase().as_str()) {
+                *value = Value::from("<redacted>");
+            }
+        }
+    }
+    out
+}
+
 type FsOp = fn(&fs::Workspace, &Value) -> Result<Value, SysError>;
 
 /// File calls block (and switch the thread's fsuid), so they run on the
@@ -192,4 +214,17 @@ async fn fs_call(k: &Arc<Kernel>, pid: Pid, args: &Value, op: FsOp) -> Result<Va
     tokio::task::spawn_blocking(move || op(&ws, &args))
         .await
         .map_err(|e| SysError::io(format!("file operation failed: {e}")))?
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn credential_headers_are_not_journaled() {
+        let args = serde_json::json!({"url": "https://x", "headers": {"Authorization": "Bearer s3cret", "Accept": "text/plain"}});
+        let kept = journal_args(Some(Call::NET_FETCH), &args).to_string();
+        assert!(!kept.contains("s3cret"), "{kept}");
+        assert!(kept.contains("text/plain"), "{kept}");
+    }
 }
