@@ -67,6 +67,32 @@ fn timers_fire_in_order_as_inbox_events() {
 }
 
 #[test]
+fn an_agents_timers_are_cancelled_when_it_ends() {
+    if !require_root("an_agents_timers_are_cancelled_when_it_ends") {
+        return;
+    }
+    let d = Daemon::start();
+    let a = recovery_agent(&d, "brief", "schedule_and_exit");
+    assert_eq!(
+        d.wait(a.pid, Duration::from_secs(30)).code,
+        0,
+        "{}",
+        d.logs(a.pid)
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    let inbox = d.call(AdminRequest::Inbox { pid: a.pid }).expect("inbox");
+    assert_eq!(
+        inbox,
+        serde_json::json!([]),
+        "a timer fired for an agent that had ended"
+    );
+    assert!(
+        d.logs(a.pid).contains("SYS_SCHEDULE"),
+        "the timer was never scheduled"
+    );
+}
+
+#[test]
 fn a_timer_due_while_the_daemon_is_down_fires_once_at_start() {
     if !require_root("a_timer_due_while_the_daemon_is_down_fires_once_at_start") {
         return;

@@ -49,4 +49,14 @@ def timers():
     aos.exit(0)
 
 
-{"timer_across_restart": timer_across_restart, "blocked": blocked, "timers": timers}[sys.argv[1]]()
+def schedule_and_exit():
+    aos.ok("SYS_SCHEDULE", seconds=1, prompt="never delivered")
+    aos.exit(0)
+
+
+{
+    "timer_across_restart": timer_across_restart,
+    "blocked": blocked,
+    "timers": timers,
+    "schedule_and_exit": schedule_and_exit,
+}[sys.argv[1]]()
