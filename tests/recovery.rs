@@ -67,6 +67,38 @@ fn timers_fire_in_order_as_inbox_events() {
 }
 
 #[test]
+fn kept_messages_come_back_after_a_crash_until_acknowledged() {
+    if !require_root("kept_messages_come_back_after_a_crash_until_acknowledged") {
+        return;
+    }
+    let mut d = Daemon::start();
+    let a = recovery_agent(&d, "acker", "acked_inbox");
+    d.call(AdminRequest::Send {
+        pid: a.pid,
+        body: "important".into(),
+    })
+    .expect("send");
+    eventually(Duration::from_secs(20), || {
+        d.workspace(a.pid)
+            .join("life-0.json")
+            .exists()
+            .then_some(())
+    })
+    .expect("the message was received once");
+    d.crash();
+    d.launch();
+    let report = d.finish(a.pid, Duration::from_secs(30));
+    assert_eq!(
+        report["again"],
+        serde_json::json!(["important"]),
+        "{report}"
+    );
+    assert_eq!(report["after_ack"], serde_json::json!([]), "{report}");
+    let inbox = d.call(AdminRequest::Inbox { pid: a.pid }).expect("inbox");
+    assert_eq!(inbox, serde_json::json!([]));
+}
+
+#[test]
 fn an_agents_timers_are_cancelled_when_it_ends() {
     if !require_root("an_agents_timers_are_cancelled_when_it_ends") {
         return;

@@ -268,6 +268,23 @@ pub struct RecvArgs {
     pub max: Option<usize>,
 }
 
+/// RECV_MSG: like [`RecvArgs`], plus explicit acknowledgement.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecvMsgArgs {
+    #[serde(default)]
+    pub wait_ms: u64,
+    #[serde(default)]
+    pub max: Option<usize>,
+    /// Leave the returned messages in the inbox until acknowledged (for
+    /// programs that must not lose a message to a crash).
+    #[serde(default)]
+    pub keep: bool,
+    /// First remove every message with a sequence number up to this one.
+    #[serde(default)]
+    pub ack: Option<u64>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WriteStdoutArgs {

@@ -189,7 +189,20 @@ fn specific_schema(name: &str) -> Option<Value> {
             ],
             &["to", "body"],
         ),
-        "RECV_MSG" => recv_args("a message"),
+        "RECV_MSG" => {
+            let mut schema = recv_args("a message");
+            if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+                props.insert(
+                    "keep".into(),
+                    boolean("leave the messages in the inbox until acknowledged"),
+                );
+                props.insert(
+                    "ack".into(),
+                    count("first remove every message with a seq up to this one"),
+                );
+            }
+            schema
+        }
         "SYS_READ_STDIN" => recv_args("input"),
         "SYS_WRITE_STDOUT" => object(&[("data", string("text to write"))], &["data"]),
         "FS_READ" => object(
@@ -544,8 +557,8 @@ ws ::= [ \t\n]?
 mod tests {
     use super::*;
     use crate::abi::calls::{
-        ExitArgs, InferArgs, PidArgs, RecvArgs, SendArgs, SleepArgs, SpawnArgs, WaitArgs,
-        WriteStdoutArgs,
+        ExitArgs, InferArgs, PidArgs, RecvArgs, RecvMsgArgs, SendArgs, SleepArgs, SpawnArgs,
+        WaitArgs, WriteStdoutArgs,
     };
     use std::collections::BTreeSet;
 
@@ -966,7 +979,8 @@ mod tests {
             "WAIT" => de::<WaitArgs>(a).is_ok(),
             "KILL" => de::<PidArgs>(a).is_ok(),
             "SEND_MSG" => de::<SendArgs>(a).is_ok(),
-            "RECV_MSG" | "SYS_READ_STDIN" => de::<RecvArgs>(a).is_ok(),
+            "RECV_MSG" => de::<RecvMsgArgs>(a).is_ok(),
+            "SYS_READ_STDIN" => de::<RecvArgs>(a).is_ok(),
             "SYS_WRITE_STDOUT" => de::<WriteStdoutArgs>(a).is_ok(),
             "SLEEP" => de::<SleepArgs>(a).is_ok(),
             INFER => de::<InferArgs>(a).is_ok(),

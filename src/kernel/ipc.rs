@@ -10,7 +10,7 @@
 use super::Kernel;
 use super::pcb::{Pcb, Pid, State, now_ms};
 use super::store::key;
-use crate::abi::calls::{RecvArgs, SendArgs, WriteStdoutArgs};
+use crate::abi::calls::{RecvArgs, RecvMsgArgs, SendArgs, WriteStdoutArgs};
 use crate::abi::wire::typed_args;
 use crate::abi::{Errno, SysError};
 use serde::{Deserialize, Serialize};
@@ -115,7 +115,7 @@ impl Kernel {
     }
 
     pub async fn sys_recv(&self, pcb: &Pcb, args: &Value) -> Result<Value, SysError> {
-        let a: RecvArgs = typed_args("RECV_MSG", args)?;
+        let a: RecvMsgArgs = typed_args("RECV_MSG", args)?;
         let max = a.max.unwrap_or(100).clamp(1, 1000);
         let tree = self.store.trees.inbox.clone();
         let live = self
@@ -123,10 +123,22 @@ impl Kernel {
             .get(pcb.pid)
             .ok_or_else(|| SysError::srch("agent is not running"))?;
         let _one_reader = live.recv_lock.lock().await;
+        if let Some(through) = a.ack {
+            let acked: Vec<(u64, Message)> = self
+                .store
+                .range(&tree, pcb.pid, None, usize::MAX)
+                .map_err(|e| SysError::io(e.to_string()))?
+                .into_iter()
+                .filter(|(seq, _)| *seq <= through)
+                .collect();
+            take(&tree, pcb.pid, &acked)?;
+        }
         let msgs: Vec<(u64, Message)> = self
             .wait_queue(pcb.pid, &tree, max, a.wait_ms, QueueKind::Inbox)
             .await?;
-        take(&tree, pcb.pid, &msgs)?;
+        if !a.keep {
+            take(&tree, pcb.pid, &msgs)?;
+        }
         self.table.count(pcb.pid, |p| {
             p.counters.messages_received += msgs.len() as u64
         });

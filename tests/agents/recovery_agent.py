@@ -49,6 +49,22 @@ def timers():
     aos.exit(0)
 
 
+def acked_inbox():
+    # First life: take messages with keep, never acknowledge, idle (the
+    # daemon dies). Second life: they arrive again; acknowledge them; the
+    # inbox is then empty.
+    first = aos.ok("RECV_MSG", wait_ms=20000, keep=True)["messages"]
+    with open(f"/workspace/life-{RECOVERED}.json", "w") as f:
+        json.dump([m["body"] for m in first], f)
+    if RECOVERED == 0:
+        while True:
+            time.sleep(60)
+    last = max(m["seq"] for m in first)
+    after = aos.ok("RECV_MSG", ack=last)["messages"]
+    aos.report({"again": [m["body"] for m in first], "after_ack": after})
+    aos.exit(0)
+
+
 def schedule_and_exit():
     aos.ok("SYS_SCHEDULE", seconds=1, prompt="never delivered")
     aos.exit(0)
@@ -59,4 +75,5 @@ def schedule_and_exit():
     "blocked": blocked,
     "timers": timers,
     "schedule_and_exit": schedule_and_exit,
+    "acked_inbox": acked_inbox,
 }[sys.argv[1]]()
