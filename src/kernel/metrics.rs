@@ -172,17 +172,17 @@ impl Kernel {
                 };
                 let k = k.clone();
                 tokio::spawn(async move {
-                    let mut buf = vec![0u8; 4096];
-                    let n = match tokio::time::timeout(
-                        std::time::Duration::from_secs(5),
-                        conn.read(&mut buf),
-                    )
-                    .await
-                    {
-                        Ok(Ok(n)) => n,
-                        _ => return,
-                    };
-                    let request = String::from_utf8_lossy(&buf[..n]);
+                    // Read the request head (up to 4 KiB), however it is split.
+                    let mut buf = Vec::with_capacity(4096);
+                    let mut chunk = [0u8; 1024];
+                    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 4096 {
+                        match tokio::time::timeout_at(deadline, conn.read(&mut chunk)).await {
+                            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                            _ => return,
+                        }
+                    }
+                    let request = String::from_utf8_lossy(&buf);
                     let (status, body) = if request.starts_with("GET /metrics ") {
                         ("200 OK", k.render_metrics())
                     } else {
