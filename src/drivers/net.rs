@@ -42,6 +42,7 @@ use crate::abi::wire::typed_args;
 use crate::abi::{Errno, SysError};
 use crate::kernel::Kernel;
 use crate::kernel::pcb::Pcb;
+use crate::llm::http::error_chain;
 use crate::sandbox::profile::NetPolicy;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -1022,20 +1023,6 @@ fn transport_error(e: &reqwest::Error) -> SysError {
         return SysError::new(Errno::ETIMEDOUT, format!("NET_FETCH: {}", error_chain(e)));
     }
     SysError::io(format!("NET_FETCH: {}", error_chain(e)))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let s_msg = s.to_string();
-        if !msg.contains(&s_msg) {
-            msg.push_str(": ");
-            msg.push_str(&s_msg);
-        }
-        src = s.source();
-    }
-    msg
 }
 
 #[cfg(test)]

@@ -269,7 +269,7 @@ pub(crate) fn excerpt(body: &str, secrets: &[String]) -> String {
 }
 
 /// An error and its sources on one line (reqwest's own message is terse).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {

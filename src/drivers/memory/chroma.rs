@@ -30,6 +30,7 @@
 use super::embedded::{Ranked, top_k};
 use super::{Collection, Hit};
 use crate::abi::SysError;
+use crate::llm::http::error_chain as chain;
 use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
@@ -462,21 +463,6 @@ fn user_metadata(stored: Option<&Value>) -> Map<String, Value> {
         .filter(|(k, _)| !k.starts_with("agentos:"))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
-}
-
-/// An error and its sources on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let s_msg = s.to_string();
-        if !msg.contains(&s_msg) {
-            msg.push_str(": ");
-            msg.push_str(&s_msg);
-        }
-        src = s.source();
-    }
-    msg
 }
 
 #[cfg(test)]
