@@ -228,6 +228,14 @@ pub fn main() -> anyhow::Result<()> {
         Some(g) => Some(resolve_group(g)?.with_context(|| format!("no group named {g:?}"))?),
         None => resolve_group("agentos")?,
     };
+    // Each agent holds a few descriptors in the daemon: use the whole hard
+    // limit rather than the usual soft 1024.
+    if let Ok((_, hard)) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    {
+        let _ =
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
+    }
     let config = settings.kernel.clone();
     let config_path = settings.config_path.clone();
     let socket = settings.socket.clone();

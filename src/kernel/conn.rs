@@ -81,7 +81,9 @@ pub async fn serve(k: Arc<Kernel>, pid: Pid, stream: UnixStream) {
     });
 
     let slots = Arc::new(Semaphore::new(k.config.max_in_flight.max(1)));
-    let mut reader = BufReader::with_capacity(64 * 1024, rd);
+    // Small: one buffer per live agent (a line longer than this is still
+    // assembled up to the line cap).
+    let mut reader = BufReader::with_capacity(8 * 1024, rd);
     let mut buf = Vec::new();
     let mut limiter = RateLimiter::new(
         k.table
