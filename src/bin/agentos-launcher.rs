@@ -1,6 +1,7 @@
-//! `agentos-launcher`: builds one agent's sandbox from the plan it receives
-//! on stdin and execs the agent. Started by agentosd only.
+//! `agentos-launcher`: the launcher server. agentosd starts one at start-up
+//! and asks it for every sandbox; it forks a relay per sandbox that builds
+//! the confinement and execs the agent. Started by agentosd only.
 
 fn main() {
-    agentos::sandbox::launcher::main()
+    agentos::sandbox::launch_server::main()
 }

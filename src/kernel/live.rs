@@ -11,8 +11,8 @@ use tokio::sync::Notify;
 /// One running agent.
 pub struct Live {
     pub cgroup: AgentCgroup,
-    /// Host pid of the launcher (our direct child).
-    pub launcher_pid: Option<u32>,
+    /// Host pid of the sandbox's relay (a child of the launcher server).
+    pub relay_pid: Option<i32>,
     /// Opened workspace for the file syscalls.
     pub workspace: Arc<Workspace>,
     /// Woken when a message lands in the inbox.
@@ -31,7 +31,7 @@ pub struct Live {
 }
 
 impl Live {
-    /// Ends the agent: records why, kills the launcher (its pid 1 follows by
+    /// Ends the agent: records why, kills the relay (its pid 1 follows by
     /// parent-death signal) and everything in its cgroup.
     pub fn kill(&self, reason: &str) {
         {
@@ -41,9 +41,9 @@ impl Live {
             }
         }
         self.dying.notify_waiters();
-        if let Some(pid) = self.launcher_pid {
+        if let Some(pid) = self.relay_pid {
             let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
+                nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
@@ -55,9 +55,9 @@ impl Live {
     pub fn stop_for_shutdown(&self) {
         self.dying.notify_waiters();
         self.cgroup.freeze(false);
-        if let Some(pid) = self.launcher_pid {
+        if let Some(pid) = self.relay_pid {
             let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
+                nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
         }

@@ -21,6 +21,7 @@ pub mod timers;
 
 use crate::sandbox::cgroup::Cgroups;
 use crate::sandbox::profile::Profiles;
+use crate::sandbox::spawner::Spawner;
 use crate::sandbox::uids::{UidAllocator, UidRange};
 use live::LiveAgents;
 use std::path::PathBuf;
@@ -64,6 +65,8 @@ pub enum KernelError {
     Io(String, std::io::Error),
     #[error("the launcher {0} is missing or not executable")]
     Launcher(PathBuf),
+    #[error(transparent)]
+    Spawner(#[from] crate::sandbox::spawner::SpawnerError),
     #[error("LLM providers: {0}")]
     Llm(#[from] crate::llm::LlmError),
 }
@@ -75,6 +78,8 @@ pub struct Kernel {
     pub table: Table,
     pub profiles: Profiles,
     pub cgroups: Cgroups,
+    /// The launcher server, which starts every sandbox.
+    pub spawner: Arc<Spawner>,
     pub uids: Mutex<UidAllocator>,
     pub live: LiveAgents,
     /// Providers, models and the scheduler; replaced on SIGHUP.
@@ -118,6 +123,7 @@ impl Kernel {
         let store = Store::open(&config.state_dir.join("db"))?;
         let table = Table::load(store.clone())?;
         let cgroups = Cgroups::setup(&config.cgroup_name)?;
+        let spawner = Arc::new(Spawner::start(&config.launcher)?);
         let inference = infer::Inference::from_config(&config.file, config.runtime.clone())?;
         let memory = crate::drivers::memory::Memory::open(&config.file.memory, &store)?;
         let (logs, _) = tokio::sync::broadcast::channel(4096);
@@ -128,6 +134,7 @@ impl Kernel {
             table,
             profiles,
             cgroups,
+            spawner,
             live: LiveAgents::default(),
             inference: std::sync::RwLock::new(Arc::new(inference)),
             memory,

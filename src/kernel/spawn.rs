@@ -1,5 +1,5 @@
 //! Creating and ending agents: validation of a spawn request, the PCB, the
-//! uid, workspace and cgroup, the launch through `agentos-launcher`, and the
+//! uid, workspace and cgroup, the launch through the launcher server, and the
 //! reaper that turns a dead process into a TERMINATED PCB with its reason.
 
 use super::Kernel;
@@ -9,14 +9,14 @@ use super::pcb::{Counters, ExitStatus, Limits, Pcb, Pid, State, now_ms};
 use crate::abi::SysError;
 use crate::abi::calls::Call;
 use crate::drivers::fs::{FsLimits, Workspace};
+use crate::sandbox::binds;
 use crate::sandbox::launcher::EXIT_SETUP_FAILED;
 use crate::sandbox::plan::{LaunchEvent, LaunchPlan, Rlimits};
-use crate::sandbox::{binds, handoff};
+use crate::sandbox::spawner::Launched;
 use std::collections::BTreeSet;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -219,7 +219,7 @@ impl Kernel {
             .ok_or_else(|| SysError::io("agent vanished during spawn"))
     }
 
-    /// Builds the workspace, cgroup and plan, starts the launcher and waits
+    /// Builds the workspace, cgroup and plan, has the launcher start it and waits
     /// until the agent program is exec'd.
     pub(crate) async fn launch(
         self: &Arc<Self>,
@@ -279,23 +279,26 @@ impl Kernel {
         let (out_r, out_w) = pipe().map_err(io("pipe"))?;
         let (err_r, err_w) = pipe().map_err(io("pipe"))?;
         let (status_r, status_w) = pipe().map_err(io("pipe"))?;
-        let mut fds = vec![out_w.as_raw_fd(), err_w.as_raw_fd(), status_w.as_raw_fd()];
+        let mut fds = vec![
+            theirs.as_raw_fd(),
+            out_w.as_raw_fd(),
+            err_w.as_raw_fd(),
+            status_w.as_raw_fd(),
+        ];
         fds.extend(bind_fds.iter().map(|f| f.as_raw_fd()));
-        handoff::send(ours.as_raw_fd(), &plan, &fds)
-            .map_err(|e| SysError::io(format!("handing the plan to the launcher: {e}")))?;
-        drop((out_w, err_w, status_w, bind_fds));
-
-        let mut child = tokio::process::Command::new(&self.config.launcher)
-            .env_clear()
-            .stdin(Stdio::from(OwnedFd::from(theirs)))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(io("starting the launcher"))?;
+        let launched = self.spawner.launch(plan, &fds).await;
+        drop((theirs, out_w, err_w, status_w, bind_fds));
+        let mut relay = match launched {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tokio::task::spawn_blocking(move || cgroup.remove()).await;
+                return Err(SysError::io(e.to_string()));
+            }
+        };
 
         let live = Arc::new(Live {
             cgroup,
-            launcher_pid: child.id(),
+            relay_pid: Some(relay.relay),
             workspace: Arc::new(ws),
             inbox: Default::default(),
             stdin: Default::default(),
@@ -319,7 +322,7 @@ impl Kernel {
         };
         if let Some(reason) = failure {
             live.kill(&reason);
-            let _ = child.wait().await;
+            let _ = relay.wait().await;
             self.finish(pid, &live, None).await;
             return Err(SysError::io(reason));
         }
@@ -341,7 +344,7 @@ impl Kernel {
             tokio::spawn(self.clone().pump_output(pid, fd, name, live.clone()));
         }
         let wall = pcb.limits.wall_time_s;
-        tokio::spawn(self.clone().reap(pid, child, live, wall));
+        tokio::spawn(self.clone().reap(pid, relay, live, wall));
         Ok(())
     }
 
@@ -390,25 +393,19 @@ impl Kernel {
     }
 
     /// Waits for the agent to end (or its wall-time limit) and finishes it.
-    async fn reap(
-        self: Arc<Self>,
-        pid: Pid,
-        mut child: tokio::process::Child,
-        live: Arc<Live>,
-        wall_s: u64,
-    ) {
+    async fn reap(self: Arc<Self>, pid: Pid, mut relay: Launched, live: Arc<Live>, wall_s: u64) {
         let status = if wall_s > 0 {
             tokio::select! {
-                s = child.wait() => s,
+                s = relay.wait() => s,
                 _ = tokio::time::sleep(Duration::from_secs(wall_s)) => {
                     live.kill(&format!("wall-time limit of {wall_s} s reached"));
-                    child.wait().await
+                    relay.wait().await
                 }
             }
         } else {
-            child.wait().await
+            relay.wait().await
         };
-        self.finish(pid, &live, status.ok()).await;
+        self.finish(pid, &live, status).await;
     }
 
     /// Records how the agent ended, removes its cgroup and wakes waiters.

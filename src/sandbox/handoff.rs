@@ -1,112 +1,114 @@
-//! Handing a launch plan to the launcher: the daemon writes a length-prefixed
-//! JSON plan on the agent's socket together with file descriptors as
-//! SCM_RIGHTS — agent stdout pipe, agent stderr pipe, status pipe, then one
-//! per extra read-only bind; the
-//! launcher, which got the socket as its stdin, reads exactly that much, so
-//! nothing of the plan is left for the agent to see.
+//! The wire between the daemon and the launcher: a SOCK_SEQPACKET socket on
+//! which every launch request is one message, JSON [`LaunchRequest`] with
+//! its descriptors as SCM_RIGHTS in this order: the agent's syscall socket,
+//! agent stdout pipe, agent stderr pipe, status pipe, then one per extra
+//! read-only bind. Replies ([`LauncherReply`]) are one message each, without
+//! descriptors. Message boundaries come from the socket type, so a request
+//! is never read half or merged with the next.
 
-use super::plan::LaunchPlan;
+use super::plan::{LaunchRequest, LauncherReply};
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
-/// Largest plan accepted (a plan is a few KiB; this bounds a confused peer).
-const MAX_PLAN_BYTES: usize = 4 << 20;
+/// Largest request accepted (a plan is a few tens of KiB: the seccomp
+/// programs dominate). Both ends size their socket buffers for it.
+pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandoffError {
     #[error("socket error: {0}")]
     Sys(#[from] nix::Error),
-    #[error("plan encoding: {0}")]
+    #[error("message encoding: {0}")]
     Json(#[from] serde_json::Error),
-    #[error("the peer closed the socket before the plan was complete")]
-    Eof,
-    #[error("expected {0} file descriptors with the plan, got {1}")]
+    #[error("expected {0} file descriptors with the request, got {1}")]
     Fds(usize, usize),
-    #[error("plan of {0} bytes is larger than the cap")]
-    TooLarge(usize),
+    #[error("message larger than {MAX_MESSAGE_BYTES} bytes")]
+    TooLarge,
 }
 
-/// Descriptors that always come first: agent stdout, agent stderr, status.
-pub const STDIO_FDS: usize = 3;
+/// Descriptors that always come first: syscall socket, stdout, stderr, status.
+pub const STDIO_FDS: usize = 4;
 const MAX_FDS: usize = STDIO_FDS + super::binds::MAX_EXTRA_BINDS;
 
-/// Daemon side: sends the plan and its descriptors (stdio three first, then
-/// one per `plan.extra_ro` entry).
-pub fn send(sock: RawFd, plan: &LaunchPlan, fds: &[RawFd]) -> Result<(), HandoffError> {
-    if fds.len() != STDIO_FDS + plan.extra_ro.len() || fds.len() > MAX_FDS {
-        return Err(HandoffError::Fds(
-            STDIO_FDS + plan.extra_ro.len(),
-            fds.len(),
-        ));
+/// Daemon side: sends one request and its descriptors (the four of
+/// [`STDIO_FDS`] first, then one per `plan.extra_ro` entry). Fails with
+/// EAGAIN on a non-blocking socket whose buffer is full.
+pub fn send_request(
+    sock: RawFd,
+    request: &LaunchRequest,
+    fds: &[RawFd],
+) -> Result<(), HandoffError> {
+    let expected = STDIO_FDS + request.plan.extra_ro.len();
+    if fds.len() != expected || fds.len() > MAX_FDS {
+        return Err(HandoffError::Fds(expected, fds.len()));
     }
-    let body = serde_json::to_vec(plan)?;
-    let len = (body.len() as u32).to_le_bytes();
+    let body = serde_json::to_vec(request)?;
+    if body.len() > MAX_MESSAGE_BYTES {
+        return Err(HandoffError::TooLarge);
+    }
     let cmsg = [ControlMessage::ScmRights(fds)];
-    let iov = [IoSlice::new(&len), IoSlice::new(&body)];
-    let mut sent = sendmsg::<()>(sock, &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None)?;
-    let total = len.len() + body.len();
-    // The descriptors travel with the first byte; the rest is plain data.
-    while sent < total {
-        let rest = if sent < 4 {
-            [&len[sent..], &body[..]].concat()
-        } else {
-            body[sent - 4..].to_vec()
-        };
-        let n = nix::sys::socket::send(sock, &rest, MsgFlags::MSG_NOSIGNAL)?;
-        sent += n;
-    }
+    sendmsg::<()>(
+        sock,
+        &[IoSlice::new(&body)],
+        &cmsg,
+        MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+        None,
+    )?;
     Ok(())
 }
 
-/// Launcher side: receives the plan and its descriptors
-/// `[agent stdout, agent stderr, status, extra binds...]`.
-pub fn receive(sock: RawFd) -> Result<(LaunchPlan, Vec<OwnedFd>), HandoffError> {
-    let mut header = [0u8; 4];
+/// Launcher side: receives one request, or None when the daemon closed
+/// its end. Descriptors arrive close-on-exec.
+pub fn receive_request(
+    sock: RawFd,
+    buf: &mut [u8],
+) -> Result<Option<(LaunchRequest, Vec<OwnedFd>)>, HandoffError> {
     let mut cmsg_buf = nix::cmsg_space!([RawFd; MAX_FDS]);
-    let mut got_fds: Vec<RawFd> = Vec::new();
-    let mut filled = 0;
-    while filled < header.len() {
-        let mut iov = [IoSliceMut::new(&mut header[filled..])];
-        let msg = recvmsg::<()>(
-            sock,
-            &mut iov,
-            Some(&mut cmsg_buf),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        )?;
-        for c in msg.cmsgs()? {
-            if let ControlMessageOwned::ScmRights(fds) = c {
-                got_fds.extend(fds);
-            }
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(
+        sock,
+        &mut iov,
+        Some(&mut cmsg_buf),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut got = Vec::new();
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            // SAFETY: the kernel just installed these descriptors in our
+            // table for us (SCM_RIGHTS); nothing else owns them.
+            got.extend(
+                fds.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
         }
-        if msg.bytes == 0 {
-            return Err(HandoffError::Eof);
-        }
-        filled += msg.bytes;
     }
-    // SAFETY: the kernel just installed these descriptors in our table for us
-    // (SCM_RIGHTS); nothing else owns them.
-    let owned: Vec<OwnedFd> = got_fds
-        .iter()
-        .map(|&fd| unsafe { OwnedFd::from_raw_fd(fd) })
-        .collect();
-    let len = u32::from_le_bytes(header) as usize;
-    if len > MAX_PLAN_BYTES {
-        return Err(HandoffError::TooLarge(len));
+    let (bytes, flags) = (msg.bytes, msg.flags);
+    if bytes == 0 && got.is_empty() {
+        return Ok(None);
     }
-    let mut body = vec![0u8; len];
-    let mut filled = 0;
-    while filled < len {
-        let n = nix::sys::socket::recv(sock, &mut body[filled..], MsgFlags::empty())?;
-        if n == 0 {
-            return Err(HandoffError::Eof);
-        }
-        filled += n;
+    if flags.contains(MsgFlags::MSG_TRUNC) {
+        return Err(HandoffError::TooLarge);
     }
-    let plan: LaunchPlan = serde_json::from_slice(&body)?;
-    let expected = STDIO_FDS + plan.extra_ro.len();
-    if owned.len() != expected {
-        return Err(HandoffError::Fds(expected, owned.len()));
+    if flags.contains(MsgFlags::MSG_CTRUNC) {
+        return Err(HandoffError::Fds(MAX_FDS, MAX_FDS + 1));
     }
-    Ok((plan, owned))
+    let request: LaunchRequest = serde_json::from_slice(&buf[..bytes])?;
+    let expected = STDIO_FDS + request.plan.extra_ro.len();
+    if got.len() != expected {
+        return Err(HandoffError::Fds(expected, got.len()));
+    }
+    Ok(Some((request, got)))
+}
+
+/// Launcher side: sends one reply (blocking).
+pub fn send_reply(sock: RawFd, reply: &LauncherReply) -> Result<(), HandoffError> {
+    let body = serde_json::to_vec(reply)?;
+    nix::sys::socket::send(sock, &body, MsgFlags::MSG_NOSIGNAL)?;
+    Ok(())
+}
+
+/// Daemon side: decodes one reply message.
+pub fn decode_reply(msg: &[u8]) -> Result<LauncherReply, HandoffError> {
+    Ok(serde_json::from_slice(msg)?)
 }

@@ -1,25 +1,26 @@
-//! The sandbox launcher: a small single-threaded program the daemon starts
-//! for every agent. It receives a [`LaunchPlan`] on its stdin (the agent's
-//! syscall socket) and applies the confinement in one linear sequence
-//! (DESIGN.md §2), then execs the agent program.
+//! One sandbox: what a relay forked by the launcher server
+//! ([`super::launch_server`]) does with a [`LaunchPlan`]. It applies the
+//! confinement in one linear sequence (DESIGN.md §2), then execs the agent
+//! program.
 //!
-//! Process shape: the launcher unshares a pid namespace and forks; the child
+//! Process shape: the relay unshares a pid namespace and forks; the child
 //! becomes pid 1 of that namespace, confines itself step by step and execs
-//! the program. The launcher stays outside as a relay: it reports the
-//! child's host pid and exits with the child's status, so the daemon only
-//! ever waits for its own direct child. A failed step is reported on the
-//! status pipe as `{"event": "failed", "step": ..., "error": ...}`.
+//! the program. The relay stays outside: it reports the child's host pid on
+//! the status pipe, closes every descriptor and exits with the child's
+//! status, which the launcher server passes on to the daemon. A failed step
+//! is reported on the status pipe as
+//! `{"event": "failed", "step": ..., "error": ...}`.
 
 use super::plan::{LaunchEvent, LaunchPlan, Rlimits};
 use super::{handoff, ids, landlock, mounts, seccomp};
-use nix::sched::{CloneFlags, unshare};
+use nix::sched::{CloneFlags, setns, unshare};
 use nix::sys::resource::{Resource, setrlimit};
 use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, fork};
 use std::ffi::CString;
 use std::fmt::Display;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 
 /// The agent's syscall socket, as the ABI promises.
@@ -31,34 +32,32 @@ pub const FIRST_BIND_FD: RawFd = 5;
 /// Exit code of a launcher whose setup failed.
 pub const EXIT_SETUP_FAILED: i32 = 125;
 
-/// Entry point of the `agentos-launcher` binary.
-pub fn main() -> ! {
-    // The sandbox's own files (its /etc, mount points) must be readable by
-    // the agent whatever umask the daemon runs with.
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
-
-    // Receive the plan and the agent's stdout/stderr/status descriptors.
-    let (plan, fds) = match handoff::receive(0) {
-        Ok(x) => x,
+/// The relay's life, in a process just forked by the single-threaded
+/// launcher server. `fds` are the request's descriptors; `netns`, when
+/// given, is a fresh, unused network namespace to enter instead of
+/// creating one.
+pub fn run(plan: &LaunchPlan, fds: Vec<OwnedFd>, netns: Option<OwnedFd>) -> ! {
+    // 1. Sanitize: socket → fd 3, stdout/stderr → the daemon's log pipes,
+    //    status → fd 4, the bind sources → 5.. and the network namespace
+    //    after them (close-on-exec), stdin → /dev/null, close the rest
+    //    (the server's own descriptors among them).
+    let netns = match install_descriptors(fds, netns) {
+        Ok(n) => n,
         Err(e) => {
-            eprintln!("agentos-launcher: cannot receive the launch plan: {e}");
-            std::process::exit(EXIT_SETUP_FAILED);
+            eprintln!("agentos-launcher: step fds: {e}");
+            exit_now(EXIT_SETUP_FAILED);
         }
     };
 
-    // 1. Sanitize: socket → fd 3, stdout/stderr → the daemon's log pipes,
-    //    status → fd 4 and the bind sources → 5.. (close-on-exec),
-    //    stdin → /dev/null, close the rest.
-    if let Err(e) = install_descriptors(fds) {
-        eprintln!("agentos-launcher: step fds: {e}");
-        std::process::exit(EXIT_SETUP_FAILED);
-    }
+    // The server blocks SIGCHLD for its signalfd; the relay waits normally.
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 
-    // Die with the daemon. Set before anything else can race its death.
+    // Die with the server (which dies with the daemon). Set before anything
+    // else can race its death.
     let parent = nix::unistd::getppid();
-    let dies_with_daemon = set_parent_death_signal();
-    if dies_with_daemon.is_err() || nix::unistd::getppid() != parent {
-        report_failed("parent-death signal", "the daemon went away");
+    let dies_with_server = set_parent_death_signal();
+    if dies_with_server.is_err() || nix::unistd::getppid() != parent {
+        report_failed("parent-death signal", "the launcher went away");
     }
 
     // 2. A new pid namespace: the next child is its pid 1.
@@ -66,13 +65,13 @@ pub fn main() -> ! {
         report_failed("pid namespace", e);
     }
 
-    // SAFETY: this process is single-threaded (a fresh exec of the launcher
-    // that starts no threads), so the child may use any function.
+    // SAFETY: this process is single-threaded (a fork of the single-threaded
+    // launcher server), so the child may use any function.
     match unsafe { fork() } {
         Err(e) => report_failed("fork", e),
         Ok(ForkResult::Parent { child }) => relay(child),
         Ok(ForkResult::Child) => {
-            let err = confine_and_exec(&plan);
+            let err = confine_and_exec(plan, netns);
             report_failed(&err.step, err.error)
         }
     }
@@ -92,14 +91,17 @@ fn step<T, E: Display>(name: &str, r: Result<T, E>) -> Result<T, StepFailure> {
 }
 
 /// The confinement sequence of the agent's pid 1. Returns only on failure.
-fn confine_and_exec(plan: &LaunchPlan) -> StepFailure {
-    match confine(plan) {
+fn confine_and_exec(plan: &LaunchPlan, netns: Option<RawFd>) -> StepFailure {
+    match confine(plan, netns) {
         Ok(never) => match never {},
         Err(f) => f,
     }
 }
 
-fn confine(plan: &LaunchPlan) -> Result<std::convert::Infallible, StepFailure> {
+fn confine(
+    plan: &LaunchPlan,
+    netns: Option<RawFd>,
+) -> Result<std::convert::Infallible, StepFailure> {
     // Build argv/envp first: after seccomp nothing should allocate surprises.
     let (path, argv, envp) = step("exec arguments", exec_arguments(plan))?;
 
@@ -112,14 +114,23 @@ fn confine(plan: &LaunchPlan) -> Result<std::convert::Infallible, StepFailure> {
         "bind sources",
         mounts::detach_bind_sources(FIRST_BIND_FD, plan.extra_ro.len()),
     )?;
-    // 5. The other namespaces (pid was unshared by the launcher).
+    // 5. The other namespaces (pid was unshared by the relay). The network
+    //    namespace is a fresh one the server made ahead of time when it has
+    //    one (creating it is the costliest namespace), else a new one now,
+    //    unless the plan keeps the daemon's.
     let mut namespaces = CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWNET
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWCGROUP;
-    if plan.share_network {
-        namespaces.remove(CloneFlags::CLONE_NEWNET);
+    match (plan.share_network, netns) {
+        (true, _) => {}
+        (false, Some(fd)) => {
+            // SAFETY: `fd` is the namespace descriptor installed by
+            // install_descriptors and stays open until exec (close-on-exec).
+            let ns = unsafe { BorrowedFd::borrow_raw(fd) };
+            step("network namespace", setns(ns, CloneFlags::CLONE_NEWNET))?;
+        }
+        (false, None) => namespaces |= CloneFlags::CLONE_NEWNET,
     }
     step("namespaces", unshare(namespaces))?;
     // 6. The root filesystem, then pivot_root into it.
@@ -167,36 +178,56 @@ fn exec_arguments(plan: &LaunchPlan) -> Result<ExecArgs, std::ffi::NulError> {
     Ok((path, argv, envp))
 }
 
-fn install_descriptors(fds: Vec<OwnedFd>) -> std::io::Result<()> {
+/// Places the request's descriptors on their fixed numbers and closes every
+/// other; returns where the network namespace descriptor went.
+fn install_descriptors(
+    fds: Vec<OwnedFd>,
+    netns: Option<OwnedFd>,
+) -> std::io::Result<Option<RawFd>> {
     // The received descriptors may sit on the target numbers themselves:
     // lift every source above them before placing anything.
     let devnull = std::fs::OpenOptions::new().read(true).open("/dev/null")?;
-    let socket = lift(0)?;
     let lifted = fds
         .iter()
+        .chain(netns.iter())
         .map(|fd| lift(fd.as_raw_fd()))
         .collect::<std::io::Result<Vec<RawFd>>>()?;
     let null = lift(devnull.as_raw_fd())?;
     // Close the originals now, before their numbers are reused below.
-    drop((fds, devnull));
-    let (stdio, binds) = lifted.split_at(handoff::STDIO_FDS);
-    dup_onto(socket, AGENT_SOCKET_FD, false)?;
-    dup_onto(stdio[0], 1, false)?;
-    dup_onto(stdio[1], 2, false)?;
-    dup_onto(stdio[2], STATUS_FD, true)?;
-    for (i, &fd) in binds.iter().enumerate() {
-        dup_onto(fd, FIRST_BIND_FD + i as RawFd, true)?;
+    let has_netns = netns.is_some();
+    drop((fds, netns, devnull));
+    let (stdio, rest) = lifted.split_at(handoff::STDIO_FDS);
+    let (binds, netns_fd) = match has_netns {
+        true => (&rest[..rest.len() - 1], rest.last().copied()),
+        false => (rest, None),
+    };
+    dup_onto(stdio[0], AGENT_SOCKET_FD, false)?;
+    dup_onto(stdio[1], 1, false)?;
+    dup_onto(stdio[2], 2, false)?;
+    dup_onto(stdio[3], STATUS_FD, true)?;
+    let mut next = FIRST_BIND_FD;
+    for &fd in binds {
+        dup_onto(fd, next, true)?;
+        next += 1;
     }
+    let netns_at = match netns_fd {
+        Some(fd) => {
+            dup_onto(fd, next, true)?;
+            next += 1;
+            Some(next - 1)
+        }
+        None => None,
+    };
     dup_onto(null, 0, false)?;
-    let first_free = FIRST_BIND_FD as u32 + binds.len() as u32;
-    // SAFETY: close_range only closes descriptors; everything from
-    // `first_free` up is a leftover (the lifted copies) that no live Rust
-    // object refers to.
-    let rc = unsafe { libc::syscall(libc::SYS_close_range, first_free, u32::MAX, 0) };
+    // SAFETY: close_range only closes descriptors; everything from `next`
+    // up is a leftover: the lifted copies, and the server's own descriptors,
+    // whose Rust owners in this forked copy are never used or dropped (the
+    // relay and pid 1 never return to the server loop).
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, next as u32, u32::MAX, 0) };
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(())
+    Ok(netns_at)
 }
 
 /// Duplicates `fd` to a number of at least 16 (close-on-exec).
@@ -225,6 +256,13 @@ fn dup_onto(from: RawFd, to: RawFd, cloexec: bool) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Ends this forked process at once: no atexit handlers or stdio buffers
+/// inherited from the launcher server run twice.
+fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit ends the process; it touches no memory of ours.
+    unsafe { libc::_exit(code) }
 }
 
 fn set_parent_death_signal() -> nix::Result<()> {
@@ -277,10 +315,10 @@ fn report_failed(step: &str, error: impl Display) -> ! {
         step: step.to_string(),
         error: error.to_string(),
     });
-    std::process::exit(EXIT_SETUP_FAILED)
+    exit_now(EXIT_SETUP_FAILED)
 }
 
-/// The launcher's life after the fork: report the child's host pid, drop
+/// The relay's life after the fork: report the child's host pid, drop
 /// every descriptor so the daemon sees EOF exactly when the agent closes its
 /// own, then wait and exit with the child's status.
 fn relay(child: nix::unistd::Pid) -> ! {
@@ -291,17 +329,17 @@ fn relay(child: nix::unistd::Pid) -> ! {
     unsafe { libc::syscall(libc::SYS_close_range, 0, u32::MAX, 0) };
     loop {
         match waitpid(child, None) {
-            Ok(WaitStatus::Exited(_, code)) => std::process::exit(code),
+            Ok(WaitStatus::Exited(_, code)) => exit_now(code),
             Ok(WaitStatus::Signaled(_, sig, _)) => {
                 // Die the same way, so the daemon sees the real signal.
                 // SAFETY: SIG_DFL involves no handler code.
                 let _ = unsafe { nix::sys::signal::signal(sig, SigHandler::SigDfl) };
                 let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
                 let _ = nix::sys::signal::raise(sig);
-                std::process::exit(128 + sig as i32)
+                exit_now(128 + sig as i32)
             }
             Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => std::process::exit(EXIT_SETUP_FAILED),
+            Err(_) => exit_now(EXIT_SETUP_FAILED),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Confinement of agents. The daemon side builds a [`plan::LaunchPlan`]
-//! from a profile and hands it to the launcher ([`launcher`]), which applies
+//! from a profile and hands it through [`spawner`] to the launcher server
+//! ([`launch_server`]), whose relay for that sandbox ([`launcher`]) applies
 //! the steps in one linear sequence: fds, cgroup, rlimits, namespaces,
 //! mounts, hostname, ids, capabilities, no_new_privs, Landlock, seccomp,
 //! exec.
@@ -10,9 +11,11 @@ pub mod features;
 pub mod handoff;
 pub mod ids;
 pub mod landlock;
+pub mod launch_server;
 pub mod launcher;
 pub mod mounts;
 pub mod plan;
 pub mod profile;
 pub mod seccomp;
+pub mod spawner;
 pub mod uids;

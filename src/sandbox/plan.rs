@@ -65,3 +65,26 @@ pub enum LaunchEvent {
     /// A setup step failed; the agent program never ran.
     Failed { step: String, error: String },
 }
+
+/// One request to the launcher: build the sandbox of `plan`. Travels as one
+/// SOCK_SEQPACKET message with the descriptors of [`crate::sandbox::handoff`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LaunchRequest {
+    /// Chosen by the daemon; names the replies about this sandbox.
+    pub id: u64,
+    pub plan: LaunchPlan,
+}
+
+/// What the launcher tells the daemon about its requests.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum LauncherReply {
+    /// The relay of request `id` runs as host pid `relay`; setup progress
+    /// follows on the request's status pipe.
+    Started { id: u64, relay: i32 },
+    /// Request `id` could not even be forked.
+    Refused { id: u64, error: String },
+    /// The relay of request `id` ended; `wait_status` as waitpid(2) gave it
+    /// (the relay ends the way the agent program did).
+    Exited { id: u64, wait_status: i32 },
+}

@@ -241,7 +241,7 @@ impl Kernel {
                         self.config.state_dir.join("root"),
                         workspace,
                     ),
-                    launcher: self.config.launcher.clone(),
+                    spawner: self.spawner.clone(),
                     cgroups: self.cgroups.clone(),
                     cgroup_leaf: format!("exec-{}-{n}", pcb.pid),
                     limits: pcb.limits,

@@ -1,5 +1,5 @@
 //! The `sandbox` driver: `/bin/sh -c CMD` in a fresh confinement built by
-//! `agentos-launcher` from the agent's own profile, exactly like the agent's
+//! the launcher server from the agent's own profile, exactly like the agent's
 //! (pid, mount, net, ipc, uts and cgroup namespaces; the agent's uid and gid;
 //! no capabilities; no_new_privs; Landlock; the profile's seccomp filters),
 //! with these differences:
@@ -21,12 +21,11 @@ use super::{Abort, Capture, ExecOutput};
 use crate::abi::SysError;
 use crate::kernel::pcb::{Limits, Pcb};
 use crate::sandbox::cgroup::{AgentCgroup, Cgroups};
-use crate::sandbox::handoff;
 use crate::sandbox::plan::{LaunchEvent, LaunchPlan, Rlimits};
 use crate::sandbox::profile::Profile;
+use crate::sandbox::spawner::{Launched, Spawner};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
@@ -44,7 +43,7 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 pub struct SandboxJob {
     /// The plan; `cgroup_procs` is filled in once the cgroup exists.
     pub plan: LaunchPlan,
-    pub launcher: PathBuf,
+    pub spawner: Arc<Spawner>,
     pub cgroups: Cgroups,
     /// Name of the command's cgroup under the daemon's instance.
     pub cgroup_leaf: String,
@@ -123,26 +122,21 @@ async fn launch_and_wait(
     mut abort: Abort,
 ) -> Result<ExecOutput, SysError> {
     let io = |what: &'static str| move |e: std::io::Error| SysError::io(format!("{what}: {e}"));
+    // fd 3 of the command: a socket whose other end is closed at once.
     let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(io("socketpair"))?;
+    drop(ours);
     let (out_r, out_w) = pipe().map_err(io("pipe"))?;
     let (err_r, err_w) = pipe().map_err(io("pipe"))?;
     let (status_r, status_w) = pipe().map_err(io("pipe"))?;
-    let fds = [out_w.as_raw_fd(), err_w.as_raw_fd(), status_w.as_raw_fd()];
-    handoff::send(ours.as_raw_fd(), &job.plan, &fds)
-        .map_err(|e| SysError::io(format!("handing the plan to the launcher: {e}")))?;
-    drop((out_w, err_w, status_w));
-    // The plan and descriptors wait in the launcher's receive queue; closing
-    // our end now leaves the command's fd 3 a socket nobody listens on.
-    drop(ours);
-
-    let mut child = tokio::process::Command::new(&job.launcher)
-        .env_clear()
-        .stdin(Stdio::from(OwnedFd::from(theirs)))
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(io("starting the launcher"))?;
+    let fds = [
+        theirs.as_raw_fd(),
+        out_w.as_raw_fd(),
+        err_w.as_raw_fd(),
+        status_w.as_raw_fd(),
+    ];
+    let launched = job.spawner.launch(job.plan.clone(), &fds).await;
+    drop((theirs, out_w, err_w, status_w));
+    let mut child = KillOnDrop(launched.map_err(|e| SysError::io(e.to_string()))?);
 
     let stdout = Arc::new(Mutex::new(Capture::new(job.max_output)));
     let stderr = Arc::new(Mutex::new(Capture::new(job.max_output)));
@@ -151,8 +145,8 @@ async fn launch_and_wait(
         tokio::spawn(drain(err_r, stderr.clone())),
     ];
 
-    let kill = |child: &mut tokio::process::Child| {
-        let _ = child.start_kill();
+    let kill = |child: &mut KillOnDrop| {
+        child.0.kill();
         let cg = cgroup.clone();
         tokio::task::spawn_blocking(move || cg.kill())
     };
@@ -169,7 +163,7 @@ async fn launch_and_wait(
     };
     if let Some(reason) = setup {
         let _ = kill(&mut child).await;
-        let _ = child.wait().await;
+        let _ = child.0.wait().await;
         for p in pumps {
             p.abort();
         }
@@ -177,14 +171,14 @@ async fn launch_and_wait(
     }
 
     let (status, timed_out) = tokio::select! {
-        s = child.wait() => (s.ok(), false),
+        s = child.0.wait() => (s, false),
         _ = tokio::time::sleep(job.timeout) => {
             let _ = kill(&mut child).await;
-            (child.wait().await.ok(), true)
+            (child.0.wait().await, true)
         }
         _ = &mut abort => {
             let _ = kill(&mut child).await;
-            let _ = child.wait().await;
+            let _ = child.0.wait().await;
             for p in pumps {
                 p.abort();
             }
@@ -222,6 +216,15 @@ async fn launch_and_wait(
         exit_code,
         timed_out,
     })
+}
+
+/// The command's relay, killed if this task is dropped before it ended.
+struct KillOnDrop(Launched);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.0.kill();
+    }
 }
 
 /// Reads a pipe to EOF into `into`, which keeps what fits.

@@ -1,0 +1,229 @@
+//! The launcher server: `agentos-launcher`, started once by the daemon. A
+//! small single-threaded root process that holds none of the agents'
+//! descriptors and none of the daemon's memory, so forking it costs the same
+//! with one agent or ten thousand. For each request on its control socket
+//! (fd 0, SOCK_SEQPACKET, see [`super::handoff`]) it forks a relay that
+//! builds the sandbox ([`super::launcher::run`]); it reaps the relays and
+//! tells the daemon how each ended.
+//!
+//! Between requests it creates network namespaces ahead of time (a small
+//! pool, each used by exactly one sandbox): creating one is the costliest
+//! step of a sandbox, and doing it while idle takes it off the spawn path.
+//!
+//! It dies with the daemon (parent-death signal), and exits when the daemon
+//! closes the control socket; its relays die with it, and their agents with
+//! them.
+
+use super::handoff::{self, MAX_MESSAGE_BYTES};
+use super::launcher;
+use super::plan::LauncherReply;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sched::{CloneFlags, setns, unshare};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::unistd::{ForkResult, fork};
+use std::collections::HashMap;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+
+/// The control socket, as the daemon starts the launcher.
+const CONTROL_FD: RawFd = 0;
+/// Network namespaces kept ready.
+const NETNS_POOL: usize = 4;
+
+/// Entry point of the `agentos-launcher` binary: `agentos-launcher <daemon pid>`.
+pub fn main() -> ! {
+    // The sandbox's own files (its /etc, mount points) must be readable by
+    // the agent whatever umask the daemon runs with.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    if let Err(e) = check_parent() {
+        fatal(&e);
+    }
+    let sigchld = match child_signals() {
+        Ok(s) => s,
+        Err(e) => fatal(&format!("signalfd: {e}")),
+    };
+    let mut pool = NetnsPool::new();
+    serve(&sigchld, &mut pool)
+}
+
+fn fatal(why: &str) -> ! {
+    eprintln!("agentos-launcher: {why}");
+    std::process::exit(1)
+}
+
+/// Dies with the daemon, whose pid is our argument; set before anything can
+/// race the daemon's death.
+fn check_parent() -> Result<(), String> {
+    let expected: i32 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .ok_or("usage: agentos-launcher <daemon pid> (started by agentosd only)")?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .map_err(|e| format!("parent-death signal: {e}"))?;
+    if nix::unistd::getppid().as_raw() != expected {
+        return Err("the daemon went away".into());
+    }
+    Ok(())
+}
+
+/// SIGCHLD, blocked and read from a signalfd.
+fn child_signals() -> nix::Result<SignalFd> {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
+    SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+}
+
+/// The serving loop: requests, reaped relays, and pool refills when idle.
+fn serve(sigchld: &SignalFd, pool: &mut NetnsPool) -> ! {
+    let mut buf = vec![0u8; MAX_MESSAGE_BYTES];
+    // Relay host pid → request id.
+    let mut relays: HashMap<i32, u64> = HashMap::new();
+    loop {
+        // SAFETY: fd 0 is the control socket for the whole life of the
+        // process; nothing closes it.
+        let control = unsafe { BorrowedFd::borrow_raw(CONTROL_FD) };
+        let mut fds = [
+            PollFd::new(control, PollFlags::POLLIN),
+            PollFd::new(sigchld.as_fd(), PollFlags::POLLIN),
+        ];
+        let timeout = if pool.wants_more() {
+            PollTimeout::ZERO
+        } else {
+            PollTimeout::NONE
+        };
+        match poll(&mut fds, timeout) {
+            Ok(0) => {
+                pool.refill_one();
+                continue;
+            }
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => fatal(&format!("poll: {e}")),
+        }
+        let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+        let (requests, children) = (ready(&fds[0]), ready(&fds[1]));
+        if children {
+            while sigchld.read_signal().ok().flatten().is_some() {}
+            reap(&mut relays);
+        }
+        if requests {
+            match handoff::receive_request(CONTROL_FD, &mut buf) {
+                Ok(Some((request, fds))) => {
+                    let netns = match request.plan.share_network {
+                        true => None,
+                        false => pool.take(),
+                    };
+                    let reply = match start_relay(&request.plan, fds, netns) {
+                        Ok(relay) => {
+                            relays.insert(relay, request.id);
+                            LauncherReply::Started {
+                                id: request.id,
+                                relay,
+                            }
+                        }
+                        Err(e) => LauncherReply::Refused {
+                            id: request.id,
+                            error: format!("fork: {e}"),
+                        },
+                    };
+                    send(&reply);
+                }
+                // The daemon closed its end: it is gone or shutting down.
+                Ok(None) => std::process::exit(0),
+                Err(handoff::HandoffError::Sys(nix::errno::Errno::EINTR)) => {}
+                Err(e) => eprintln!("agentos-launcher: dropped a malformed request: {e}"),
+            }
+        }
+    }
+}
+
+/// Forks the relay of one request; the parent keeps no descriptor of it.
+fn start_relay(
+    plan: &super::plan::LaunchPlan,
+    fds: Vec<OwnedFd>,
+    netns: Option<OwnedFd>,
+) -> nix::Result<i32> {
+    // SAFETY: the server is single-threaded (it never starts a thread), so
+    // the child may use any function.
+    match unsafe { fork() }? {
+        ForkResult::Child => launcher::run(plan, fds, netns),
+        ForkResult::Parent { child } => Ok(child.as_raw()),
+    }
+}
+
+/// Collects every ended relay and tells the daemon.
+fn reap(relays: &mut HashMap<i32, u64>) {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes the status into our local only.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid <= 0 {
+            return;
+        }
+        if let Some(id) = relays.remove(&pid) {
+            send(&LauncherReply::Exited {
+                id,
+                wait_status: status,
+            });
+        }
+    }
+}
+
+fn send(reply: &LauncherReply) {
+    if let Err(e) = handoff::send_reply(CONTROL_FD, reply) {
+        // The daemon is gone; so are we.
+        fatal(&format!("replying to the daemon: {e}"));
+    }
+}
+
+/// Fresh network namespaces, made while idle, each handed out once.
+struct NetnsPool {
+    /// The namespace the server runs in (the daemon's); it returns there
+    /// after making each new one.
+    home: Option<OwnedFd>,
+    ready: Vec<OwnedFd>,
+}
+
+impl NetnsPool {
+    fn new() -> NetnsPool {
+        let home = open_netns()
+            .map_err(|e| eprintln!("agentos-launcher: no network namespace pool: {e}"))
+            .ok();
+        NetnsPool {
+            home,
+            ready: Vec::new(),
+        }
+    }
+
+    fn wants_more(&self) -> bool {
+        self.home.is_some() && self.ready.len() < NETNS_POOL
+    }
+
+    fn take(&mut self) -> Option<OwnedFd> {
+        self.ready.pop()
+    }
+
+    /// Makes one namespace: enter a new one, keep a descriptor, go home.
+    /// Any failure disables the pool; sandboxes then create their own.
+    fn refill_one(&mut self) {
+        let Some(home) = &self.home else { return };
+        let made = unshare(CloneFlags::CLONE_NEWNET)
+            .map_err(std::io::Error::from)
+            .and_then(|()| open_netns());
+        let back = setns(home, CloneFlags::CLONE_NEWNET);
+        match (made, back) {
+            (Ok(ns), Ok(())) => self.ready.push(ns),
+            (_, Err(e)) => fatal(&format!("returning to the daemon's network namespace: {e}")),
+            (Err(e), Ok(())) => {
+                eprintln!("agentos-launcher: no network namespace pool: {e}");
+                self.home = None;
+            }
+        }
+    }
+}
+
+fn open_netns() -> std::io::Result<OwnedFd> {
+    let f = std::fs::File::open("/proc/thread-self/ns/net")?;
+    Ok(OwnedFd::from(f))
+}

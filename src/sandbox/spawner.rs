@@ -1,0 +1,290 @@
+//! The daemon's side of the launcher server ([`super::launch_server`]):
+//! starts `agentos-launcher` once, sends it launch requests with their
+//! descriptors, and routes its replies — the relay's host pid when a
+//! sandbox starts, its wait status when it ends — to whoever asked.
+//!
+//! The daemon never forks itself for a sandbox: its memory and descriptor
+//! table grow with every agent, the server's do not.
+
+use super::handoff::{self, HandoffError, MAX_MESSAGE_BYTES};
+use super::plan::{LaunchPlan, LaunchRequest, LauncherReply};
+use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, setsockopt, sockopt};
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::oneshot;
+
+/// How long the server may take to fork a relay for one request.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// Exit code of the daemon when the launcher server dies under it: no
+/// sandbox can start any more and every agent died with the server, so the
+/// daemon exits to be restarted and recover them.
+const EXIT_LAUNCHER_GONE: i32 = 70;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnerError {
+    #[error("{0}: {1}")]
+    Io(&'static str, std::io::Error),
+    #[error("handing the plan to the launcher: {0}")]
+    Handoff(#[from] HandoffError),
+    #[error("the launcher could not start the sandbox: {0}")]
+    Refused(String),
+    #[error("the launcher server is gone")]
+    Gone,
+    #[error("the launcher did not answer within {START_TIMEOUT:?}")]
+    Timeout,
+}
+
+/// Replies still expected for one request.
+struct Pending {
+    started: Option<oneshot::Sender<Result<i32, String>>>,
+    exited: Option<oneshot::Sender<i32>>,
+}
+
+type PendingMap = Arc<Mutex<HashMap<u64, Pending>>>;
+
+/// The connection to the launcher server; shared by everything that starts
+/// sandboxes.
+pub struct Spawner {
+    sock: Arc<AsyncFd<OwnedFd>>,
+    next_id: AtomicU64,
+    pending: PendingMap,
+}
+
+/// A sandbox's relay, as started by the server.
+pub struct Launched {
+    /// Host pid of the relay (the launcher server's child); killing it
+    /// kills the sandbox's pid 1 by parent-death signal.
+    pub relay: i32,
+    exit: oneshot::Receiver<i32>,
+    ended: Option<Option<ExitStatus>>,
+}
+
+impl Launched {
+    /// Waits for the relay's end; its status is the agent program's. None
+    /// when the launcher server went away first. Cancel-safe, and may be
+    /// called again after it returned.
+    pub async fn wait(&mut self) -> Option<ExitStatus> {
+        if let Some(status) = self.ended {
+            return status;
+        }
+        let status = (&mut self.exit).await.ok().map(ExitStatus::from_raw);
+        self.ended = Some(status);
+        status
+    }
+
+    /// Sends SIGKILL to the relay, unless it was already seen to end.
+    pub fn kill(&self) {
+        if self.ended.is_none() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.relay),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+impl Spawner {
+    /// Starts the launcher server. Call from within the tokio runtime.
+    pub fn start(launcher: &Path) -> Result<Spawner, SpawnerError> {
+        let io = |what| move |e: nix::Error| SpawnerError::Io(what, e.into());
+        let (ours, theirs) = nix::sys::socket::socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        )
+        .map_err(io("socketpair"))?;
+        // A request is one message: the sender's buffer must hold the
+        // largest. Forcing it past wmem_max needs CAP_NET_ADMIN (root has it).
+        let size = 2 * MAX_MESSAGE_BYTES;
+        if setsockopt(&ours, sockopt::SndBufForce, &size).is_err() {
+            setsockopt(&ours, sockopt::SndBuf, &size).map_err(io("SO_SNDBUF"))?;
+        }
+        // The server's end blocks.
+        nix::fcntl::fcntl(
+            &theirs,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+        )
+        .map_err(io("control socket"))?;
+        start_server(launcher, theirs)?;
+        // SAFETY: `ours` is an open socket owned by the AsyncFd from here
+        // on; an OwnedFd always reports the same descriptor.
+        let sock = unsafe { AsyncFd::register(ours) }
+            .map_err(|e| SpawnerError::Io("control socket", e.into()))?;
+        let sock = Arc::new(sock);
+        let pending: PendingMap = Default::default();
+        tokio::spawn(read_replies(sock.clone(), pending.clone()));
+        Ok(Spawner {
+            sock,
+            next_id: AtomicU64::new(1),
+            pending,
+        })
+    }
+
+    /// Asks the server for one sandbox. `fds`: the syscall socket, stdout,
+    /// stderr and status descriptors, then one per `plan.extra_ro` entry;
+    /// the caller may close its copies once this returns. Returns when the
+    /// relay exists; setup progress comes on the status pipe.
+    pub async fn launch(&self, plan: LaunchPlan, fds: &[RawFd]) -> Result<Launched, SpawnerError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (started_tx, started_rx) = oneshot::channel();
+        let (exited_tx, exited_rx) = oneshot::channel();
+        self.pending_map().insert(
+            id,
+            Pending {
+                started: Some(started_tx),
+                exited: Some(exited_tx),
+            },
+        );
+        let request = LaunchRequest { id, plan };
+        if let Err(e) = self.send(&request, fds).await {
+            self.pending_map().remove(&id);
+            return Err(e);
+        }
+        let relay = match tokio::time::timeout(START_TIMEOUT, started_rx).await {
+            Ok(Ok(Ok(relay))) => relay,
+            Ok(Ok(Err(refused))) => return Err(SpawnerError::Refused(refused)),
+            Ok(Err(_)) => return Err(SpawnerError::Gone),
+            Err(_) => {
+                self.pending_map().remove(&id);
+                return Err(SpawnerError::Timeout);
+            }
+        };
+        Ok(Launched {
+            relay,
+            exit: exited_rx,
+            ended: None,
+        })
+    }
+
+    async fn send(&self, request: &LaunchRequest, fds: &[RawFd]) -> Result<(), SpawnerError> {
+        loop {
+            let mut ready = self
+                .sock
+                .writable()
+                .await
+                .map_err(|e| SpawnerError::Io("control socket", e))?;
+            let sent = ready.try_io(|fd| {
+                handoff::send_request(fd.as_raw_fd(), request, fds).map_err(|e| match e {
+                    HandoffError::Sys(errno) => std::io::Error::from(errno),
+                    other => std::io::Error::other(other),
+                })
+            });
+            match sent {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) => {
+                    return Err(match e.downcast::<HandoffError>() {
+                        Ok(h) => SpawnerError::Handoff(h),
+                        Err(e) => SpawnerError::Io("sending to the launcher", e),
+                    });
+                }
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    fn pending_map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Pending>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Starts `agentos-launcher <our pid>` with `control` as its stdin, from a
+/// thread that lives as long as the server: the server's parent-death
+/// signal fires when the thread that started it ends. If the server ever
+/// dies, every agent died with it: the daemon exits and recovers them at
+/// its next start.
+fn start_server(launcher: &Path, control: OwnedFd) -> Result<(), SpawnerError> {
+    let launcher = launcher.to_path_buf();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("launcher-parent".into())
+        .spawn(move || {
+            let child = std::process::Command::new(&launcher)
+                .arg(std::process::id().to_string())
+                .env_clear()
+                .stdin(Stdio::from(control))
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn();
+            let mut child = match child {
+                Ok(c) => {
+                    let _ = tx.send(Ok(()));
+                    c
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            let status = child.wait();
+            if status.as_ref().is_ok_and(|s| s.success()) {
+                // It saw the control socket close: the daemon is stopping.
+                return;
+            }
+            tracing::error!(
+                ?status,
+                "the launcher server {} died; exiting so that agents are recovered",
+                launcher.display()
+            );
+            std::process::exit(EXIT_LAUNCHER_GONE);
+        })
+        .map_err(|e| SpawnerError::Io("starting the launcher thread", e))?;
+    match rx.recv() {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(SpawnerError::Io("starting the launcher", e)),
+        Err(_) => Err(SpawnerError::Gone),
+    }
+}
+
+/// Routes the server's replies until it closes the socket.
+async fn read_replies(sock: Arc<AsyncFd<OwnedFd>>, pending: PendingMap) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let Ok(mut ready) = sock.readable().await else {
+            break;
+        };
+        let got = ready.try_io(|fd| {
+            nix::sys::socket::recv(fd.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT)
+                .map_err(std::io::Error::from)
+        });
+        let n = match got {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => n,
+            Err(_would_block) => continue,
+        };
+        let reply = match handoff::decode_reply(&buf[..n]) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("unexpected message from the launcher: {e}");
+                continue;
+            }
+        };
+        let mut map = pending.lock().unwrap_or_else(|e| e.into_inner());
+        match reply {
+            LauncherReply::Started { id, relay } => {
+                if let Some(tx) = map.get_mut(&id).and_then(|p| p.started.take()) {
+                    let _ = tx.send(Ok(relay));
+                }
+            }
+            LauncherReply::Refused { id, error } => {
+                if let Some(tx) = map.remove(&id).and_then(|mut p| p.started.take()) {
+                    let _ = tx.send(Err(error));
+                }
+            }
+            LauncherReply::Exited { id, wait_status } => {
+                if let Some(tx) = map.remove(&id).and_then(|mut p| p.exited.take()) {
+                    let _ = tx.send(wait_status);
+                }
+            }
+        }
+    }
+    // Dropping the senders tells every waiter that the server is gone.
+    pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
