@@ -143,3 +143,38 @@ fn a_profile_the_kernel_cannot_enforce_is_refused() {
     assert!(pcb.exit.expect("exit").reason.contains("landlock"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The namespaces of a process, as `net:[4026...]` strings.
+fn namespaces_of(host_pid: i32) -> Vec<String> {
+    ["net", "mnt", "pid", "ipc", "uts", "cgroup"]
+        .iter()
+        .map(|ns| {
+            std::fs::read_link(format!("/proc/{host_pid}/ns/{ns}"))
+                .map(|l| l.display().to_string())
+                .unwrap_or_else(|e| panic!("/proc/{host_pid}/ns/{ns}: {e}"))
+        })
+        .collect()
+}
+
+#[test]
+fn every_agent_has_namespaces_of_its_own() {
+    if !require_root("every_agent_has_namespaces_of_its_own") {
+        return;
+    }
+    // More agents than the launcher keeps network namespaces ready, spawned
+    // back to back: pooled or made on the spot, none may be shared.
+    let d = Daemon::start();
+    let mut seen = vec![namespaces_of(std::process::id() as i32)];
+    for i in 0..8 {
+        let a = d.spawn_probe(&format!("ns{i}"), &["sleep", "30000"], &[]);
+        let host_pid = common::eventually(Duration::from_secs(5), || d.inspect(a.pid).host_pid)
+            .expect("agent runs");
+        let mine = namespaces_of(host_pid);
+        for other in &seen {
+            for (ns, theirs) in mine.iter().zip(other) {
+                assert_ne!(ns, theirs, "agent {} shares a namespace", a.pid);
+            }
+        }
+        seen.push(mine);
+    }
+}

@@ -330,3 +330,56 @@ fn two_hundred_live_agents_all_answer_after_a_crash() {
     }
     eprintln!("200 agents recovered and answering {took:?} after the restart");
 }
+
+#[test]
+fn the_daemon_restarts_its_agents_when_the_launcher_dies() {
+    if !require_root("the_daemon_restarts_its_agents_when_the_launcher_dies") {
+        return;
+    }
+    // Every agent is a child of the launcher server and dies with it; the
+    // daemon must not carry on unable to spawn: it exits so that its
+    // supervisor restarts it, and the next start recovers the agents.
+    let mut d = Daemon::start();
+    let a = d.spawn_probe("survivor", &["sleep", "600000"], &[]);
+    let host_pid =
+        eventually(Duration::from_secs(5), || d.inspect(a.pid).host_pid).expect("agent runs");
+    let server = std::fs::read_to_string(format!("/proc/{host_pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit(')').next().map(str::to_string))
+        .and_then(|rest| rest.split_whitespace().nth(1).map(str::to_string))
+        .and_then(|ppid| ppid.parse::<i32>().ok())
+        .expect("parent of the agent's pid 1");
+    let comm = std::fs::read_to_string(format!("/proc/{server}/comm")).unwrap_or_default();
+    assert!(comm.starts_with("agentos-launche"), "parent is {comm:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the launcher");
+    let mut child = d.child.take().expect("daemon running");
+    let status = eventually(Duration::from_secs(10), || child.try_wait().ok().flatten())
+        .expect("the daemon exits when its launcher dies");
+    assert_eq!(status.code(), Some(70), "{}", d.log());
+    // Gone, or a zombie waiting for init to reap it.
+    let ended = eventually(Duration::from_secs(5), || {
+        match std::fs::read_to_string(format!("/proc/{host_pid}/stat")) {
+            Err(_) => Some(()),
+            Ok(stat) => stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+                .then_some(()),
+        }
+    });
+    assert!(ended.is_some(), "the agent outlived its launcher");
+    d.launch();
+    let back = eventually(Duration::from_secs(10), || {
+        let p = d.inspect(a.pid);
+        (p.is_live() && p.host_pid.is_some() && p.recoveries == 1).then_some(p)
+    });
+    assert!(
+        back.is_some(),
+        "agent not recovered: {:?}",
+        d.inspect(a.pid)
+    );
+}

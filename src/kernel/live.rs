@@ -11,8 +11,8 @@ use tokio::sync::Notify;
 /// One running agent.
 pub struct Live {
     pub cgroup: AgentCgroup,
-    /// Host pid of the sandbox's relay (a child of the launcher server).
-    pub relay_pid: Option<i32>,
+    /// Host pid of the sandbox's pid 1 (a child of the launcher server).
+    pub host_pid: Option<i32>,
     /// Opened workspace for the file syscalls.
     pub workspace: Arc<Workspace>,
     /// Woken when a message lands in the inbox.
@@ -31,8 +31,8 @@ pub struct Live {
 }
 
 impl Live {
-    /// Ends the agent: records why, kills the relay (its pid 1 follows by
-    /// parent-death signal) and everything in its cgroup.
+    /// Ends the agent: records why, kills its pid 1 (the rest of its pid
+    /// namespace goes with it) and everything in its cgroup.
     pub fn kill(&self, reason: &str) {
         {
             let mut r = self.kill_reason.lock().unwrap_or_else(|e| e.into_inner());
@@ -41,7 +41,7 @@ impl Live {
             }
         }
         self.dying.notify_waiters();
-        if let Some(pid) = self.relay_pid {
+        if let Some(pid) = self.host_pid {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
@@ -55,7 +55,7 @@ impl Live {
     pub fn stop_for_shutdown(&self) {
         self.dying.notify_waiters();
         self.cgroup.freeze(false);
-        if let Some(pid) = self.relay_pid {
+        if let Some(pid) = self.host_pid {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,

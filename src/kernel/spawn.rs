@@ -288,7 +288,7 @@ impl Kernel {
         fds.extend(bind_fds.iter().map(|f| f.as_raw_fd()));
         let launched = self.spawner.launch(plan, &fds).await;
         drop((theirs, out_w, err_w, status_w, bind_fds));
-        let mut relay = match launched {
+        let mut sandbox = match launched {
             Ok(r) => r,
             Err(e) => {
                 let _ = tokio::task::spawn_blocking(move || cgroup.remove()).await;
@@ -298,7 +298,7 @@ impl Kernel {
 
         let live = Arc::new(Live {
             cgroup,
-            relay_pid: Some(relay.relay),
+            host_pid: Some(sandbox.host_pid),
             workspace: Arc::new(ws),
             inbox: Default::default(),
             stdin: Default::default(),
@@ -322,7 +322,7 @@ impl Kernel {
         };
         if let Some(reason) = failure {
             live.kill(&reason);
-            let _ = relay.wait().await;
+            let _ = sandbox.wait().await;
             self.finish(pid, &live, None).await;
             return Err(SysError::io(reason));
         }
@@ -344,7 +344,7 @@ impl Kernel {
             tokio::spawn(self.clone().pump_output(pid, fd, name, live.clone()));
         }
         let wall = pcb.limits.wall_time_s;
-        tokio::spawn(self.clone().reap(pid, relay, live, wall));
+        tokio::spawn(self.clone().reap(pid, sandbox, live, wall));
         Ok(())
     }
 
@@ -393,17 +393,17 @@ impl Kernel {
     }
 
     /// Waits for the agent to end (or its wall-time limit) and finishes it.
-    async fn reap(self: Arc<Self>, pid: Pid, mut relay: Launched, live: Arc<Live>, wall_s: u64) {
+    async fn reap(self: Arc<Self>, pid: Pid, mut sandbox: Launched, live: Arc<Live>, wall_s: u64) {
         let status = if wall_s > 0 {
             tokio::select! {
-                s = relay.wait() => s,
+                s = sandbox.wait() => s,
                 _ = tokio::time::sleep(Duration::from_secs(wall_s)) => {
                     live.kill(&format!("wall-time limit of {wall_s} s reached"));
-                    relay.wait().await
+                    sandbox.wait().await
                 }
             }
         } else {
-            relay.wait().await
+            sandbox.wait().await
         };
         self.finish(pid, &live, status).await;
     }

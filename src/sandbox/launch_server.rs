@@ -2,31 +2,34 @@
 //! small single-threaded root process that holds none of the agents'
 //! descriptors and none of the daemon's memory, so forking it costs the same
 //! with one agent or ten thousand. For each request on its control socket
-//! (fd 0, SOCK_SEQPACKET, see [`super::handoff`]) it forks a relay that
-//! builds the sandbox ([`super::launcher::run`]); it reaps the relays and
-//! tells the daemon how each ended.
+//! (fd 0, SOCK_SEQPACKET, see [`super::handoff`]) it forks the sandbox's
+//! pid 1 into a new pid namespace, which confines itself and execs the
+//! agent ([`super::launcher::run`]); it reaps them and tells the daemon how
+//! each ended. There is no process between the server and an agent.
 //!
 //! Between requests it creates network namespaces ahead of time (a small
 //! pool, each used by exactly one sandbox): creating one is the costliest
 //! step of a sandbox, and doing it while idle takes it off the spawn path.
 //!
 //! It dies with the daemon (parent-death signal), and exits when the daemon
-//! closes the control socket; its relays die with it, and their agents with
-//! them.
+//! closes the control socket; every agent's pid 1 dies with it (same
+//! signal), and with pid 1 its whole pid namespace.
 
 use super::handoff::{self, MAX_MESSAGE_BYTES};
 use super::launcher;
-use super::plan::LauncherReply;
+use super::plan::{LaunchEvent, LauncherReply};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sched::{CloneFlags, setns, unshare};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::{ForkResult, fork};
 use std::collections::HashMap;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// The control socket, as the daemon starts the launcher.
 const CONTROL_FD: RawFd = 0;
+/// Index of the status pipe among a request's descriptors.
+const STATUS: usize = 3;
 /// Network namespaces kept ready.
 const NETNS_POOL: usize = 4;
 
@@ -42,8 +45,12 @@ pub fn main() -> ! {
         Ok(s) => s,
         Err(e) => fatal(&format!("signalfd: {e}")),
     };
+    let server = match Server::new() {
+        Ok(s) => s,
+        Err(e) => fatal(&format!("cannot prepare: {e}")),
+    };
     let mut pool = NetnsPool::new();
-    serve(&sigchld, &mut pool)
+    serve(&server, &sigchld, &mut pool)
 }
 
 fn fatal(why: &str) -> ! {
@@ -74,11 +81,11 @@ fn child_signals() -> nix::Result<SignalFd> {
     SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
 }
 
-/// The serving loop: requests, reaped relays, and pool refills when idle.
-fn serve(sigchld: &SignalFd, pool: &mut NetnsPool) -> ! {
+/// The serving loop: requests, reaped sandboxes, and pool refills when idle.
+fn serve(server: &Server, sigchld: &SignalFd, pool: &mut NetnsPool) -> ! {
     let mut buf = vec![0u8; MAX_MESSAGE_BYTES];
-    // Relay host pid → request id.
-    let mut relays: HashMap<i32, u64> = HashMap::new();
+    // Host pid of each sandbox's pid 1 → request id.
+    let mut sandboxes: HashMap<i32, u64> = HashMap::new();
     loop {
         // SAFETY: fd 0 is the control socket for the whole life of the
         // process; nothing closes it.
@@ -105,7 +112,7 @@ fn serve(sigchld: &SignalFd, pool: &mut NetnsPool) -> ! {
         let (requests, children) = (ready(&fds[0]), ready(&fds[1]));
         if children {
             while sigchld.read_signal().ok().flatten().is_some() {}
-            reap(&mut relays);
+            reap(&mut sandboxes);
         }
         if requests {
             match handoff::receive_request(CONTROL_FD, &mut buf) {
@@ -114,12 +121,12 @@ fn serve(sigchld: &SignalFd, pool: &mut NetnsPool) -> ! {
                         true => None,
                         false => pool.take(),
                     };
-                    let reply = match start_relay(&request.plan, fds, netns) {
-                        Ok(relay) => {
-                            relays.insert(relay, request.id);
+                    let reply = match server.start_sandbox(&request.plan, fds, netns) {
+                        Ok(host_pid) => {
+                            sandboxes.insert(host_pid, request.id);
                             LauncherReply::Started {
                                 id: request.id,
-                                relay,
+                                host_pid,
                             }
                         }
                         Err(e) => LauncherReply::Refused {
@@ -138,22 +145,67 @@ fn serve(sigchld: &SignalFd, pool: &mut NetnsPool) -> ! {
     }
 }
 
-/// Forks the relay of one request; the parent keeps no descriptor of it.
-fn start_relay(
-    plan: &super::plan::LaunchPlan,
-    fds: Vec<OwnedFd>,
-    netns: Option<OwnedFd>,
-) -> nix::Result<i32> {
-    // SAFETY: the server is single-threaded (it never starts a thread), so
-    // the child may use any function.
-    match unsafe { fork() }? {
-        ForkResult::Child => launcher::run(plan, fds, netns),
-        ForkResult::Parent { child } => Ok(child.as_raw()),
+/// What the server keeps to start sandboxes.
+struct Server {
+    /// Our own pid namespace, to return to after each sandbox's fork.
+    own_pidns: OwnedFd,
+    /// A pidfd of ourselves, which each pid 1 checks for our death.
+    own_pidfd: OwnedFd,
+}
+
+impl Server {
+    fn new() -> std::io::Result<Server> {
+        let own_pidns = OwnedFd::from(std::fs::File::open("/proc/self/ns/pid")?);
+        // SAFETY: pidfd_open takes a pid and flags and returns a new
+        // descriptor (or -1); no memory is involved.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just returned this new descriptor to us.
+        let own_pidfd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+        Ok(Server {
+            own_pidns,
+            own_pidfd,
+        })
+    }
+
+    /// Forks the sandbox's pid 1 into a new pid namespace, tells the status
+    /// pipe its host pid, and keeps no descriptor of the request.
+    fn start_sandbox(
+        &self,
+        plan: &super::plan::LaunchPlan,
+        fds: Vec<OwnedFd>,
+        netns: Option<OwnedFd>,
+    ) -> nix::Result<i32> {
+        unshare(CloneFlags::CLONE_NEWPID)?;
+        // SAFETY: the server is single-threaded (it never starts a thread),
+        // so the child may use any function.
+        let forked = unsafe { fork() };
+        if let Ok(ForkResult::Child) = forked {
+            launcher::run(plan, fds, netns, self.own_pidfd.as_fd());
+        }
+        // Our later children must not land in that namespace: go back.
+        if let Err(e) = setns(&self.own_pidns, CloneFlags::CLONE_NEWPID) {
+            fatal(&format!("returning to our own pid namespace: {e}"));
+        }
+        let child = match forked? {
+            ForkResult::Parent { child } => child.as_raw(),
+            ForkResult::Child => unreachable!("the child never returns from launcher::run"),
+        };
+        let event = LaunchEvent::Forked { host_pid: child };
+        if let (Some(status), Ok(mut line)) = (fds.get(STATUS), serde_json::to_vec(&event)) {
+            line.push(b'\n');
+            // A pipe write this small is atomic; a failure means the daemon
+            // gave up on this sandbox, which the exit report settles.
+            let _ = nix::unistd::write(status, &line);
+        }
+        Ok(child)
     }
 }
 
-/// Collects every ended relay and tells the daemon.
-fn reap(relays: &mut HashMap<i32, u64>) {
+/// Collects every ended sandbox and tells the daemon.
+fn reap(sandboxes: &mut HashMap<i32, u64>) {
     loop {
         let mut status = 0;
         // SAFETY: waitpid writes the status into our local only.
@@ -161,7 +213,7 @@ fn reap(relays: &mut HashMap<i32, u64>) {
         if pid <= 0 {
             return;
         }
-        if let Some(id) = relays.remove(&pid) {
+        if let Some(id) = sandboxes.remove(&pid) {
             send(&LauncherReply::Exited {
                 id,
                 wait_status: status,

@@ -1,23 +1,15 @@
-//! One sandbox: what a relay forked by the launcher server
-//! ([`super::launch_server`]) does with a [`LaunchPlan`]. It applies the
-//! confinement in one linear sequence (DESIGN.md §2), then execs the agent
-//! program.
-//!
-//! Process shape: the relay unshares a pid namespace and forks; the child
-//! becomes pid 1 of that namespace, confines itself step by step and execs
-//! the program. The relay stays outside: it reports the child's host pid on
-//! the status pipe, closes every descriptor and exits with the child's
-//! status, which the launcher server passes on to the daemon. A failed step
-//! is reported on the status pipe as
-//! `{"event": "failed", "step": ..., "error": ...}`.
+//! One sandbox: what the agent's pid 1, just forked by the launcher server
+//! ([`super::launch_server`]) into a new pid namespace, does with its
+//! [`LaunchPlan`]. It applies the confinement in one linear sequence
+//! (DESIGN.md §2), then execs the agent program. A failed step is reported
+//! on the status pipe as `{"event": "failed", "step": ..., "error": ...}`;
+//! the server reports the host pid there, and the exit status to the daemon.
 
 use super::plan::{LaunchEvent, LaunchPlan, Rlimits};
 use super::{handoff, ids, landlock, mounts, seccomp};
 use nix::sched::{CloneFlags, setns, unshare};
 use nix::sys::resource::{Resource, setrlimit};
 use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, sigprocmask};
-use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::{ForkResult, fork};
 use std::ffi::CString;
 use std::fmt::Display;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -26,18 +18,30 @@ use std::os::unix::ffi::OsStrExt;
 /// The agent's syscall socket, as the ABI promises.
 pub const AGENT_SOCKET_FD: RawFd = 3;
 /// The status pipe while the launcher runs (close-on-exec).
-const STATUS_FD: RawFd = 4;
+pub const STATUS_FD: RawFd = 4;
 /// Sources of the extra read-only binds, in plan order (close-on-exec).
 pub const FIRST_BIND_FD: RawFd = 5;
 /// Exit code of a launcher whose setup failed.
 pub const EXIT_SETUP_FAILED: i32 = 125;
 
-/// The relay's life, in a process just forked by the single-threaded
-/// launcher server. `fds` are the request's descriptors; `netns`, when
-/// given, is a fresh, unused network namespace to enter instead of
-/// creating one.
-pub fn run(plan: &LaunchPlan, fds: Vec<OwnedFd>, netns: Option<OwnedFd>) -> ! {
-    // 1. Sanitize: socket → fd 3, stdout/stderr → the daemon's log pipes,
+/// The life of the sandbox's pid 1, in a process just forked by the
+/// single-threaded launcher server. `fds` are the request's descriptors;
+/// `netns`, when given, is a fresh, unused network namespace to enter
+/// instead of creating one; `server` is a pidfd of the server.
+pub fn run(
+    plan: &LaunchPlan,
+    fds: Vec<OwnedFd>,
+    netns: Option<OwnedFd>,
+    server: BorrowedFd<'_>,
+) -> ! {
+    // 1. Die with the server (which dies with the daemon). The server is
+    //    outside our pid namespace (getppid() says 0), so whether it died
+    //    before the signal was armed is asked of its pidfd.
+    if set_parent_death_signal().is_err() || process_ended(server) {
+        exit_now(EXIT_SETUP_FAILED);
+    }
+
+    // 2. Sanitize: socket → fd 3, stdout/stderr → the daemon's log pipes,
     //    status → fd 4, the bind sources → 5.. and the network namespace
     //    after them (close-on-exec), stdin → /dev/null, close the rest
     //    (the server's own descriptors among them).
@@ -49,31 +53,19 @@ pub fn run(plan: &LaunchPlan, fds: Vec<OwnedFd>, netns: Option<OwnedFd>) -> ! {
         }
     };
 
-    // The server blocks SIGCHLD for its signalfd; the relay waits normally.
+    // The server blocks SIGCHLD for its signalfd; the agent starts clean.
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 
-    // Die with the server (which dies with the daemon). Set before anything
-    // else can race its death.
-    let parent = nix::unistd::getppid();
-    let dies_with_server = set_parent_death_signal();
-    if dies_with_server.is_err() || nix::unistd::getppid() != parent {
-        report_failed("parent-death signal", "the launcher went away");
-    }
+    let err = confine_and_exec(plan, netns);
+    report_failed(&err.step, err.error)
+}
 
-    // 2. A new pid namespace: the next child is its pid 1.
-    if let Err(e) = unshare(CloneFlags::CLONE_NEWPID) {
-        report_failed("pid namespace", e);
-    }
-
-    // SAFETY: this process is single-threaded (a fork of the single-threaded
-    // launcher server), so the child may use any function.
-    match unsafe { fork() } {
-        Err(e) => report_failed("fork", e),
-        Ok(ForkResult::Parent { child }) => relay(child),
-        Ok(ForkResult::Child) => {
-            let err = confine_and_exec(plan, netns);
-            report_failed(&err.step, err.error)
-        }
+/// Whether the process behind a pidfd has ended (its pidfd is readable).
+fn process_ended(pidfd: BorrowedFd<'_>) -> bool {
+    let mut fds = [nix::poll::PollFd::new(pidfd, nix::poll::PollFlags::POLLIN)];
+    match nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) {
+        Ok(n) => n > 0,
+        Err(_) => true,
     }
 }
 
@@ -114,7 +106,7 @@ fn confine(
         "bind sources",
         mounts::detach_bind_sources(FIRST_BIND_FD, plan.extra_ro.len()),
     )?;
-    // 5. The other namespaces (pid was unshared by the relay). The network
+    // 5. The other namespaces (pid was new at fork). The network
     //    namespace is a fresh one the server made ahead of time when it has
     //    one (creating it is the costliest namespace), else a new one now,
     //    unless the plan keeps the daemon's.
@@ -222,7 +214,7 @@ fn install_descriptors(
     // SAFETY: close_range only closes descriptors; everything from `next`
     // up is a leftover: the lifted copies, and the server's own descriptors,
     // whose Rust owners in this forked copy are never used or dropped (the
-    // relay and pid 1 never return to the server loop).
+    // pid 1 never returns to the server loop).
     let rc = unsafe { libc::syscall(libc::SYS_close_range, next as u32, u32::MAX, 0) };
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
@@ -316,30 +308,4 @@ fn report_failed(step: &str, error: impl Display) -> ! {
         error: error.to_string(),
     });
     exit_now(EXIT_SETUP_FAILED)
-}
-
-/// The relay's life after the fork: report the child's host pid, drop
-/// every descriptor so the daemon sees EOF exactly when the agent closes its
-/// own, then wait and exit with the child's status.
-fn relay(child: nix::unistd::Pid) -> ! {
-    report(&LaunchEvent::Forked {
-        host_pid: child.as_raw(),
-    });
-    // SAFETY: closes all our descriptors; the relay needs none of them.
-    unsafe { libc::syscall(libc::SYS_close_range, 0, u32::MAX, 0) };
-    loop {
-        match waitpid(child, None) {
-            Ok(WaitStatus::Exited(_, code)) => exit_now(code),
-            Ok(WaitStatus::Signaled(_, sig, _)) => {
-                // Die the same way, so the daemon sees the real signal.
-                // SAFETY: SIG_DFL involves no handler code.
-                let _ = unsafe { nix::sys::signal::signal(sig, SigHandler::SigDfl) };
-                let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
-                let _ = nix::sys::signal::raise(sig);
-                exit_now(128 + sig as i32)
-            }
-            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => exit_now(EXIT_SETUP_FAILED),
-        }
-    }
 }

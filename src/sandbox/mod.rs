@@ -1,6 +1,6 @@
 //! Confinement of agents. The daemon side builds a [`plan::LaunchPlan`]
 //! from a profile and hands it through [`spawner`] to the launcher server
-//! ([`launch_server`]), whose relay for that sandbox ([`launcher`]) applies
+//! ([`launch_server`]), whose child, the sandbox's pid 1 ([`launcher`]), applies
 //! the steps in one linear sequence: fds, cgroup, rlimits, namespaces,
 //! mounts, hostname, ids, capabilities, no_new_privs, Landlock, seccomp,
 //! exec.

@@ -56,7 +56,7 @@ pub struct Rlimits {
     pub nproc: u64,
 }
 
-/// Status lines the launcher writes on its status pipe.
+/// Status lines on a sandbox's status pipe (from the server and pid 1).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum LaunchEvent {
@@ -79,12 +79,11 @@ pub struct LaunchRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub enum LauncherReply {
-    /// The relay of request `id` runs as host pid `relay`; setup progress
-    /// follows on the request's status pipe.
-    Started { id: u64, relay: i32 },
+    /// The pid 1 of request `id` runs as host pid `host_pid`; setup
+    /// progress follows on the request's status pipe.
+    Started { id: u64, host_pid: i32 },
     /// Request `id` could not even be forked.
     Refused { id: u64, error: String },
-    /// The relay of request `id` ended; `wait_status` as waitpid(2) gave it
-    /// (the relay ends the way the agent program did).
+    /// The pid 1 of request `id` ended; `wait_status` as waitpid(2) gave it.
     Exited { id: u64, wait_status: i32 },
 }

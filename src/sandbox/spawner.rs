@@ -1,6 +1,6 @@
 //! The daemon's side of the launcher server ([`super::launch_server`]):
 //! starts `agentos-launcher` once, sends it launch requests with their
-//! descriptors, and routes its replies — the relay's host pid when a
+//! descriptors, and routes its replies — pid 1's host pid when a
 //! sandbox starts, its wait status when it ends — to whoever asked.
 //!
 //! The daemon never forks itself for a sandbox: its memory and descriptor
@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
 
-/// How long the server may take to fork a relay for one request.
+/// How long the server may take to fork one sandbox.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// Exit code of the daemon when the launcher server dies under it: no
 /// sandbox can start any more and every agent died with the server, so the
@@ -57,17 +57,17 @@ pub struct Spawner {
     pending: PendingMap,
 }
 
-/// A sandbox's relay, as started by the server.
+/// A sandbox as started by the server.
 pub struct Launched {
-    /// Host pid of the relay (the launcher server's child); killing it
-    /// kills the sandbox's pid 1 by parent-death signal.
-    pub relay: i32,
+    /// Host pid of the sandbox's pid 1 (the launcher server's child);
+    /// killing it ends its whole pid namespace.
+    pub host_pid: i32,
     exit: oneshot::Receiver<i32>,
     ended: Option<Option<ExitStatus>>,
 }
 
 impl Launched {
-    /// Waits for the relay's end; its status is the agent program's. None
+    /// Waits for pid 1's end: the agent program's exit status. None
     /// when the launcher server went away first. Cancel-safe, and may be
     /// called again after it returned.
     pub async fn wait(&mut self) -> Option<ExitStatus> {
@@ -79,11 +79,11 @@ impl Launched {
         status
     }
 
-    /// Sends SIGKILL to the relay, unless it was already seen to end.
+    /// Sends SIGKILL to pid 1, unless it was already seen to end.
     pub fn kill(&self) {
         if self.ended.is_none() {
             let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.relay),
+                nix::unistd::Pid::from_raw(self.host_pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
@@ -131,7 +131,7 @@ impl Spawner {
     /// Asks the server for one sandbox. `fds`: the syscall socket, stdout,
     /// stderr and status descriptors, then one per `plan.extra_ro` entry;
     /// the caller may close its copies once this returns. Returns when the
-    /// relay exists; setup progress comes on the status pipe.
+    /// sandbox's pid 1 exists; setup progress comes on the status pipe.
     pub async fn launch(&self, plan: LaunchPlan, fds: &[RawFd]) -> Result<Launched, SpawnerError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (started_tx, started_rx) = oneshot::channel();
@@ -148,8 +148,8 @@ impl Spawner {
             self.pending_map().remove(&id);
             return Err(e);
         }
-        let relay = match tokio::time::timeout(START_TIMEOUT, started_rx).await {
-            Ok(Ok(Ok(relay))) => relay,
+        let host_pid = match tokio::time::timeout(START_TIMEOUT, started_rx).await {
+            Ok(Ok(Ok(pid))) => pid,
             Ok(Ok(Err(refused))) => return Err(SpawnerError::Refused(refused)),
             Ok(Err(_)) => return Err(SpawnerError::Gone),
             Err(_) => {
@@ -158,7 +158,7 @@ impl Spawner {
             }
         };
         Ok(Launched {
-            relay,
+            host_pid,
             exit: exited_rx,
             ended: None,
         })
@@ -268,9 +268,9 @@ async fn read_replies(sock: Arc<AsyncFd<OwnedFd>>, pending: PendingMap) {
         };
         let mut map = pending.lock().unwrap_or_else(|e| e.into_inner());
         match reply {
-            LauncherReply::Started { id, relay } => {
+            LauncherReply::Started { id, host_pid } => {
                 if let Some(tx) = map.get_mut(&id).and_then(|p| p.started.take()) {
-                    let _ = tx.send(Ok(relay));
+                    let _ = tx.send(Ok(host_pid));
                 }
             }
             LauncherReply::Refused { id, error } => {
