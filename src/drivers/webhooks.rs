@@ -726,7 +726,7 @@ async fn handle(
             "no webhook is registered at this path",
         );
     };
-    if k.store.count(&k.store.trees.inbox, target.pid) >= MAX_QUEUED {
+    if k.store.queues.inbox.get(target.pid) >= MAX_QUEUED as u64 {
         return text(StatusCode::SERVICE_UNAVAILABLE, "the agent's inbox is full");
     }
     let seq = match k.store.next_seq() {
@@ -798,6 +798,7 @@ async fn handle(
         tracing::error!(pid = target.pid, "webhook delivery: {e}");
         return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
     }
+    k.store.queues.inbox.add(target.pid, 1);
     if let Some(live) = k.live.get(target.pid) {
         live.inbox.notify_waiters();
     }

@@ -1,6 +1,8 @@
 //! One agent's fd-3 connection: read newline-delimited requests under a line
 //! cap, run each as its own task (so blocking calls do not hold up the
-//! rest), and write replies in whatever order they finish.
+//! rest), and write replies in whatever order they finish. Calls that
+//! neither block nor change anything (GETPID, AGENT_INFO, PS) are answered
+//! on the connection's own task, without a task of their own.
 //!
 //! Back-pressure keeps memory flat under a flood: at most `max_in_flight`
 //! requests run at once; while all slots are busy the daemon stops reading
@@ -68,13 +70,29 @@ async fn read_line<R: AsyncBufRead + Unpin>(
     }
 }
 
+/// Calls answered on the connection's task: they neither block nor wait
+/// for the group commit (unless refused, which PS may be).
+fn answered_inline(call: &str) -> bool {
+    matches!(call, "GETPID" | "AGENT_INFO" | "PS")
+}
+
+/// Most reply bytes gathered into one write.
+const WRITE_BATCH: usize = 64 * 1024;
+
 /// Serves the agent until it closes its socket.
 pub async fn serve(k: Arc<Kernel>, pid: Pid, stream: UnixStream) {
     let (rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(k.config.max_in_flight.max(1));
     let writer = tokio::spawn(async move {
-        while let Some(line) = rx.recv().await {
-            if wr.write_all(&line).await.is_err() {
+        while let Some(mut out) = rx.recv().await {
+            // Replies that finished meanwhile go out in the same write.
+            while out.len() < WRITE_BATCH {
+                match rx.try_recv() {
+                    Ok(line) => out.extend_from_slice(&line),
+                    Err(_) => break,
+                }
+            }
+            if wr.write_all(&out).await.is_err() {
                 break;
             }
         }
@@ -126,15 +144,19 @@ pub async fn serve(k: Arc<Kernel>, pid: Pid, stream: UnixStream) {
                     let _ = tx.send(reply.to_line()).await;
                     continue;
                 }
+                let n = bytes.len() as u64 + 1;
+                if answered_inline(&req.call) {
+                    let line = super::dispatch::dispatch(&k, pid, req).await.to_line();
+                    count_bytes(&k, pid, n, &line);
+                    let _ = tx.send(line).await;
+                    drop(permit);
+                    continue;
+                }
                 let k = k.clone();
                 let tx = tx.clone();
-                let n = bytes.len() as u64;
                 tokio::spawn(async move {
-                    k.table.count(pid, |p| p.counters.bytes_in += n + 1);
-                    let reply = super::dispatch::dispatch(&k, pid, req).await;
-                    let line = reply.to_line();
-                    k.table
-                        .count(pid, |p| p.counters.bytes_out += line.len() as u64);
+                    let line = super::dispatch::dispatch(&k, pid, req).await.to_line();
+                    count_bytes(&k, pid, n, &line);
                     let _ = tx.send(line).await;
                     drop(permit);
                 });
@@ -145,6 +167,13 @@ pub async fn serve(k: Arc<Kernel>, pid: Pid, stream: UnixStream) {
     }
     drop(tx);
     let _ = writer.await;
+}
+
+fn count_bytes(k: &Kernel, pid: Pid, bytes_in: u64, reply: &[u8]) {
+    k.table.count(pid, |p| {
+        p.counters.bytes_in += bytes_in;
+        p.counters.bytes_out += reply.len() as u64;
+    });
 }
 
 /// A token bucket admitting `rate` calls per second (0 = unlimited) with a

@@ -41,9 +41,9 @@ async fn dispatch_inner(k: &Arc<Kernel>, pid: Pid, req: Request) -> Reply {
 
 async fn execute(k: &Arc<Kernel>, pid: Pid, req: Request) -> Reply {
     let started = std::time::Instant::now();
-    let outcome = run(k, pid, &req).await;
-    let elapsed = started.elapsed().as_micros() as u64;
     let call = Call::parse(&req.call);
+    let (outcome, has_model) = run(k, pid, call, &req).await;
+    let elapsed = started.elapsed().as_micros() as u64;
     // Refusals (missing permission, escalation attempts, someone else's
     // agent or file) are counted and audited.
     let denied = matches!(&outcome, Err(e) if matches!(e.code, Errno::EACCES | Errno::EPERM));
@@ -53,23 +53,18 @@ async fn execute(k: &Arc<Kernel>, pid: Pid, req: Request) -> Reply {
             p.counters.denied += 1;
         }
     });
+    let result = match &outcome {
+        Ok(_) => "SUCCESS",
+        Err(e) => e.code.as_str(),
+    };
     tracing::debug!(
         pid,
         call = %req.call,
         duration_us = elapsed,
-        result = match &outcome {
-            Ok(_) => "SUCCESS",
-            Err(e) => e.code.as_str(),
-        },
+        result,
         "syscall"
     );
-    k.metrics.syscall(
-        &req.call,
-        match &outcome {
-            Ok(_) => "SUCCESS",
-            Err(e) => e.code.as_str(),
-        },
-    );
+    k.metrics.syscall(call, result);
     if denied {
         super::metrics::Metrics::add(&k.metrics.denied, 1);
         let reason = match &outcome {
@@ -79,17 +74,26 @@ async fn execute(k: &Arc<Kernel>, pid: Pid, req: Request) -> Reply {
         tracing::warn!(target: "audit", pid, call = %req.call, "syscall denied: {reason}");
         k.audit("syscall-denied", None, Some(pid), &req.call, &reason);
     }
+    let read_only = call.is_some_and(Call::is_read_only);
     let recorded_args = journal_args(call, &req.args);
     let entry = JournalEntry::syscall(&req.call, &recorded_args, &outcome, elapsed);
-    if let Err(e) = k.journal(pid, entry) {
+    // A read-only call changed nothing: its entry waits in memory and goes
+    // into the journal with the agent's next entry (journal.rs). Refusals
+    // are audited and written at once.
+    let journaled = if read_only && !denied {
+        k.journal_read_only(pid, entry)
+    } else {
+        k.journal(pid, entry)
+    };
+    if let Err(e) = journaled {
         return Reply::error(req.id, SysError::io(format!("journal: {e}")));
     }
-    if let Err(e) = k.record_turn(pid, call, &recorded_args, &outcome) {
+    if let Err(e) = k.record_turn(pid, has_model, call, &recorded_args, &outcome) {
         return Reply::error(req.id, SysError::io(format!("journal: {e}")));
     }
-    // A state change is acknowledged only once it is durable. Read-only
-    // calls and refusals changed nothing; their journal entries ride the
-    // next flush.
+    // A state change is acknowledged only once it is durable: one group
+    // commit covers the change, its journal entry and its turn record.
+    // Read-only calls and refusals changed nothing and are not waited for.
     let mutating = call.is_some_and(|c| !c.is_read_only()) && outcome.is_ok();
     if mutating || denied {
         if let Err(e) = k.store.durable().await {
@@ -99,17 +103,37 @@ async fn execute(k: &Arc<Kernel>, pid: Pid, req: Request) -> Reply {
     Reply::from_result(req.id, outcome)
 }
 
-async fn run(k: &Arc<Kernel>, pid: Pid, req: &Request) -> Result<Value, SysError> {
-    let Some(call) = Call::parse(&req.call) else {
-        return Err(SysError::new(
-            Errno::ENOSYS,
-            format!("unknown syscall {:?}", req.call),
-        ));
+/// Runs the call; also says whether the caller is an LLM agent (whose calls
+/// are kept as turns).
+async fn run(
+    k: &Arc<Kernel>,
+    pid: Pid,
+    call: Option<Call>,
+    req: &Request,
+) -> (Result<Value, SysError>, bool) {
+    let Some(call) = call else {
+        return (
+            Err(SysError::new(
+                Errno::ENOSYS,
+                format!("unknown syscall {:?}", req.call),
+            )),
+            false,
+        );
     };
-    let pcb = k
-        .table
-        .get(pid)
-        .ok_or_else(|| SysError::srch("caller has no PCB"))?;
+    let Some(pcb) = k.table.get(pid) else {
+        return (Err(SysError::srch("caller has no PCB")), false);
+    };
+    let has_model = pcb.model.is_some();
+    (handle(k, pid, call, &pcb, req).await, has_model)
+}
+
+async fn handle(
+    k: &Arc<Kernel>,
+    pid: Pid,
+    call: Call,
+    pcb: &super::pcb::Pcb,
+    req: &Request,
+) -> Result<Value, SysError> {
     if !pcb.may(call) {
         return Err(SysError::acces(format!(
             "permission denied for syscall {}",
@@ -124,34 +148,34 @@ async fn run(k: &Arc<Kernel>, pid: Pid, req: &Request) -> Result<Value, SysError
     }
     let args = &req.args;
     match call {
-        Call::GETPID => k.sys_getpid(&pcb, args),
-        Call::SYS_EXIT => k.sys_exit(&pcb, args).await,
-        Call::SPAWN_AGENT => k.sys_spawn(&pcb, args).await,
-        Call::WAIT => k.sys_wait(&pcb, args).await,
-        Call::KILL => k.sys_kill(&pcb, args),
-        Call::PS => k.sys_ps(&pcb, args),
-        Call::SLEEP => k.sys_sleep(&pcb, args).await,
-        Call::SEND_MSG => k.sys_send(&pcb, args),
-        Call::RECV_MSG => k.sys_recv(&pcb, args).await,
-        Call::SYS_WRITE_STDOUT => k.sys_write_stdout(&pcb, args),
-        Call::SYS_READ_STDIN => k.sys_read_stdin(&pcb, args).await,
+        Call::GETPID => k.sys_getpid(pcb, args),
+        Call::SYS_EXIT => k.sys_exit(pcb, args).await,
+        Call::SPAWN_AGENT => k.sys_spawn(pcb, args).await,
+        Call::WAIT => k.sys_wait(pcb, args).await,
+        Call::KILL => k.sys_kill(pcb, args),
+        Call::PS => k.sys_ps(pcb, args),
+        Call::SLEEP => k.sys_sleep(pcb, args).await,
+        Call::SEND_MSG => k.sys_send(pcb, args),
+        Call::RECV_MSG => k.sys_recv(pcb, args).await,
+        Call::SYS_WRITE_STDOUT => k.sys_write_stdout(pcb, args),
+        Call::SYS_READ_STDIN => k.sys_read_stdin(pcb, args).await,
         Call::FS_READ => fs_call(k, pid, args, fs::fs_read).await,
         Call::FS_WRITE => fs_call(k, pid, args, fs::fs_write).await,
         Call::FS_LIST => fs_call(k, pid, args, fs::fs_list).await,
         Call::FS_DELETE => fs_call(k, pid, args, fs::fs_delete).await,
-        Call::LLM_INFER => k.sys_infer(&pcb, args).await,
-        Call::AGENT_INFO => k.sys_agent_info(&pcb, args),
+        Call::LLM_INFER => k.sys_infer(pcb, args).await,
+        Call::AGENT_INFO => k.sys_agent_info(pcb, args),
         Call::NET_WRITE | Call::MEM_SHARED => Err(SysError::new(
             Errno::ENOSYS,
             format!("{} is a permission, not a syscall", call.name()),
         )),
-        Call::SYS_SCHEDULE => k.sys_schedule(&pcb, args),
-        Call::EXEC_CMD => k.sys_exec(&pcb, args).await,
-        Call::NET_FETCH => k.sys_net_fetch(&pcb, args).await,
-        Call::MEM_WRITE => crate::drivers::memory::mem_write(k, &pcb, args).await,
-        Call::MEM_READ => crate::drivers::memory::mem_read(k, &pcb, args).await,
-        Call::SYS_REGISTER_WEBHOOK => k.sys_register_webhook(&pcb, args),
-        Call::SYS_WEBHOOK_REPLY => k.sys_webhook_reply(&pcb, args),
+        Call::SYS_SCHEDULE => k.sys_schedule(pcb, args),
+        Call::EXEC_CMD => k.sys_exec(pcb, args).await,
+        Call::NET_FETCH => k.sys_net_fetch(pcb, args).await,
+        Call::MEM_WRITE => crate::drivers::memory::mem_write(k, pcb, args).await,
+        Call::MEM_READ => crate::drivers::memory::mem_read(k, pcb, args).await,
+        Call::SYS_REGISTER_WEBHOOK => k.sys_register_webhook(pcb, args),
+        Call::SYS_WEBHOOK_REPLY => k.sys_webhook_reply(pcb, args),
     }
 }
 

@@ -9,7 +9,7 @@
 
 use super::Kernel;
 use super::pcb::{Pcb, Pid, State, now_ms};
-use super::store::key;
+use super::store::{QueueLengths, key};
 use crate::abi::calls::{RecvArgs, RecvMsgArgs, SendArgs, WriteStdoutArgs};
 use crate::abi::wire::typed_args;
 use crate::abi::{Errno, SysError};
@@ -82,7 +82,8 @@ impl Kernel {
             )));
         }
         let inbox = &self.store.trees.inbox;
-        if self.store.count(inbox, target.pid) >= MAX_QUEUED {
+        let queued = &self.store.queues.inbox;
+        if !queued.reserve(target.pid, MAX_QUEUED as u64) {
             return Err(SysError::new(
                 Errno::EAGAIN,
                 format!(
@@ -91,23 +92,33 @@ impl Kernel {
                 ),
             ));
         }
-        let seq = self
+        let stored = self
             .store
             .next_seq()
-            .map_err(|e| SysError::io(e.to_string()))?;
-        let msg = Message {
-            seq,
-            from,
-            from_uid,
-            body,
-            ts_ms: now_ms(),
-            kind: None,
-            event: None,
+            .map_err(|e| SysError::io(e.to_string()))
+            .and_then(|seq| {
+                let msg = Message {
+                    seq,
+                    from,
+                    from_uid,
+                    body,
+                    ts_ms: now_ms(),
+                    kind: None,
+                    event: None,
+                };
+                let bytes = serde_json::to_vec(&msg).map_err(|e| SysError::io(e.to_string()))?;
+                inbox
+                    .insert(key(target.pid, seq), bytes)
+                    .map_err(|e| SysError::io(e.to_string()))?;
+                Ok(seq)
+            });
+        let seq = match stored {
+            Ok(seq) => seq,
+            Err(e) => {
+                queued.remove(target.pid, 1);
+                return Err(e);
+            }
         };
-        let bytes = serde_json::to_vec(&msg).map_err(|e| SysError::io(e.to_string()))?;
-        inbox
-            .insert(key(target.pid, seq), bytes)
-            .map_err(|e| SysError::io(e.to_string()))?;
         if let Some(live) = self.live.get(target.pid) {
             live.inbox.notify_waiters();
         }
@@ -131,13 +142,13 @@ impl Kernel {
                 .into_iter()
                 .filter(|(seq, _)| *seq <= through)
                 .collect();
-            take(&tree, pcb.pid, &acked)?;
+            take(&tree, &self.store.queues.inbox, pcb.pid, &acked)?;
         }
         let msgs: Vec<(u64, Message)> = self
             .wait_queue(pcb.pid, &tree, max, a.wait_ms, QueueKind::Inbox)
             .await?;
         if !a.keep {
-            take(&tree, pcb.pid, &msgs)?;
+            take(&tree, &self.store.queues.inbox, pcb.pid, &msgs)?;
         }
         self.table.count(pcb.pid, |p| {
             p.counters.messages_received += msgs.len() as u64
@@ -171,15 +182,17 @@ impl Kernel {
                 )
             })?;
         let stdin = &self.store.trees.stdin;
-        if self.store.count(stdin, t.pid) >= MAX_QUEUED {
+        let queued = &self.store.queues.stdin;
+        if !queued.reserve(t.pid, MAX_QUEUED as u64) {
             return Err(SysError::new(
                 Errno::EAGAIN,
                 "the pipe is full; retry later",
             ));
         }
-        self.store
-            .append(stdin, t.pid, &a.data)
-            .map_err(|e| SysError::io(e.to_string()))?;
+        if let Err(e) = self.store.append(stdin, t.pid, &a.data) {
+            queued.remove(t.pid, 1);
+            return Err(SysError::io(e.to_string()));
+        }
         if let Some(live) = self.live.get(t.pid) {
             live.stdin.notify_waiters();
         }
@@ -198,7 +211,7 @@ impl Kernel {
         let chunks: Vec<(u64, String)> = self
             .wait_queue(pcb.pid, &tree, max, a.wait_ms, QueueKind::Stdin)
             .await?;
-        take(&tree, pcb.pid, &chunks)?;
+        take(&tree, &self.store.queues.stdin, pcb.pid, &chunks)?;
         let data: String = chunks.iter().map(|(_, d)| d.as_str()).collect();
         let writers = self
             .table
@@ -273,12 +286,23 @@ impl QueueKind {
     }
 }
 
-/// Removes delivered entries in one batch.
-fn take<T>(tree: &sled::Tree, pid: Pid, entries: &[(u64, T)]) -> Result<(), SysError> {
+/// Removes delivered entries in one batch. The caller holds the agent's
+/// `recv_lock`, so every entry is still there and is removed here only.
+fn take<T>(
+    tree: &sled::Tree,
+    queued: &QueueLengths,
+    pid: Pid,
+    entries: &[(u64, T)],
+) -> Result<(), SysError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
     let mut batch = sled::Batch::default();
     for (seq, _) in entries {
         batch.remove(&key(pid, *seq));
     }
     tree.apply_batch(batch)
-        .map_err(|e| SysError::io(e.to_string()))
+        .map_err(|e| SysError::io(e.to_string()))?;
+    queued.remove(pid, entries.len() as u64);
+    Ok(())
 }

@@ -2,15 +2,30 @@
 //! state transition) and the agent log (stdout/stderr lines). Both live in
 //! sled under (pid, seq) keys with one global sequence, so `agentos logs`
 //! can merge them in order; new entries are also broadcast for `logs -f`.
+//!
+//! Read-only calls (GETPID, PS, AGENT_INFO, FS_READ, …) changed nothing, so
+//! they are not written one by one: each agent's latest ones wait in memory
+//! ([`PendingCalls`], at most [`PENDING_MAX_CALLS`] and
+//! [`PENDING_MAX_BYTES`]; older ones are counted in an `omitted` entry) and
+//! go into the journal, with their own sequence numbers, in the same batch
+//! as the agent's next journal entry — its next state-changing call or state
+//! transition, at the latest its termination. `agentos logs` shows them
+//! from memory meanwhile.
 
 use super::Kernel;
 use super::pcb::{Pid, State, now_ms};
-use super::store::StoreError;
+use super::store::{StoreError, key};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard};
 
 /// Longest argument/result text kept in a journal entry.
 const MAX_JOURNAL_TEXT: usize = 4096;
+/// Read-only calls of one agent kept in memory until its next journal entry.
+pub const PENDING_MAX_CALLS: usize = 256;
+/// Text (arguments and results) of those calls kept in memory per agent.
+pub const PENDING_MAX_BYTES: usize = 32 * 1024;
 
 /// One journal record.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -34,6 +49,13 @@ pub enum JournalEntry {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// Read-only calls that were answered and counted but not kept: more
+    /// came between two journal entries than the in-memory buffer holds.
+    Omitted {
+        /// Time of the last call omitted.
+        ts_ms: u64,
+        calls: u64,
+    },
 }
 
 /// What `agentos logs` shows: one line of output or of the syscall trace.
@@ -55,6 +77,43 @@ struct LogLine {
     text: String,
 }
 
+/// `clip(v.to_string())` without building the whole text of a large value
+/// (a RECV_MSG reply of 1,000 messages is clipped to 4 KiB anyway).
+pub fn clip_json(v: &Value) -> String {
+    struct Bounded {
+        head: Vec<u8>,
+        total: usize,
+    }
+    impl std::io::Write for Bounded {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.total += b.len();
+            let room = MAX_JOURNAL_TEXT.saturating_sub(self.head.len());
+            self.head.extend_from_slice(&b[..room.min(b.len())]);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut w = Bounded {
+        head: Vec::new(),
+        total: 0,
+    };
+    if serde_json::to_writer(&mut w, v).is_err() {
+        return clip(v.to_string());
+    }
+    let head = match std::str::from_utf8(&w.head) {
+        Ok(s) => s,
+        // Cut inside a character: keep the whole characters before it.
+        Err(e) => std::str::from_utf8(&w.head[..e.valid_up_to()]).unwrap_or_default(),
+    };
+    if w.total <= MAX_JOURNAL_TEXT {
+        head.to_string()
+    } else {
+        format!("{head}… ({} bytes)", w.total)
+    }
+}
+
 pub fn clip(s: String) -> String {
     if s.len() <= MAX_JOURNAL_TEXT {
         return s;
@@ -74,7 +133,7 @@ impl JournalEntry {
         duration_us: u64,
     ) -> Self {
         let (status, error, result) = match outcome {
-            Ok(v) => ("SUCCESS".to_string(), None, clip(v.to_string())),
+            Ok(v) => ("SUCCESS".to_string(), None, clip_json(v)),
             Err(e) => (
                 "ERROR".to_string(),
                 Some(e.code.to_string()),
@@ -84,7 +143,7 @@ impl JournalEntry {
         JournalEntry::Syscall {
             ts_ms: now_ms(),
             call: call.to_string(),
-            args: clip(args.to_string()),
+            args: clip_json(args),
             status,
             error,
             result,
@@ -127,16 +186,140 @@ impl JournalEntry {
                     None => format!("{} → {}", from.as_str(), to.as_str()),
                 },
             },
+            JournalEntry::Omitted { ts_ms, calls } => LogEvent {
+                pid,
+                seq,
+                ts_ms: *ts_ms,
+                stream: "syscall".into(),
+                text: format!("… {calls} earlier read-only calls not kept"),
+            },
+        }
+    }
+
+    /// Text held by the entry, for the in-memory bound.
+    fn text_len(&self) -> usize {
+        match self {
+            JournalEntry::Syscall {
+                call,
+                args,
+                error,
+                result,
+                ..
+            } => call.len() + args.len() + error.as_ref().map_or(0, String::len) + result.len(),
+            JournalEntry::State { reason, .. } => reason.as_ref().map_or(0, String::len),
+            JournalEntry::Omitted { .. } => 0,
+        }
+    }
+}
+
+/// One agent's read-only calls not yet in the journal.
+#[derive(Default)]
+struct Pending {
+    calls: VecDeque<(u64, JournalEntry)>,
+    bytes: usize,
+    /// Calls dropped from the front since the last write, with the sequence
+    /// number and time of the last one dropped.
+    omitted: u64,
+    omitted_seq: u64,
+    omitted_ts_ms: u64,
+}
+
+impl Pending {
+    /// The entries to write or show (those after `after`), oldest first,
+    /// omitted ones summarised.
+    fn entries(&self, after: Option<u64>) -> Vec<(u64, JournalEntry)> {
+        let keep = |seq: u64| after.is_none_or(|a| seq > a);
+        let mut out = Vec::with_capacity(self.calls.len() + 1);
+        if self.omitted > 0 && keep(self.omitted_seq) {
+            out.push((
+                self.omitted_seq,
+                JournalEntry::Omitted {
+                    ts_ms: self.omitted_ts_ms,
+                    calls: self.omitted,
+                },
+            ));
+        }
+        out.extend(self.calls.iter().filter(|(seq, _)| keep(*seq)).cloned());
+        out
+    }
+}
+
+/// Read-only calls of every agent waiting for that agent's next journal
+/// entry (see the module documentation).
+#[derive(Default)]
+pub struct PendingCalls {
+    map: Mutex<HashMap<Pid, Pending>>,
+}
+
+impl PendingCalls {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Pid, Pending>> {
+        // Plain buffers: a panic cannot leave one half-updated in a way
+        // that matters, so poisoning is ignored.
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, pid: Pid, seq: u64, entry: JournalEntry) {
+        let len = entry.text_len();
+        let mut map = self.lock();
+        let p = map.entry(pid).or_default();
+        p.calls.push_back((seq, entry));
+        p.bytes += len;
+        while p.calls.len() > PENDING_MAX_CALLS || p.bytes > PENDING_MAX_BYTES {
+            let Some((seq, old)) = p.calls.pop_front() else {
+                break;
+            };
+            p.bytes -= old.text_len();
+            p.omitted += 1;
+            p.omitted_seq = seq;
+            if let JournalEntry::Syscall { ts_ms, .. } = old {
+                p.omitted_ts_ms = ts_ms;
+            }
         }
     }
 }
 
 impl Kernel {
-    /// Appends a journal entry (durable with the next group commit).
+    /// Appends a journal entry (durable with the next group commit), with
+    /// the agent's read-only calls waiting in memory before it.
     pub fn journal(&self, pid: Pid, entry: JournalEntry) -> Result<u64, StoreError> {
-        let seq = self.store.append(&self.store.trees.journal, pid, &entry)?;
-        let _ = self.logs.send(entry.to_log(pid, seq));
+        let seq = self.store.next_seq()?;
+        let bytes = serde_json::to_vec(&entry)?;
+        let journal = &self.store.trees.journal;
+        let has_pending = self.pending.lock().contains_key(&pid);
+        if has_pending {
+            // Held while writing, so that a reader (which looks at memory
+            // first, then the tree) never misses a call that moves.
+            let mut map = self.pending.lock();
+            let mut batch = sled::Batch::default();
+            if let Some(p) = map.get(&pid) {
+                for (s, e) in p.entries(None) {
+                    batch.insert(&key(pid, s), serde_json::to_vec(&e)?);
+                }
+            }
+            batch.insert(&key(pid, seq), bytes);
+            journal.apply_batch(batch)?;
+            map.remove(&pid);
+        } else {
+            journal.insert(key(pid, seq), bytes)?;
+        }
+        self.broadcast(pid, seq, &entry);
         Ok(seq)
+    }
+
+    /// Records a read-only call: counted by the caller, shown by `agentos
+    /// logs` at once, written to the journal with the agent's next entry.
+    pub fn journal_read_only(&self, pid: Pid, entry: JournalEntry) -> Result<u64, StoreError> {
+        let seq = self.store.next_seq()?;
+        self.broadcast(pid, seq, &entry);
+        self.pending.push(pid, seq, entry);
+        Ok(seq)
+    }
+
+    /// Wakes `agentos logs -f` followers, if there are any.
+    fn broadcast(&self, pid: Pid, seq: u64, entry: &JournalEntry) {
+        if self.logs.receiver_count() > 0 {
+            let _ = self.logs.send(entry.to_log(pid, seq));
+        }
     }
 
     /// Journals a state transition.
@@ -162,26 +345,37 @@ impl Kernel {
         };
         match self.store.append(&self.store.trees.log, pid, &line) {
             Ok(seq) => {
-                let _ = self.logs.send(LogEvent {
-                    pid,
-                    seq,
-                    ts_ms: line.ts_ms,
-                    stream: line.stream,
-                    text: line.text,
-                });
+                if self.logs.receiver_count() > 0 {
+                    let _ = self.logs.send(LogEvent {
+                        pid,
+                        seq,
+                        ts_ms: line.ts_ms,
+                        stream: line.stream,
+                        text: line.text,
+                    });
+                }
             }
             Err(e) => tracing::error!(pid, "log write failed: {e}"),
         }
     }
 
     /// The stored log of `pid` after sequence `after`: output lines and the
-    /// syscall trace merged in sequence order; the last `tail` events if given.
+    /// syscall trace (read-only calls still in memory included) merged in
+    /// sequence order; the last `tail` events if given.
     pub fn read_log(
         &self,
         pid: Pid,
         after: Option<u64>,
         tail: Option<usize>,
     ) -> Result<Vec<LogEvent>, StoreError> {
+        // Memory first: a call that moves to the tree meanwhile is then
+        // seen twice (and shown once), never missed.
+        let pending: Vec<(u64, JournalEntry)> = self
+            .pending
+            .lock()
+            .get(&pid)
+            .map(|p| p.entries(after))
+            .unwrap_or_default();
         let lines: Vec<(u64, LogLine)> =
             self.store
                 .range(&self.store.trees.log, pid, after, usize::MAX)?;
@@ -197,9 +391,15 @@ impl Kernel {
                 stream: l.stream,
                 text: l.text,
             })
-            .chain(entries.into_iter().map(|(seq, e)| e.to_log(pid, seq)))
+            .chain(
+                entries
+                    .into_iter()
+                    .chain(pending)
+                    .map(|(seq, e)| e.to_log(pid, seq)),
+            )
             .collect();
         events.sort_by_key(|e| e.seq);
+        events.dedup_by_key(|e| e.seq);
         if let Some(n) = tail {
             let skip = events.len().saturating_sub(n);
             events.drain(..skip);
@@ -207,19 +407,21 @@ impl Kernel {
         Ok(events)
     }
 
-    /// For LLM agents, keeps every call with its full arguments and
-    /// outcome in the `turns` tree, from which the runtime rebuilds its
-    /// context after a restart. Durable with the call's own flush.
+    /// For LLM agents (`has_model`), keeps every call with its full
+    /// arguments and outcome in the `turns` tree, from which the runtime
+    /// rebuilds its context after a restart. Durable with the call's own
+    /// flush.
     pub fn record_turn(
         &self,
         pid: Pid,
+        has_model: bool,
         call: Option<crate::abi::calls::Call>,
         args: &Value,
         outcome: &Result<Value, crate::abi::SysError>,
     ) -> Result<(), StoreError> {
         use crate::abi::calls::Call;
         let Some(call) = call else { return Ok(()) };
-        if call == Call::AGENT_INFO || self.table.get(pid).is_none_or(|p| p.model.is_none()) {
+        if call == Call::AGENT_INFO || !has_model {
             return Ok(());
         }
         // The messages of an inference are the context itself: not kept.
@@ -236,9 +438,21 @@ impl Kernel {
         Ok(())
     }
 
-    /// The journal of `pid`, oldest first.
+    /// The journal of `pid`, oldest first, read-only calls still in memory
+    /// included.
     pub fn read_journal(&self, pid: Pid) -> Result<Vec<(u64, JournalEntry)>, StoreError> {
-        self.store
-            .range(&self.store.trees.journal, pid, None, usize::MAX)
+        let pending = self
+            .pending
+            .lock()
+            .get(&pid)
+            .map(|p| p.entries(None))
+            .unwrap_or_default();
+        let mut entries: Vec<(u64, JournalEntry)> =
+            self.store
+                .range(&self.store.trees.journal, pid, None, usize::MAX)?;
+        entries.extend(pending);
+        entries.sort_by_key(|(seq, _)| *seq);
+        entries.dedup_by_key(|(seq, _)| *seq);
+        Ok(entries)
     }
 }

@@ -16,22 +16,19 @@ pub struct Metrics {
     pub spawns: AtomicU64,
     pub denied: AtomicU64,
     /// (call, result code) → count.
-    syscalls: Mutex<BTreeMap<(String, String), u64>>,
+    syscalls: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     pub llm_requests: AtomicU64,
     pub llm_latency_us: AtomicU64,
     pub llm_wait_us: AtomicU64,
 }
 
 impl Metrics {
-    pub fn syscall(&self, call: &str, result: &str) {
+    /// Counts one call (None: an unknown name) with its result code.
+    pub fn syscall(&self, call: Option<crate::abi::calls::Call>, result: &'static str) {
         let mut m = self.syscalls.lock().unwrap_or_else(|e| e.into_inner());
         // Unknown names are folded so an agent cannot grow the table.
-        let call = if crate::abi::calls::Call::parse(call).is_some() {
-            call
-        } else {
-            "unknown"
-        };
-        *m.entry((call.to_string(), result.to_string())).or_default() += 1;
+        let call = call.map_or("unknown", |c| c.name());
+        *m.entry((call, result)).or_default() += 1;
     }
 
     pub fn add(counter: &AtomicU64, n: u64) {

@@ -86,6 +86,8 @@ pub struct Kernel {
     inference: std::sync::RwLock<Arc<infer::Inference>>,
     pub memory: crate::drivers::memory::Memory,
     pub logs: tokio::sync::broadcast::Sender<journal::LogEvent>,
+    /// Read-only calls waiting for their agent's next journal entry.
+    pub pending: journal::PendingCalls,
     /// Woken whenever an agent terminates (WAIT, `agentos wait`).
     pub exits: tokio::sync::Notify,
     pub started: std::time::Instant,
@@ -139,6 +141,7 @@ impl Kernel {
             inference: std::sync::RwLock::new(Arc::new(inference)),
             memory,
             logs,
+            pending: Default::default(),
             exits: tokio::sync::Notify::new(),
             started: std::time::Instant::now(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),

@@ -6,14 +6,30 @@
 //!
 //! A flush error is fatal: the waiters get EIO and the daemon exits, to be
 //! restarted and recover from what is on disk.
+//!
+//! When commits run back to back (several writers per group), the
+//! committer gathers writers a little longer before it flushes, so that
+//! groups are larger and flushes fewer; a lone writer is flushed at once.
+//!
+//! The lengths of the inboxes and stdin queues are counted in memory
+//! ([`QueueLengths`]), rebuilt from the trees when the store opens.
 
 use super::pcb::{Pcb, Pid};
 use serde::{Serialize, de::DeserializeOwned};
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 const SCHEMA_VERSION: u64 = 1;
+
+/// Longest a group is held open for more writers (when the previous group
+/// had several); a lone writer never waits.
+const MAX_GATHER: Duration = Duration::from_micros(400);
+/// A group is not held open for more writers than this.
+const MAX_GATHER_WRITERS: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -75,12 +91,98 @@ pub struct Trees {
 
 type Waiter = oneshot::Sender<Result<(), String>>;
 
+struct Queue {
+    waiting: Vec<Waiter>,
+    /// How many queued writers wake the committer: 1 while it sleeps, the
+    /// group size it is gathering for while it holds a group open, and
+    /// `usize::MAX` while it flushes (new writers then wait for the next
+    /// round and need not wake it).
+    wake_at: usize,
+}
+
 struct Committer {
-    waiting: Mutex<Vec<Waiter>>,
+    queue: Mutex<Queue>,
     wake: Condvar,
     /// Flushes done and their total time in µs (for metrics).
-    flushes: std::sync::atomic::AtomicU64,
-    flush_us: std::sync::atomic::AtomicU64,
+    flushes: AtomicU64,
+    flush_us: AtomicU64,
+}
+
+impl Committer {
+    fn lock(&self) -> Result<MutexGuard<'_, Queue>, StoreError> {
+        self.queue
+            .lock()
+            .map_err(|_| StoreError::Flush("committer poisoned".into()))
+    }
+}
+
+/// Entries waiting in each agent's inbox or stdin queue, kept in memory so
+/// that the cap on queued messages costs no scan of the tree. Rebuilt from
+/// the tree when the store opens; changed by whoever inserts or removes.
+#[derive(Default)]
+pub struct QueueLengths {
+    map: Mutex<HashMap<Pid, u64>>,
+}
+
+impl QueueLengths {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Pid, u64>> {
+        // Plain counters: nothing is left half-done by a panic.
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn rebuild(tree: &sled::Tree) -> Result<QueueLengths, StoreError> {
+        let mut map: HashMap<Pid, u64> = HashMap::new();
+        for k in tree.iter().keys() {
+            let k = k?;
+            if k.len() == 16 {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&k[..8]);
+                *map.entry(u64::from_be_bytes(b)).or_default() += 1;
+            }
+        }
+        Ok(QueueLengths {
+            map: Mutex::new(map),
+        })
+    }
+
+    /// Entries queued for `pid`.
+    pub fn get(&self, pid: Pid) -> u64 {
+        self.lock().get(&pid).copied().unwrap_or(0)
+    }
+
+    /// Counts one entry about to be inserted for `pid`, unless `cap` are
+    /// queued already. Call [`QueueLengths::remove`] if the insert fails.
+    pub fn reserve(&self, pid: Pid, cap: u64) -> bool {
+        let mut m = self.lock();
+        let n = m.entry(pid).or_default();
+        if *n >= cap {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    /// Counts `n` entries inserted for `pid` (without a cap).
+    pub fn add(&self, pid: Pid, n: u64) {
+        *self.lock().entry(pid).or_default() += n;
+    }
+
+    /// Counts `n` entries removed for `pid`.
+    pub fn remove(&self, pid: Pid, n: u64) {
+        let mut m = self.lock();
+        if let Some(c) = m.get_mut(&pid) {
+            *c = c.saturating_sub(n);
+            if *c == 0 {
+                m.remove(&pid);
+            }
+        }
+    }
+}
+
+/// The lengths of the per-agent queues.
+pub struct Queues {
+    pub inbox: QueueLengths,
+    pub stdin: QueueLengths,
 }
 
 /// Handle to the database; cheap to clone.
@@ -89,6 +191,8 @@ pub struct Store {
     db: sled::Db,
     pub trees: Trees,
     committer: Arc<Committer>,
+    /// Lengths of the inboxes and stdin queues.
+    pub queues: Arc<Queues>,
 }
 
 impl Store {
@@ -129,15 +233,23 @@ impl Store {
             }
         }
         let committer = Arc::new(Committer {
-            waiting: Mutex::new(Vec::new()),
+            queue: Mutex::new(Queue {
+                waiting: Vec::new(),
+                wake_at: 1,
+            }),
             wake: Condvar::new(),
             flushes: Default::default(),
             flush_us: Default::default(),
+        });
+        let queues = Arc::new(Queues {
+            inbox: QueueLengths::rebuild(&trees.inbox)?,
+            stdin: QueueLengths::rebuild(&trees.stdin)?,
         });
         let store = Store {
             db,
             trees,
             committer,
+            queues,
         };
         // sled 0.34 writes its log with sync_file_range, which neither
         // reaches the disk's cache on every filesystem nor reports errors
@@ -151,20 +263,45 @@ impl Store {
         let db = self.db.clone();
         let c = self.committer.clone();
         let run = move || {
+            // Size of the previous group: when several writers shared it,
+            // the next group is held open (up to MAX_GATHER) until as many
+            // have queued, so that back-to-back commits carry more writers
+            // each. A lone writer is flushed at once.
+            let mut last_group = 1usize;
             loop {
                 let batch: Vec<Waiter> = {
-                    let Ok(mut w) = c.waiting.lock() else { return };
-                    while w.is_empty() {
-                        w = match c.wake.wait(w) {
-                            Ok(w) => w,
+                    let Ok(mut q) = c.queue.lock() else { return };
+                    while q.waiting.is_empty() {
+                        q.wake_at = 1;
+                        q = match c.wake.wait(q) {
+                            Ok(q) => q,
                             Err(_) => return,
                         };
                     }
-                    std::mem::take(&mut *w)
+                    let want = last_group.min(MAX_GATHER_WRITERS);
+                    if want > 1 && q.waiting.len() < want {
+                        let deadline = Instant::now() + MAX_GATHER;
+                        q.wake_at = want;
+                        while q.waiting.len() < want {
+                            let now = Instant::now();
+                            if now >= deadline {
+                                break;
+                            }
+                            q = match c.wake.wait_timeout(q, deadline - now) {
+                                Ok((q, _)) => q,
+                                Err(_) => return,
+                            };
+                        }
+                    }
+                    q.wake_at = usize::MAX;
+                    std::mem::take(&mut q.waiting)
                 };
+                last_group = batch.len();
                 // Everything written before these waiters queued is covered
-                // by a flush that starts now.
-                let started = std::time::Instant::now();
+                // by a flush that starts now: sled writes its buffers
+                // (pwrite + sync_file_range), then one fdatasync takes them
+                // through the disk's cache.
+                let started = Instant::now();
                 let result = db
                     .flush()
                     .map(|_| ())
@@ -174,7 +311,6 @@ impl Store {
                             .sync_data()
                             .map_err(|e| format!("fdatasync of the database: {e}"))
                     });
-                use std::sync::atomic::Ordering::Relaxed;
                 c.flushes.fetch_add(1, Relaxed);
                 c.flush_us
                     .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
@@ -200,11 +336,14 @@ impl Store {
     /// Resolves once everything written before this call is on disk.
     pub async fn durable(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
-        match self.committer.waiting.lock() {
-            Ok(mut w) => w.push(tx),
-            Err(_) => return Err(StoreError::Flush("committer poisoned".into())),
+        let wake = {
+            let mut q = self.committer.lock()?;
+            q.waiting.push(tx);
+            q.waiting.len() >= q.wake_at
+        };
+        if wake {
+            self.committer.wake.notify_one();
         }
-        self.committer.wake.notify_one();
         match rx.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(StoreError::Flush(e)),
@@ -214,7 +353,6 @@ impl Store {
 
     /// Group-commit flushes so far and their total time in µs.
     pub fn flush_stats(&self) -> (u64, u64) {
-        use std::sync::atomic::Ordering::Relaxed;
         (
             self.committer.flushes.load(Relaxed),
             self.committer.flush_us.load(Relaxed),
@@ -287,7 +425,8 @@ impl Store {
         Ok(out)
     }
 
-    /// Number of entries of one pid in a per-pid tree.
+    /// Number of entries of one pid in a per-pid tree (a scan; the inbox
+    /// and stdin queues are counted in [`Store::queues`]).
     pub fn count(&self, tree: &sled::Tree, pid: Pid) -> usize {
         tree.range(key(pid, 0)..=key(pid, u64::MAX)).count()
     }

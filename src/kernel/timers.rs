@@ -167,6 +167,7 @@ impl Kernel {
                 return Some(now_ms() + 1000);
             }
             fired = true;
+            self.store.queues.inbox.add(timer.pid, 1);
             if let Some(l) = self.live.get(timer.pid) {
                 l.inbox.notify_waiters();
             }
