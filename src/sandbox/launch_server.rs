@@ -32,6 +32,8 @@ const CONTROL_FD: RawFd = 0;
 const STATUS: usize = 3;
 /// Network namespaces kept ready.
 const NETNS_POOL: usize = 4;
+/// Quiet time after which the pool is refilled.
+const REFILL_AFTER_IDLE_MS: u8 = 3;
 
 /// Entry point of the `agentos-launcher` binary: `agentos-launcher <daemon pid>`.
 pub fn main() -> ! {
@@ -86,6 +88,7 @@ fn serve(server: &Server, sigchld: &SignalFd, pool: &mut NetnsPool) -> ! {
     let mut buf = vec![0u8; MAX_MESSAGE_BYTES];
     // Host pid of each sandbox's pid 1 → request id.
     let mut sandboxes: HashMap<i32, u64> = HashMap::new();
+    let mut idle = false;
     loop {
         // SAFETY: fd 0 is the control socket for the whole life of the
         // process; nothing closes it.
@@ -94,17 +97,20 @@ fn serve(server: &Server, sigchld: &SignalFd, pool: &mut NetnsPool) -> ! {
             PollFd::new(control, PollFlags::POLLIN),
             PollFd::new(sigchld.as_fd(), PollFlags::POLLIN),
         ];
-        let timeout = if pool.wants_more() {
-            PollTimeout::ZERO
-        } else {
-            PollTimeout::NONE
+        // Refill only once nothing happened for a moment: right after a
+        // request, the new sandbox and its agent need the CPUs.
+        let timeout = match (pool.wants_more(), idle) {
+            (false, _) => PollTimeout::NONE,
+            (true, false) => PollTimeout::from(REFILL_AFTER_IDLE_MS),
+            (true, true) => PollTimeout::ZERO,
         };
         match poll(&mut fds, timeout) {
             Ok(0) => {
+                idle = true;
                 pool.refill_one();
                 continue;
             }
-            Ok(_) => {}
+            Ok(_) => idle = false,
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => fatal(&format!("poll: {e}")),
         }

