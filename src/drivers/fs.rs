@@ -83,13 +83,21 @@ pub struct FsLimits {
     pub max_read_bytes: u64,
 }
 
-/// One agent's workspace directory, held open, and the identity and limits
-/// under which the file syscalls act in it.
+/// One agent's workspace directory and the identity and limits under which
+/// the file syscalls act in it.
+///
+/// The directory is opened for each call rather than held open: a daemon
+/// with thousands of agents would otherwise spend a descriptor on each. The
+/// path is the daemon's own (root-owned parents the agent cannot write), and
+/// every open is checked to be the directory first opened (device and
+/// inode), so a replaced directory is refused, never followed.
 pub struct Workspace {
-    /// `O_PATH | O_DIRECTORY` fd of the workspace root; every path is resolved beneath it.
-    root: OwnedFd,
+    /// Host path of the workspace root.
+    dir: std::path::PathBuf,
     /// Device of the root: usage accounting does not descend into other filesystems.
     root_dev: libc::dev_t,
+    /// Inode of the root when the workspace was opened.
+    root_ino: libc::ino_t,
     uid: u32,
     gid: u32,
     limits: FsLimits,
@@ -100,7 +108,7 @@ pub struct Workspace {
 impl fmt::Debug for Workspace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Workspace")
-            .field("root", &self.root)
+            .field("dir", &self.dir)
             .field("uid", &self.uid)
             .field("gid", &self.gid)
             .field("limits", &self.limits)
@@ -126,20 +134,31 @@ impl Workspace {
                 ));
             }
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW)
-            .open(dir)?;
-        let root = OwnedFd::from(file);
+        let root = open_dir_path(dir)?;
         let st = fstat(&root)?;
         Ok(Workspace {
-            root,
+            dir: dir.to_path_buf(),
             root_dev: st.st_dev,
+            root_ino: st.st_ino,
             uid,
             gid,
             limits,
             write_lock: Mutex::new(()),
         })
+    }
+
+    /// `O_PATH | O_DIRECTORY` fd of the workspace root, for one call; every
+    /// path is resolved beneath it.
+    fn root(&self) -> Result<OwnedFd, SysError> {
+        let fail = |e: io::Error| SysError::io(format!("workspace {}: {e}", self.dir.display()));
+        let root = open_dir_path(&self.dir).map_err(fail)?;
+        let st = fstat(&root).map_err(|e| fail(e.into()))?;
+        if (st.st_dev, st.st_ino) != (self.root_dev, self.root_ino) {
+            return Err(fail(io::Error::other(
+                "is no longer the directory created for this agent",
+            )));
+        }
+        Ok(root)
     }
 
     /// Bytes used beneath the workspace: the sum of `st_size` (apparent sizes,
@@ -156,8 +175,9 @@ impl Workspace {
     /// [`Workspace::usage_bytes`] for a caller that already holds [`AgentCreds`].
     fn usage_as_agent(&self) -> Result<u64, SysError> {
         const CTX: &str = "computing the workspace usage";
+        let root = self.root()?;
         let top = open_beneath(
-            self.root.as_fd(),
+            root.as_fd(),
             ".",
             OFlag::O_RDONLY | OFlag::O_DIRECTORY,
             Mode::empty(),
@@ -182,7 +202,8 @@ impl Workspace {
     /// directories (mode 0700, owned by the agent) one component at a time.
     fn ensure_dir(&self, comps: &[&str], op: &str, path: &WsPath<'_>) -> Result<OwnedFd, SysError> {
         let flags = OFlag::O_PATH | OFlag::O_DIRECTORY;
-        let root = self.root.as_fd();
+        let root_fd = self.root()?;
+        let root = root_fd.as_fd();
         match open_beneath(root, join_rel(comps).as_str(), flags, Mode::empty()) {
             Ok(fd) => return Ok(fd),
             Err(Nerr::ENOENT) => {}
@@ -540,6 +561,16 @@ fn open_beneath<P: ?Sized + NixPath>(
     Err(Nerr::EAGAIN)
 }
 
+/// Opens a directory by the daemon's own path, `O_PATH`, never following a
+/// final symlink.
+fn open_dir_path(dir: &Path) -> io::Result<OwnedFd> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(dir)?;
+    Ok(OwnedFd::from(file))
+}
+
 /// `fstat` of `rel` beneath `dir` itself, never following a final symlink and
 /// without opening the object (`O_PATH`): a FIFO or device is not opened.
 fn probe(dir: BorrowedFd<'_>, rel: &str) -> nix::Result<FileStat> {
@@ -822,7 +853,8 @@ pub fn fs_read(ws: &Workspace, args: &Value) -> Result<Value, SysError> {
     let limit = a.max_bytes.map_or(max_read, |m| m.min(max_read));
     let (bytes, size) = {
         let _creds = AgentCreds::enter(ws.uid, ws.gid)?;
-        let root = ws.root.as_fd();
+        let root_fd = ws.root()?;
+        let root = root_fd.as_fd();
         let rel = path.rel();
         let st = probe(root, &rel).map_err(|e| path_err(e, OP, &path))?;
         require_regular(&st, OP, &path)?;
@@ -994,7 +1026,8 @@ pub fn fs_list(ws: &Workspace, args: &Value) -> Result<Value, SysError> {
     let mut entries = Vec::new();
     {
         let _creds = AgentCreds::enter(ws.uid, ws.gid)?;
-        let root = ws.root.as_fd();
+        let root_fd = ws.root()?;
+        let root = root_fd.as_fd();
         let rel = path.rel();
         let st = probe(root, &rel).map_err(|e| path_err(e, OP, &path))?;
         match file_type(&st) {
@@ -1067,8 +1100,9 @@ pub fn fs_delete(ws: &Workspace, args: &Value) -> Result<Value, SysError> {
         )));
     };
     let _creds = AgentCreds::enter(ws.uid, ws.gid)?;
+    let root = ws.root()?;
     let parent = open_beneath(
-        ws.root.as_fd(),
+        root.as_fd(),
         join_rel(parents).as_str(),
         OFlag::O_PATH | OFlag::O_DIRECTORY,
         Mode::empty(),
@@ -1638,7 +1672,14 @@ mod tests {
             let r = within_5s(move || {
                 let _creds = AgentCreds::enter(AGENT_UID, AGENT_GID).unwrap();
                 let path = WsPath::parse("TEST", name).unwrap();
-                open_checked(ws.root.as_fd(), name, access, "TEST", &path).map(drop)
+                open_checked(
+                    ws.root().expect("root").as_fd(),
+                    name,
+                    access,
+                    "TEST",
+                    &path,
+                )
+                .map(drop)
             });
             let e = r.expect_err(name);
             assert_eq!(e.code, code, "{name} {access:?}: {e}");
@@ -2162,5 +2203,27 @@ mod tests {
             "message of {} bytes",
             e.message.len()
         );
+    }
+
+    #[test]
+    fn a_replaced_workspace_directory_is_refused() {
+        let t = setup(BIG);
+        write(&t.ws, "/a.txt", "mine").unwrap();
+        // The directory is swapped for another of the same name (the agent
+        // cannot do this; the check makes sure nobody's swap is followed).
+        let moved = t.base.join("moved");
+        std::fs::rename(&t.dir, &moved).unwrap();
+        std::fs::create_dir(&t.dir).unwrap();
+        chown(&t.dir, Some(AGENT_UID), Some(AGENT_GID)).unwrap();
+        for r in [read(&t.ws, "/a.txt"), write(&t.ws, "/b.txt", "x")] {
+            let e = err(r);
+            assert_eq!(e.code, Errno::EIO, "{e}");
+            assert!(e.message.contains("no longer the directory"), "{e}");
+        }
+        assert!(names_in(&t.dir).is_empty());
+        // Back in place, it works again.
+        std::fs::remove_dir(&t.dir).unwrap();
+        std::fs::rename(&moved, &t.dir).unwrap();
+        assert_eq!(read_text(&t.ws, "/a.txt"), "mine");
     }
 }
