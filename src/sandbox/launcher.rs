@@ -99,9 +99,9 @@ fn confine(
 
     // 3. Join the agent's cgroups (limits are already set by the daemon).
     step("cgroup", join_cgroups(&plan.cgroup_procs))?;
-    // 4. rlimits.
+    //    rlimits.
     step("rlimits", set_rlimits(&plan.rlimits))?;
-    // 5a. Detach the bind sources while still in the daemon's mount namespace.
+    // 4. Detach the bind sources while still in the server's mount namespace.
     step(
         "bind sources",
         mounts::detach_bind_sources(FIRST_BIND_FD, plan.extra_ro.len()),
