@@ -7,8 +7,8 @@
 //! Constraints are not supported by this API and are ignored (the runtime
 //! validates replies anyway).
 
-use super::http::{self, RetryPolicy};
-use super::{InferRequest, InferResponse, LlmError, Role, ToolCall, Usage};
+use super::http::{self, WireFormat};
+use super::{InferRequest, InferResponse, LlmError, Role, Usage};
 use serde_json::{Map, Value, json};
 
 /// The vendor's public endpoint.
@@ -18,90 +18,136 @@ pub const API_VERSION: &str = "2023-06-01";
 /// `max_tokens` is required by the API: used when the request has none.
 pub const DEFAULT_MAX_TOKENS: u32 = 1024;
 
-/// The URL of the messages endpoint.
-pub fn endpoint(base_url: Option<&str>) -> String {
-    format!("{}/messages", http::base(base_url, DEFAULT_BASE_URL))
-}
+/// The Anthropic Messages wire format.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Anthropic;
 
-/// `x-api-key` (when there is a key) and `anthropic-version`.
-pub fn headers(api_key: Option<&str>) -> Vec<(&'static str, String)> {
-    let mut h = Vec::new();
-    if let Some(k) = api_key {
-        h.push(("x-api-key", k.to_string()));
+http::module_infer!(Anthropic);
+
+impl WireFormat for Anthropic {
+    fn default_base_url(&self) -> &'static str {
+        DEFAULT_BASE_URL
     }
-    h.push(("anthropic-version", API_VERSION.to_string()));
-    h
-}
 
-/// The request body.
-pub fn build_body(req: &InferRequest) -> Value {
-    let system: Vec<&str> = req
-        .messages
-        .iter()
-        .filter(|m| m.role == Role::System && !m.content.is_empty())
-        .map(|m| m.content.as_str())
-        .collect();
+    /// The URL of the messages endpoint.
+    fn endpoint(&self, base_url: Option<&str>, _model: &str) -> String {
+        format!("{}/messages", http::base(base_url, DEFAULT_BASE_URL))
+    }
 
-    // (role, blocks), merged when the role repeats.
-    let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
-    for m in &req.messages {
-        let (role, blocks) = match m.role {
-            Role::System => continue,
-            Role::User => ("user", text_block(&m.content)),
-            Role::Assistant => {
-                let mut blocks = text_block(&m.content);
-                blocks.extend(m.tool_calls.iter().map(|c| {
-                    json!({"type": "tool_use", "id": c.id, "name": c.name,
-                           "input": input_object(&c.arguments)})
-                }));
-                ("assistant", blocks)
-            }
-            Role::Tool => (
-                "user",
-                vec![json!({
-                    "type": "tool_result",
-                    "tool_use_id": m.tool_call_id.as_deref().unwrap_or_default(),
-                    "content": m.content,
-                })],
-            ),
-        };
-        if blocks.is_empty() {
-            continue;
+    /// `x-api-key` (when there is a key) and `anthropic-version`.
+    fn headers(&self, api_key: Option<&str>) -> Vec<(&'static str, String)> {
+        let mut h = Vec::new();
+        if let Some(k) = api_key {
+            h.push(("x-api-key", k.to_string()));
         }
-        match turns.last_mut() {
-            Some((last_role, last_blocks)) if *last_role == role => last_blocks.extend(blocks),
-            _ => turns.push((role, blocks)),
-        }
+        h.push(("anthropic-version", API_VERSION.to_string()));
+        h
     }
-    let messages: Vec<Value> = turns
-        .into_iter()
-        .map(|(role, blocks)| json!({"role": role, "content": blocks}))
-        .collect();
 
-    let mut body = Map::new();
-    body.insert("model".into(), json!(req.model));
-    body.insert(
-        "max_tokens".into(),
-        json!(req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)),
-    );
-    if !system.is_empty() {
-        body.insert("system".into(), json!(system.join("\n\n")));
-    }
-    body.insert("messages".into(), Value::Array(messages));
-    if !req.tools.is_empty() {
-        let tools: Vec<Value> = req
+    /// The request body.
+    fn build_body(&self, req: &InferRequest) -> Value {
+        // (role, blocks), merged when the role repeats.
+        let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
+        for m in &req.messages {
+            let (role, blocks) = match m.role {
+                Role::System => continue,
+                Role::User => ("user", text_block(&m.content)),
+                Role::Assistant => {
+                    let mut blocks = text_block(&m.content);
+                    blocks.extend(m.tool_calls.iter().map(|c| {
+                        json!({"type": "tool_use", "id": c.id, "name": c.name,
+                               "input": http::arguments_object(&c.arguments)})
+                    }));
+                    ("assistant", blocks)
+                }
+                Role::Tool => (
+                    "user",
+                    vec![json!({
+                        "type": "tool_result",
+                        "tool_use_id": m.tool_call_id.as_deref().unwrap_or_default(),
+                        "content": m.content,
+                    })],
+                ),
+            };
+            http::push_turn(&mut turns, role, blocks);
+        }
+        let messages: Vec<Value> = turns
+            .into_iter()
+            .map(|(role, blocks)| json!({"role": role, "content": blocks}))
+            .collect();
+
+        let mut body = Map::new();
+        body.insert("model".into(), json!(req.model));
+        body.insert(
+            "max_tokens".into(),
+            json!(req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)),
+        );
+        if let Some(system) = http::system_prompt(req) {
+            body.insert("system".into(), json!(system));
+        }
+        body.insert("messages".into(), Value::Array(messages));
+        if !req.tools.is_empty() {
+            let tools: Vec<Value> = req
             .tools
             .iter()
             .map(|t| {
                 json!({"name": t.name, "description": t.description, "input_schema": t.parameters})
             })
             .collect();
-        body.insert("tools".into(), Value::Array(tools));
+            body.insert("tools".into(), Value::Array(tools));
+        }
+        if let Some(t) = req.temperature {
+            body.insert("temperature".into(), http::temperature_json(t));
+        }
+        Value::Object(body)
     }
-    if let Some(t) = req.temperature {
-        body.insert("temperature".into(), http::temperature_json(t));
+
+    /// Parses a Messages answer.
+    fn parse_response(&self, v: &Value) -> Result<InferResponse, LlmError> {
+        if v.get("type").and_then(Value::as_str) == Some("error") {
+            let msg = http::error_message(v).unwrap_or_else(|| v.to_string());
+            return Err(LlmError::Protocol(format!("provider error: {msg}")));
+        }
+        let blocks = v
+            .get("content")
+            .and_then(Value::as_array)
+            .ok_or_else(|| LlmError::Protocol("no content blocks in the answer".into()))?;
+        let mut content = String::new();
+        let mut tool_calls = Vec::new();
+        for (i, b) in blocks.iter().enumerate() {
+            match b.get("type").and_then(Value::as_str) {
+                Some("text") => {
+                    content.push_str(b.get("text").and_then(Value::as_str).unwrap_or(""))
+                }
+                Some("tool_use") => {
+                    let name = b.get("name").and_then(Value::as_str).ok_or_else(|| {
+                        LlmError::Protocol(format!("tool_use block {i} has no name"))
+                    })?;
+                    let arguments = b.get("input").cloned().unwrap_or_else(|| json!({}));
+                    tool_calls.push(http::tool_call(b.get("id"), "toolu", name, arguments));
+                }
+                // thinking, redacted_thinking, server tool blocks: not ours.
+                _ => {}
+            }
+        }
+        let usage = v.get("usage").unwrap_or(&Value::Null);
+        let field = |k: &str| http::tokens(usage.get(k).unwrap_or(&Value::Null));
+        Ok(InferResponse {
+            content,
+            tool_calls,
+            usage: Usage {
+                // Cached prompt tokens are reported apart from input_tokens.
+                prompt_tokens: field("input_tokens")
+                    + field("cache_creation_input_tokens")
+                    + field("cache_read_input_tokens"),
+                completion_tokens: field("output_tokens"),
+            },
+            finish_reason: v
+                .get("stop_reason")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        })
     }
-    Value::Object(body)
 }
 
 /// A text block, or none for empty text (the API rejects empty blocks).
@@ -113,96 +159,12 @@ fn text_block(text: &str) -> Vec<Value> {
     }
 }
 
-/// `tool_use.input` must be an object.
-fn input_object(args: &Value) -> Value {
-    match args {
-        Value::Object(_) => args.clone(),
-        Value::Null => json!({}),
-        other => json!({"_raw": other}),
-    }
-}
-
-/// Parses a Messages answer.
-pub fn parse_response(v: &Value) -> Result<InferResponse, LlmError> {
-    if v.get("type").and_then(Value::as_str) == Some("error") {
-        let msg = http::error_message(v).unwrap_or_else(|| v.to_string());
-        return Err(LlmError::Protocol(format!("provider error: {msg}")));
-    }
-    let blocks = v
-        .get("content")
-        .and_then(Value::as_array)
-        .ok_or_else(|| LlmError::Protocol("no content blocks in the answer".into()))?;
-    let mut content = String::new();
-    let mut tool_calls = Vec::new();
-    for (i, b) in blocks.iter().enumerate() {
-        match b.get("type").and_then(Value::as_str) {
-            Some("text") => content.push_str(b.get("text").and_then(Value::as_str).unwrap_or("")),
-            Some("tool_use") => {
-                let name = b
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| LlmError::Protocol(format!("tool_use block {i} has no name")))?;
-                let id = b
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .unwrap_or_else(|| http::generated_call_id("toolu"));
-                tool_calls.push(ToolCall {
-                    id,
-                    name: name.to_string(),
-                    arguments: b.get("input").cloned().unwrap_or_else(|| json!({})),
-                });
-            }
-            // thinking, redacted_thinking, server tool blocks: not ours.
-            _ => {}
-        }
-    }
-    let usage = v.get("usage").unwrap_or(&Value::Null);
-    let field = |k: &str| http::tokens(usage.get(k).unwrap_or(&Value::Null));
-    Ok(InferResponse {
-        content,
-        tool_calls,
-        usage: Usage {
-            // Cached prompt tokens are reported apart from input_tokens.
-            prompt_tokens: field("input_tokens")
-                + field("cache_creation_input_tokens")
-                + field("cache_read_input_tokens"),
-            completion_tokens: field("output_tokens"),
-        },
-        finish_reason: v
-            .get("stop_reason")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-    })
-}
-
-/// One inference: build, POST with retries, parse.
-pub async fn infer(
-    client: &reqwest::Client,
-    base_url: Option<&str>,
-    api_key: Option<&str>,
-    req: &InferRequest,
-    policy: &RetryPolicy,
-) -> Result<InferResponse, LlmError> {
-    let body = build_body(req);
-    let v = http::post_json(
-        client,
-        &endpoint(base_url),
-        &headers(api_key),
-        &body,
-        policy,
-    )
-    .await?;
-    parse_response(&v)
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::llm::{ChatMessage, Constraint, ToolSpec};
+    use crate::llm::{ChatMessage, Constraint, ToolCall, ToolSpec};
 
     fn conversation() -> InferRequest {
         let mut assistant = ChatMessage::new(Role::Assistant, "Let me look.");
@@ -245,7 +207,7 @@ mod tests {
 
     #[test]
     fn body_system_merging_tools_and_results() {
-        let body = build_body(&conversation());
+        let body = Anthropic.build_body(&conversation());
         assert_eq!(
             body,
             json!({
@@ -290,7 +252,7 @@ mod tests {
             constraint: None,
         };
         assert_eq!(
-            build_body(&req),
+            Anthropic.build_body(&req),
             json!({"model": "m", "max_tokens": 50, "messages": [
                 {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}
             ]})
@@ -311,7 +273,7 @@ mod tests {
             "usage": {"input_tokens": 321, "output_tokens": 45,
                       "cache_creation_input_tokens": 0, "cache_read_input_tokens": 10}
         });
-        let r = parse_response(&v).unwrap();
+        let r = Anthropic.parse_response(&v).unwrap();
         assert_eq!(r.content, "I'll read the file.");
         assert_eq!(
             r.tool_calls,
@@ -333,35 +295,40 @@ mod tests {
 
     #[test]
     fn parses_plain_text_and_errors() {
-        let r = parse_response(&json!({"content": [{"type": "text", "text": "hi"}],
+        let r = Anthropic
+            .parse_response(&json!({"content": [{"type": "text", "text": "hi"}],
                                        "stop_reason": "end_turn"}))
-        .unwrap();
+            .unwrap();
         assert_eq!(r.content, "hi");
         assert_eq!(r.usage, Usage::default());
-        let err = parse_response(&json!({"type": "error",
+        let err = Anthropic
+            .parse_response(&json!({"type": "error",
             "error": {"type": "overloaded_error", "message": "Overloaded"}}))
-        .unwrap_err();
+            .unwrap_err();
         assert!(matches!(&err, LlmError::Protocol(m) if m.contains("Overloaded")));
         assert!(matches!(
-            parse_response(&json!({"id": "x"})),
+            Anthropic.parse_response(&json!({"id": "x"})),
             Err(LlmError::Protocol(_))
         ));
     }
 
     #[test]
     fn endpoint_and_headers() {
-        assert_eq!(endpoint(None), "https://api.anthropic.com/v1/messages");
         assert_eq!(
-            endpoint(Some("http://127.0.0.1:9/v1")),
+            Anthropic.endpoint(None, "claude-sonnet-4-5"),
+            "https://api.anthropic.com/v1/messages"
+        );
+        assert_eq!(
+            Anthropic.endpoint(Some("http://127.0.0.1:9/v1"), "m"),
             "http://127.0.0.1:9/v1/messages"
         );
         assert_eq!(
-            headers(Some("k-1")),
+            Anthropic.headers(Some("k-1")),
             vec![
                 ("x-api-key", "k-1".to_string()),
                 ("anthropic-version", "2023-06-01".to_string())
             ]
         );
-        assert_eq!(headers(None).len(), 1);
+        assert_eq!(Anthropic.headers(None).len(), 1);
     }
 }

@@ -11,23 +11,176 @@
 //! `additionalProperties`, `const`, type lists...). Constraints are
 //! ignored.
 
-use super::http::{self, RetryPolicy};
-use super::{InferRequest, InferResponse, LlmError, Role, ToolCall, Usage};
+use super::http::{self, WireFormat};
+use super::{InferRequest, InferResponse, LlmError, Role, Usage};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 
 /// The vendor's public endpoint.
 pub const DEFAULT_BASE_URL: &str = "https://generativelanguage.googleapis.com/v1beta";
 
-/// The URL of the generateContent endpoint of `model` (a leading
-/// `models/` is accepted; unusual characters are percent-encoded).
-pub fn endpoint(base_url: Option<&str>, model: &str) -> String {
-    let model = model.strip_prefix("models/").unwrap_or(model);
-    format!(
-        "{}/models/{}:generateContent",
-        http::base(base_url, DEFAULT_BASE_URL),
-        encode_path_segment(model)
-    )
+/// The Gemini generateContent wire format.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gemini;
+
+http::module_infer!(Gemini);
+
+impl WireFormat for Gemini {
+    fn default_base_url(&self) -> &'static str {
+        DEFAULT_BASE_URL
+    }
+
+    /// The URL of the generateContent endpoint of `model` (a leading
+    /// `models/` is accepted; unusual characters are percent-encoded).
+    fn endpoint(&self, base_url: Option<&str>, model: &str) -> String {
+        let model = model.strip_prefix("models/").unwrap_or(model);
+        format!(
+            "{}/models/{}:generateContent",
+            http::base(base_url, DEFAULT_BASE_URL),
+            encode_path_segment(model)
+        )
+    }
+
+    /// `x-goog-api-key` when there is a key.
+    fn headers(&self, api_key: Option<&str>) -> Vec<(&'static str, String)> {
+        api_key
+            .map(|k| vec![("x-goog-api-key", k.to_string())])
+            .unwrap_or_default()
+    }
+
+    /// The request body.
+    fn build_body(&self, req: &InferRequest) -> Value {
+        let mut call_names: HashMap<&str, &str> = HashMap::new();
+        let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
+        for m in &req.messages {
+            let (role, parts) = match m.role {
+                Role::System => continue,
+                Role::User => ("user", text_part(&m.content)),
+                Role::Assistant => {
+                    let mut parts = text_part(&m.content);
+                    for c in &m.tool_calls {
+                        call_names.insert(c.id.as_str(), c.name.as_str());
+                        parts.push(json!({"functionCall": {"name": c.name, "args": http::arguments_object(&c.arguments)}}));
+                    }
+                    ("model", parts)
+                }
+                Role::Tool => {
+                    let name = m
+                        .name
+                        .as_deref()
+                        .or_else(|| {
+                            m.tool_call_id
+                                .as_deref()
+                                .and_then(|id| call_names.get(id).copied())
+                        })
+                        .unwrap_or_default();
+                    (
+                        "user",
+                        vec![
+                            json!({"functionResponse": {"name": name, "response": {"content": m.content}}}),
+                        ],
+                    )
+                }
+            };
+            http::push_turn(&mut turns, role, parts);
+        }
+        let contents: Vec<Value> = turns
+            .into_iter()
+            .map(|(role, parts)| json!({"role": role, "parts": parts}))
+            .collect();
+
+        let mut body = Map::new();
+        if let Some(system) = http::system_prompt(req) {
+            body.insert(
+                "systemInstruction".into(),
+                json!({"parts": [{"text": system}]}),
+            );
+        }
+        body.insert("contents".into(), Value::Array(contents));
+        if !req.tools.is_empty() {
+            let decls: Vec<Value> = req
+                .tools
+                .iter()
+                .map(|t| {
+                    json!({"name": t.name, "description": t.description,
+                           "parameters": gemini_schema(&t.parameters)})
+                })
+                .collect();
+            body.insert("tools".into(), json!([{"functionDeclarations": decls}]));
+        }
+        let mut gen_config = Map::new();
+        if let Some(n) = req.max_tokens {
+            gen_config.insert("maxOutputTokens".into(), json!(n));
+        }
+        if let Some(t) = req.temperature {
+            gen_config.insert("temperature".into(), http::temperature_json(t));
+        }
+        if !gen_config.is_empty() {
+            body.insert("generationConfig".into(), Value::Object(gen_config));
+        }
+        Value::Object(body)
+    }
+
+    /// Parses a generateContent answer.
+    fn parse_response(&self, v: &Value) -> Result<InferResponse, LlmError> {
+        if let Some(msg) = http::error_message(v) {
+            return Err(LlmError::Protocol(format!("provider error: {msg}")));
+        }
+        let Some(candidate) = v
+            .get("candidates")
+            .and_then(Value::as_array)
+            .and_then(|c| c.first())
+        else {
+            let reason = v
+                .pointer("/promptFeedback/blockReason")
+                .and_then(Value::as_str);
+            return Err(LlmError::Protocol(match reason {
+                Some(r) => format!("the prompt was blocked ({r})"),
+                None => "no candidates in the answer".into(),
+            }));
+        };
+        let mut content = String::new();
+        let mut tool_calls = Vec::new();
+        let parts = candidate
+            .pointer("/content/parts")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for (i, p) in parts.iter().enumerate() {
+            if let Some(call) = p.get("functionCall") {
+                let name = call.get("name").and_then(Value::as_str).ok_or_else(|| {
+                    LlmError::Protocol(format!("functionCall part {i} has no name"))
+                })?;
+                let arguments = call.get("args").cloned().unwrap_or_else(|| json!({}));
+                tool_calls.push(http::tool_call(
+                    call.get("id"),
+                    "gemini_call",
+                    name,
+                    arguments,
+                ));
+            } else if let Some(text) = p.get("text").and_then(Value::as_str) {
+                // Thought summaries are not the reply.
+                if p.get("thought").and_then(Value::as_bool) != Some(true) {
+                    content.push_str(text);
+                }
+            }
+        }
+        let usage = v.get("usageMetadata").unwrap_or(&Value::Null);
+        let field = |k: &str| http::tokens(usage.get(k).unwrap_or(&Value::Null));
+        Ok(InferResponse {
+            content,
+            tool_calls,
+            usage: Usage {
+                prompt_tokens: field("promptTokenCount"),
+                // Thinking tokens are billed as output.
+                completion_tokens: field("candidatesTokenCount") + field("thoughtsTokenCount"),
+            },
+            finish_reason: candidate
+                .get("finishReason")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        })
+    }
 }
 
 fn encode_path_segment(s: &str) -> String {
@@ -42,112 +195,11 @@ fn encode_path_segment(s: &str) -> String {
     out
 }
 
-/// `x-goog-api-key` when there is a key.
-pub fn headers(api_key: Option<&str>) -> Vec<(&'static str, String)> {
-    api_key
-        .map(|k| vec![("x-goog-api-key", k.to_string())])
-        .unwrap_or_default()
-}
-
-/// The request body.
-pub fn build_body(req: &InferRequest) -> Value {
-    let system: Vec<&str> = req
-        .messages
-        .iter()
-        .filter(|m| m.role == Role::System && !m.content.is_empty())
-        .map(|m| m.content.as_str())
-        .collect();
-
-    let mut call_names: HashMap<&str, &str> = HashMap::new();
-    let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
-    for m in &req.messages {
-        let (role, parts) = match m.role {
-            Role::System => continue,
-            Role::User => ("user", text_part(&m.content)),
-            Role::Assistant => {
-                let mut parts = text_part(&m.content);
-                for c in &m.tool_calls {
-                    call_names.insert(c.id.as_str(), c.name.as_str());
-                    parts.push(json!({"functionCall": {"name": c.name, "args": args_object(&c.arguments)}}));
-                }
-                ("model", parts)
-            }
-            Role::Tool => {
-                let name = m
-                    .name
-                    .as_deref()
-                    .or_else(|| {
-                        m.tool_call_id
-                            .as_deref()
-                            .and_then(|id| call_names.get(id).copied())
-                    })
-                    .unwrap_or_default();
-                (
-                    "user",
-                    vec![
-                        json!({"functionResponse": {"name": name, "response": {"content": m.content}}}),
-                    ],
-                )
-            }
-        };
-        if parts.is_empty() {
-            continue;
-        }
-        match turns.last_mut() {
-            Some((last_role, last_parts)) if *last_role == role => last_parts.extend(parts),
-            _ => turns.push((role, parts)),
-        }
-    }
-    let contents: Vec<Value> = turns
-        .into_iter()
-        .map(|(role, parts)| json!({"role": role, "parts": parts}))
-        .collect();
-
-    let mut body = Map::new();
-    if !system.is_empty() {
-        body.insert(
-            "systemInstruction".into(),
-            json!({"parts": [{"text": system.join("\n\n")}]}),
-        );
-    }
-    body.insert("contents".into(), Value::Array(contents));
-    if !req.tools.is_empty() {
-        let decls: Vec<Value> = req
-            .tools
-            .iter()
-            .map(|t| {
-                json!({"name": t.name, "description": t.description,
-                       "parameters": gemini_schema(&t.parameters)})
-            })
-            .collect();
-        body.insert("tools".into(), json!([{"functionDeclarations": decls}]));
-    }
-    let mut gen_config = Map::new();
-    if let Some(n) = req.max_tokens {
-        gen_config.insert("maxOutputTokens".into(), json!(n));
-    }
-    if let Some(t) = req.temperature {
-        gen_config.insert("temperature".into(), http::temperature_json(t));
-    }
-    if !gen_config.is_empty() {
-        body.insert("generationConfig".into(), Value::Object(gen_config));
-    }
-    Value::Object(body)
-}
-
 fn text_part(text: &str) -> Vec<Value> {
     if text.is_empty() {
         Vec::new()
     } else {
         vec![json!({"text": text})]
-    }
-}
-
-fn args_object(args: &Value) -> Value {
-    match args {
-        Value::Object(_) => args.clone(),
-        Value::Null => json!({}),
-        other => json!({"_raw": other}),
     }
 }
 
@@ -233,98 +285,12 @@ pub fn gemini_schema(schema: &Value) -> Value {
     Value::Object(out)
 }
 
-/// Parses a generateContent answer.
-pub fn parse_response(v: &Value) -> Result<InferResponse, LlmError> {
-    if let Some(msg) = http::error_message(v) {
-        return Err(LlmError::Protocol(format!("provider error: {msg}")));
-    }
-    let Some(candidate) = v
-        .get("candidates")
-        .and_then(Value::as_array)
-        .and_then(|c| c.first())
-    else {
-        let reason = v
-            .pointer("/promptFeedback/blockReason")
-            .and_then(Value::as_str);
-        return Err(LlmError::Protocol(match reason {
-            Some(r) => format!("the prompt was blocked ({r})"),
-            None => "no candidates in the answer".into(),
-        }));
-    };
-    let mut content = String::new();
-    let mut tool_calls = Vec::new();
-    let parts = candidate
-        .pointer("/content/parts")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    for (i, p) in parts.iter().enumerate() {
-        if let Some(call) = p.get("functionCall") {
-            let name = call
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| LlmError::Protocol(format!("functionCall part {i} has no name")))?;
-            let id = call
-                .get("id")
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .unwrap_or_else(|| http::generated_call_id("gemini_call"));
-            tool_calls.push(ToolCall {
-                id,
-                name: name.to_string(),
-                arguments: call.get("args").cloned().unwrap_or_else(|| json!({})),
-            });
-        } else if let Some(text) = p.get("text").and_then(Value::as_str) {
-            // Thought summaries are not the reply.
-            if p.get("thought").and_then(Value::as_bool) != Some(true) {
-                content.push_str(text);
-            }
-        }
-    }
-    let usage = v.get("usageMetadata").unwrap_or(&Value::Null);
-    let field = |k: &str| http::tokens(usage.get(k).unwrap_or(&Value::Null));
-    Ok(InferResponse {
-        content,
-        tool_calls,
-        usage: Usage {
-            prompt_tokens: field("promptTokenCount"),
-            // Thinking tokens are billed as output.
-            completion_tokens: field("candidatesTokenCount") + field("thoughtsTokenCount"),
-        },
-        finish_reason: candidate
-            .get("finishReason")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-    })
-}
-
-/// One inference: build, POST with retries, parse.
-pub async fn infer(
-    client: &reqwest::Client,
-    base_url: Option<&str>,
-    api_key: Option<&str>,
-    req: &InferRequest,
-    policy: &RetryPolicy,
-) -> Result<InferResponse, LlmError> {
-    let body = build_body(req);
-    let v = http::post_json(
-        client,
-        &endpoint(base_url, &req.model),
-        &headers(api_key),
-        &body,
-        policy,
-    )
-    .await?;
-    parse_response(&v)
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::llm::{ChatMessage, ToolSpec};
+    use crate::llm::{ChatMessage, ToolCall, ToolSpec};
 
     fn conversation() -> InferRequest {
         let mut assistant = ChatMessage::new(Role::Assistant, "");
@@ -360,7 +326,7 @@ mod tests {
     #[test]
     fn body_system_contents_tools_and_config() {
         assert_eq!(
-            build_body(&conversation()),
+            Gemini.build_body(&conversation()),
             json!({
                 "systemInstruction": {"parts": [{"text": "You are an agent."}]},
                 "contents": [
@@ -392,7 +358,7 @@ mod tests {
             constraint: None,
         };
         assert_eq!(
-            build_body(&req),
+            Gemini.build_body(&req),
             json!({"contents": [{"role": "user", "parts": [
                 {"text": "hi"},
                 {"functionResponse": {"name": "explicit", "response": {"content": "r"}}}
@@ -448,7 +414,7 @@ mod tests {
                               "thoughtsTokenCount": 3, "totalTokenCount": 95},
             "modelVersion": "gemini-2.5-flash"
         });
-        let r = parse_response(&v).unwrap();
+        let r = Gemini.parse_response(&v).unwrap();
         assert_eq!(r.content, "Reading both.");
         assert_eq!(r.tool_calls.len(), 2);
         assert_eq!(r.tool_calls[0].name, "fs_read");
@@ -467,14 +433,18 @@ mod tests {
 
     #[test]
     fn parses_empty_candidate_and_blocked_prompt() {
-        let r = parse_response(&json!({"candidates": [{"finishReason": "MAX_TOKENS"}]})).unwrap();
+        let r = Gemini
+            .parse_response(&json!({"candidates": [{"finishReason": "MAX_TOKENS"}]}))
+            .unwrap();
         assert_eq!(r.content, "");
         assert_eq!(r.usage, Usage::default());
         assert_eq!(r.finish_reason.as_deref(), Some("MAX_TOKENS"));
-        let err =
-            parse_response(&json!({"promptFeedback": {"blockReason": "SAFETY"}})).unwrap_err();
+        let err = Gemini
+            .parse_response(&json!({"promptFeedback": {"blockReason": "SAFETY"}}))
+            .unwrap_err();
         assert!(matches!(&err, LlmError::Protocol(m) if m.contains("SAFETY")));
-        let err = parse_response(&json!({"error": {"code": 400, "message": "API key not valid"}}))
+        let err = Gemini
+            .parse_response(&json!({"error": {"code": 400, "message": "API key not valid"}}))
             .unwrap_err();
         assert!(matches!(&err, LlmError::Protocol(m) if m.contains("API key not valid")));
     }
@@ -482,21 +452,21 @@ mod tests {
     #[test]
     fn endpoint_and_headers() {
         assert_eq!(
-            endpoint(None, "gemini-2.5-flash"),
+            Gemini.endpoint(None, "gemini-2.5-flash"),
             "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:generateContent"
         );
         assert_eq!(
-            endpoint(Some("http://127.0.0.1:5/v1beta/"), "models/g-1"),
+            Gemini.endpoint(Some("http://127.0.0.1:5/v1beta/"), "models/g-1"),
             "http://127.0.0.1:5/v1beta/models/g-1:generateContent"
         );
         assert_eq!(
-            endpoint(None, "a/b?c"),
+            Gemini.endpoint(None, "a/b?c"),
             "https://generativelanguage.googleapis.com/v1beta/models/a%2Fb%3Fc:generateContent"
         );
         assert_eq!(
-            headers(Some("AIza-1")),
+            Gemini.headers(Some("AIza-1")),
             vec![("x-goog-api-key", "AIza-1".to_string())]
         );
-        assert!(headers(None).is_empty());
+        assert!(Gemini.headers(None).is_empty());
     }
 }

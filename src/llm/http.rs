@@ -1,6 +1,8 @@
 //! The HTTP side of the providers: one way to build the `reqwest` client
 //! (rustls with the ring crypto provider, proxies ignored, timeouts, user
-//! agent), a JSON POST with retries, and API key resolution.
+//! agent), a JSON POST with retries, API key resolution, and the one
+//! inference pipeline ([`infer`]: build the body, POST it, parse the
+//! answer) that every wire format ([`WireFormat`]) goes through.
 //!
 //! Retries: 429 honours `Retry-After` (delta-seconds or HTTP-date, capped
 //! by [`RetryPolicy::max_retry_after`]), falling back to the backoff;
@@ -10,8 +12,8 @@
 //! error message: error bodies are redacted of the values of credential
 //! headers before they are quoted.
 
-use super::LlmError;
 use super::config::ProviderConfig;
+use super::{InferRequest, InferResponse, LlmError, Role, ToolCall};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 use std::collections::hash_map::RandomState;
@@ -206,6 +208,60 @@ pub async fn post_json(
         }
     }
 }
+
+/// What differs between the wire formats (OpenAI, Anthropic, Gemini):
+/// where to POST, which headers carry the key, the request body and how
+/// to read the answer. Everything else is [`infer`].
+pub trait WireFormat: Send + Sync {
+    /// The vendor's public endpoint, used when no `base_url` is configured.
+    fn default_base_url(&self) -> &'static str;
+    /// The URL to POST an inference of `model` to.
+    fn endpoint(&self, base_url: Option<&str>, model: &str) -> String;
+    /// The headers that carry the key (when there is one) and the API
+    /// version.
+    fn headers(&self, api_key: Option<&str>) -> Vec<(&'static str, String)>;
+    /// The request body.
+    fn build_body(&self, req: &InferRequest) -> Value;
+    /// Parses the JSON answer.
+    fn parse_response(&self, v: &Value) -> Result<InferResponse, LlmError>;
+}
+
+/// One inference in `wire`'s format: build the body, POST it with
+/// retries ([`post_json`]), parse the answer.
+pub async fn infer(
+    wire: &dyn WireFormat,
+    client: &reqwest::Client,
+    base_url: Option<&str>,
+    api_key: Option<&str>,
+    req: &InferRequest,
+    policy: &RetryPolicy,
+) -> Result<InferResponse, LlmError> {
+    let body = wire.build_body(req);
+    let url = wire.endpoint(base_url, &req.model);
+    let v = post_json(client, &url, &wire.headers(api_key), &body, policy).await?;
+    wire.parse_response(&v)
+}
+
+/// Defines a wire format module's
+/// `pub async fn infer(client, base_url, api_key, req, policy)`: [`infer`]
+/// with the given [`WireFormat`], for callers that hold no configured
+/// provider.
+macro_rules! module_infer {
+    ($wire:expr) => {
+        /// One inference in this module's wire format: build, POST with
+        /// retries, parse ([`http::infer`](crate::llm::http::infer)).
+        pub async fn infer(
+            client: &::reqwest::Client,
+            base_url: Option<&str>,
+            api_key: Option<&str>,
+            req: &$crate::llm::InferRequest,
+            policy: &$crate::llm::http::RetryPolicy,
+        ) -> Result<$crate::llm::InferResponse, $crate::llm::LlmError> {
+            $crate::llm::http::infer(&$wire, client, base_url, api_key, req, policy).await
+        }
+    };
+}
+pub(crate) use module_infer;
 
 /// Whether a header carries a credential (its value is marked sensitive
 /// and redacted from error bodies).
@@ -554,6 +610,65 @@ pub(crate) fn temperature_json(t: f32) -> Value {
 pub(crate) fn generated_call_id(prefix: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     format!("{prefix}_{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The system messages of `req` that are not empty, one paragraph each
+/// (for formats that take the system prompt apart from the turns).
+pub(crate) fn system_prompt(req: &InferRequest) -> Option<String> {
+    let system: Vec<&str> = req
+        .messages
+        .iter()
+        .filter(|m| m.role == Role::System && !m.content.is_empty())
+        .map(|m| m.content.as_str())
+        .collect();
+    (!system.is_empty()).then(|| system.join("\n\n"))
+}
+
+/// Appends one turn of `role` with `items` (content blocks or parts) to
+/// `turns`: dropped when `items` is empty, merged into the last turn when
+/// that has the same role (for formats that want the roles to alternate).
+pub(crate) fn push_turn(
+    turns: &mut Vec<(&'static str, Vec<Value>)>,
+    role: &'static str,
+    items: Vec<Value>,
+) {
+    if items.is_empty() {
+        return;
+    }
+    match turns.last_mut() {
+        Some((last_role, last_items)) if *last_role == role => last_items.extend(items),
+        _ => turns.push((role, items)),
+    }
+}
+
+/// Tool call arguments as the object a format requires: `null` is `{}`,
+/// anything else that is not an object is wrapped as `{"_raw": …}`.
+pub(crate) fn arguments_object(args: &Value) -> Value {
+    match args {
+        Value::Object(_) => args.clone(),
+        Value::Null => Value::Object(serde_json::Map::new()),
+        other => serde_json::json!({"_raw": other}),
+    }
+}
+
+/// A parsed tool call: its `id` when the answer has a non-empty one, else
+/// a generated `<id_prefix>_<n>`.
+pub(crate) fn tool_call(
+    id: Option<&Value>,
+    id_prefix: &str,
+    name: &str,
+    arguments: Value,
+) -> ToolCall {
+    let id = id
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .unwrap_or_else(|| generated_call_id(id_prefix));
+    ToolCall {
+        id,
+        name: name.to_string(),
+        arguments,
+    }
 }
 
 /// A JSON number as a token count (absent, negative or not a number → 0).

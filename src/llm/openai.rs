@@ -4,73 +4,135 @@
 //! Constraints: `Grammar` becomes llama.cpp's top-level `grammar` field,
 //! `JsonSchema` becomes a strict `response_format` named `syscall`.
 
-use super::http::{self, RetryPolicy};
-use super::{Constraint, InferRequest, InferResponse, LlmError, Role, ToolCall, Usage};
+use super::http::{self, WireFormat};
+use super::{Constraint, InferRequest, InferResponse, LlmError, Role, Usage};
 use serde_json::{Map, Value, json};
 
 /// The vendor's public endpoint.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 
-/// The URL of the chat completions endpoint.
-pub fn endpoint(base_url: Option<&str>) -> String {
-    format!(
-        "{}/chat/completions",
-        http::base(base_url, DEFAULT_BASE_URL)
-    )
-}
+/// The OpenAI chat completions wire format.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenAi;
 
-/// `Authorization: Bearer KEY`, or nothing for keyless local servers.
-pub fn headers(api_key: Option<&str>) -> Vec<(&'static str, String)> {
-    api_key
-        .map(|k| vec![("authorization", format!("Bearer {k}"))])
-        .unwrap_or_default()
-}
+http::module_infer!(OpenAi);
 
-/// The request body.
-pub fn build_body(req: &InferRequest) -> Value {
-    let messages: Vec<Value> = req.messages.iter().map(message_json).collect();
-    let mut body = Map::new();
-    body.insert("model".into(), json!(req.model));
-    body.insert("messages".into(), Value::Array(messages));
-    if !req.tools.is_empty() {
-        let tools: Vec<Value> = req
-            .tools
-            .iter()
-            .map(|t| {
-                json!({
-                    "type": "function",
-                    "function": {
-                        "name": t.name,
-                        "description": t.description,
-                        "parameters": t.parameters,
-                    }
+impl WireFormat for OpenAi {
+    fn default_base_url(&self) -> &'static str {
+        DEFAULT_BASE_URL
+    }
+
+    /// The URL of the chat completions endpoint.
+    fn endpoint(&self, base_url: Option<&str>, _model: &str) -> String {
+        format!(
+            "{}/chat/completions",
+            http::base(base_url, DEFAULT_BASE_URL)
+        )
+    }
+
+    /// `Authorization: Bearer KEY`, or nothing for keyless local servers.
+    fn headers(&self, api_key: Option<&str>) -> Vec<(&'static str, String)> {
+        api_key
+            .map(|k| vec![("authorization", format!("Bearer {k}"))])
+            .unwrap_or_default()
+    }
+
+    /// The request body.
+    fn build_body(&self, req: &InferRequest) -> Value {
+        let messages: Vec<Value> = req.messages.iter().map(message_json).collect();
+        let mut body = Map::new();
+        body.insert("model".into(), json!(req.model));
+        body.insert("messages".into(), Value::Array(messages));
+        if !req.tools.is_empty() {
+            let tools: Vec<Value> = req
+                .tools
+                .iter()
+                .map(|t| {
+                    json!({
+                        "type": "function",
+                        "function": {
+                            "name": t.name,
+                            "description": t.description,
+                            "parameters": t.parameters,
+                        }
+                    })
                 })
-            })
-            .collect();
-        body.insert("tools".into(), Value::Array(tools));
-    }
-    if let Some(n) = req.max_tokens {
-        body.insert("max_tokens".into(), json!(n));
-    }
-    if let Some(t) = req.temperature {
-        body.insert("temperature".into(), http::temperature_json(t));
-    }
-    match &req.constraint {
-        Some(Constraint::Grammar(g)) => {
-            body.insert("grammar".into(), json!(g));
+                .collect();
+            body.insert("tools".into(), Value::Array(tools));
         }
-        Some(Constraint::JsonSchema(schema)) => {
-            body.insert(
-                "response_format".into(),
-                json!({
-                    "type": "json_schema",
-                    "json_schema": {"name": "syscall", "schema": schema, "strict": true}
-                }),
-            );
+        if let Some(n) = req.max_tokens {
+            body.insert("max_tokens".into(), json!(n));
         }
-        None => {}
+        if let Some(t) = req.temperature {
+            body.insert("temperature".into(), http::temperature_json(t));
+        }
+        match &req.constraint {
+            Some(Constraint::Grammar(g)) => {
+                body.insert("grammar".into(), json!(g));
+            }
+            Some(Constraint::JsonSchema(schema)) => {
+                body.insert(
+                    "response_format".into(),
+                    json!({
+                        "type": "json_schema",
+                        "json_schema": {"name": "syscall", "schema": schema, "strict": true}
+                    }),
+                );
+            }
+            None => {}
+        }
+        Value::Object(body)
     }
-    Value::Object(body)
+
+    /// Parses a chat completion.
+    fn parse_response(&self, v: &Value) -> Result<InferResponse, LlmError> {
+        let Some(choice) = v
+            .get("choices")
+            .and_then(Value::as_array)
+            .and_then(|c| c.first())
+        else {
+            if let Some(msg) = http::error_message(v) {
+                return Err(LlmError::Protocol(format!("provider error: {msg}")));
+            }
+            return Err(LlmError::Protocol("no choices in the answer".into()));
+        };
+        let message = choice.get("message").unwrap_or(&Value::Null);
+        let content = match message.get("content") {
+            Some(Value::String(s)) => s.clone(),
+            // Some servers answer with content parts.
+            Some(Value::Array(parts)) => parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect(),
+            _ => String::new(),
+        };
+        let mut tool_calls = Vec::new();
+        if let Some(calls) = message.get("tool_calls").and_then(Value::as_array) {
+            for (i, c) in calls.iter().enumerate() {
+                let f = c.get("function").unwrap_or(&Value::Null);
+                let name = f.get("name").and_then(Value::as_str).ok_or_else(|| {
+                    LlmError::Protocol(format!("tool call {i} has no function name"))
+                })?;
+                let arguments = parse_arguments(f.get("arguments").unwrap_or(&Value::Null));
+                tool_calls.push(http::tool_call(c.get("id"), "call", name, arguments));
+            }
+        }
+        let usage = v.get("usage").unwrap_or(&Value::Null);
+        Ok(InferResponse {
+            content,
+            tool_calls,
+            usage: Usage {
+                prompt_tokens: http::tokens(usage.get("prompt_tokens").unwrap_or(&Value::Null)),
+                completion_tokens: http::tokens(
+                    usage.get("completion_tokens").unwrap_or(&Value::Null),
+                ),
+            },
+            finish_reason: choice
+                .get("finish_reason")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        })
+    }
 }
 
 fn message_json(m: &super::ChatMessage) -> Value {
@@ -132,90 +194,12 @@ pub fn parse_arguments(v: &Value) -> Value {
     }
 }
 
-/// Parses a chat completion.
-pub fn parse_response(v: &Value) -> Result<InferResponse, LlmError> {
-    let Some(choice) = v
-        .get("choices")
-        .and_then(Value::as_array)
-        .and_then(|c| c.first())
-    else {
-        if let Some(msg) = http::error_message(v) {
-            return Err(LlmError::Protocol(format!("provider error: {msg}")));
-        }
-        return Err(LlmError::Protocol("no choices in the answer".into()));
-    };
-    let message = choice.get("message").unwrap_or(&Value::Null);
-    let content = match message.get("content") {
-        Some(Value::String(s)) => s.clone(),
-        // Some servers answer with content parts.
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect(),
-        _ => String::new(),
-    };
-    let mut tool_calls = Vec::new();
-    if let Some(calls) = message.get("tool_calls").and_then(Value::as_array) {
-        for (i, c) in calls.iter().enumerate() {
-            let f = c.get("function").unwrap_or(&Value::Null);
-            let name = f
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| LlmError::Protocol(format!("tool call {i} has no function name")))?;
-            let id = c
-                .get("id")
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .unwrap_or_else(|| http::generated_call_id("call"));
-            tool_calls.push(ToolCall {
-                id,
-                name: name.to_string(),
-                arguments: parse_arguments(f.get("arguments").unwrap_or(&Value::Null)),
-            });
-        }
-    }
-    let usage = v.get("usage").unwrap_or(&Value::Null);
-    Ok(InferResponse {
-        content,
-        tool_calls,
-        usage: Usage {
-            prompt_tokens: http::tokens(usage.get("prompt_tokens").unwrap_or(&Value::Null)),
-            completion_tokens: http::tokens(usage.get("completion_tokens").unwrap_or(&Value::Null)),
-        },
-        finish_reason: choice
-            .get("finish_reason")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-    })
-}
-
-/// One inference: build, POST with retries, parse.
-pub async fn infer(
-    client: &reqwest::Client,
-    base_url: Option<&str>,
-    api_key: Option<&str>,
-    req: &InferRequest,
-    policy: &RetryPolicy,
-) -> Result<InferResponse, LlmError> {
-    let body = build_body(req);
-    let v = http::post_json(
-        client,
-        &endpoint(base_url),
-        &headers(api_key),
-        &body,
-        policy,
-    )
-    .await?;
-    parse_response(&v)
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::llm::{ChatMessage, ToolSpec};
+    use crate::llm::{ChatMessage, ToolCall, ToolSpec};
 
     fn conversation() -> InferRequest {
         let mut assistant = ChatMessage::new(Role::Assistant, "");
@@ -249,7 +233,7 @@ mod tests {
 
     #[test]
     fn body_has_roles_tool_calls_tools_and_sampling() {
-        let body = build_body(&conversation());
+        let body = OpenAi.build_body(&conversation());
         assert_eq!(
             body,
             json!({
@@ -293,7 +277,7 @@ mod tests {
             constraint: None,
         };
         assert_eq!(
-            build_body(&req),
+            OpenAi.build_body(&req),
             json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
         );
     }
@@ -302,12 +286,12 @@ mod tests {
     fn constraints() {
         let mut req = conversation();
         req.constraint = Some(Constraint::Grammar("root ::= \"x\"".into()));
-        let body = build_body(&req);
+        let body = OpenAi.build_body(&req);
         assert_eq!(body["grammar"], json!("root ::= \"x\""));
         assert!(body.get("response_format").is_none());
         let schema = json!({"type": "object", "properties": {"call": {"type": "string"}}});
         req.constraint = Some(Constraint::JsonSchema(schema.clone()));
-        let body = build_body(&req);
+        let body = OpenAi.build_body(&req);
         assert!(body.get("grammar").is_none());
         assert_eq!(
             body["response_format"],
@@ -323,7 +307,7 @@ mod tests {
                          "logprobs": null, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}
         });
-        let r = parse_response(&v).unwrap();
+        let r = OpenAi.parse_response(&v).unwrap();
         assert_eq!(r.content, "Hello!");
         assert!(r.tool_calls.is_empty());
         assert_eq!(
@@ -350,7 +334,7 @@ mod tests {
                 ]}}],
             "usage": {"prompt_tokens": 100, "completion_tokens": 20}
         });
-        let r = parse_response(&v).unwrap();
+        let r = OpenAi.parse_response(&v).unwrap();
         assert_eq!(r.content, "");
         assert_eq!(r.tool_calls.len(), 3);
         assert_eq!(r.tool_calls[0].id, "call_abc");
@@ -371,7 +355,7 @@ mod tests {
     fn missing_usage_is_zero_and_object_arguments_accepted() {
         let v = json!({"choices": [{"message": {"content": "x", "tool_calls": [
             {"id": "1", "function": {"name": "f", "arguments": {"a": 1}}}]}}]});
-        let r = parse_response(&v).unwrap();
+        let r = OpenAi.parse_response(&v).unwrap();
         assert_eq!(r.usage, Usage::default());
         assert_eq!(r.finish_reason, None);
         assert_eq!(r.tool_calls[0].arguments, json!({"a": 1}));
@@ -380,27 +364,33 @@ mod tests {
     #[test]
     fn malformed_answers_are_protocol_errors() {
         assert!(matches!(
-            parse_response(&json!({"choices": []})),
+            OpenAi.parse_response(&json!({"choices": []})),
             Err(LlmError::Protocol(_))
         ));
-        let err = parse_response(&json!({"error": {"message": "model overloaded"}})).unwrap_err();
+        let err = OpenAi
+            .parse_response(&json!({"error": {"message": "model overloaded"}}))
+            .unwrap_err();
         assert!(matches!(&err, LlmError::Protocol(m) if m.contains("model overloaded")));
-        let err = parse_response(&json!({"choices": [{"message": {"tool_calls": [
+        let err = OpenAi
+            .parse_response(&json!({"choices": [{"message": {"tool_calls": [
             {"id": "1", "function": {"arguments": "{}"}}]}}]}))
-        .unwrap_err();
+            .unwrap_err();
         assert!(matches!(err, LlmError::Protocol(_)));
     }
 
     #[test]
     fn endpoint_and_headers() {
-        assert_eq!(endpoint(None), "https://api.openai.com/v1/chat/completions");
         assert_eq!(
-            endpoint(Some("http://127.0.0.1:8080/v1/")),
+            OpenAi.endpoint(None, "gpt-4o-mini"),
+            "https://api.openai.com/v1/chat/completions"
+        );
+        assert_eq!(
+            OpenAi.endpoint(Some("http://127.0.0.1:8080/v1/"), "m"),
             "http://127.0.0.1:8080/v1/chat/completions"
         );
-        assert!(headers(None).is_empty());
+        assert!(OpenAi.headers(None).is_empty());
         assert_eq!(
-            headers(Some("sk-1")),
+            OpenAi.headers(Some("sk-1")),
             vec![("authorization", "Bearer sk-1".to_string())]
         );
     }

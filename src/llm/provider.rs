@@ -6,7 +6,7 @@
 //! which schedules inferences across agents.
 
 use super::config::{ProviderConfig, ProviderKind};
-use super::http::{self, RetryPolicy};
+use super::http::{self, RetryPolicy, WireFormat};
 use super::scripted::ScriptedProvider;
 use super::{InferContext, InferRequest, InferResponse, LlmError, anthropic, gemini, openai};
 use std::fmt;
@@ -16,6 +16,7 @@ use std::fmt;
 pub struct HttpProvider {
     name: String,
     kind: ProviderKind,
+    wire: &'static dyn WireFormat,
     base_url: String,
     api_key: Option<String>,
     client: reqwest::Client,
@@ -37,10 +38,10 @@ impl fmt::Debug for HttpProvider {
 
 impl HttpProvider {
     fn new(cfg: &ProviderConfig) -> Result<Self, LlmError> {
-        let default = match cfg.kind {
-            ProviderKind::Openai => openai::DEFAULT_BASE_URL,
-            ProviderKind::Anthropic => anthropic::DEFAULT_BASE_URL,
-            ProviderKind::Gemini => gemini::DEFAULT_BASE_URL,
+        let wire: &'static dyn WireFormat = match cfg.kind {
+            ProviderKind::Openai => &openai::OpenAi,
+            ProviderKind::Anthropic => &anthropic::Anthropic,
+            ProviderKind::Gemini => &gemini::Gemini,
             ProviderKind::Scripted => {
                 return Err(LlmError::Config(format!(
                     "provider '{}': a scripted provider has no URL",
@@ -48,7 +49,7 @@ impl HttpProvider {
                 )));
             }
         };
-        let base_url = http::base(cfg.base_url.as_deref(), default).to_string();
+        let base_url = http::base(cfg.base_url.as_deref(), wire.default_base_url()).to_string();
         let url = reqwest::Url::parse(&base_url).map_err(|e| {
             LlmError::Config(format!(
                 "provider '{}': invalid base_url {base_url:?}: {e}",
@@ -78,11 +79,25 @@ impl HttpProvider {
         Ok(HttpProvider {
             name: cfg.name.clone(),
             kind: cfg.kind,
+            wire,
             base_url,
             api_key,
             client: http::build_client(cfg)?,
             policy: RetryPolicy::from_config(cfg),
         })
+    }
+
+    /// One inference in this provider's wire format (with its retries).
+    async fn infer(&self, req: &InferRequest) -> Result<InferResponse, LlmError> {
+        http::infer(
+            self.wire,
+            &self.client,
+            Some(&self.base_url),
+            self.api_key.as_deref(),
+            req,
+            &self.policy,
+        )
+        .await
     }
 }
 
@@ -133,35 +148,8 @@ impl Provider {
         ctx: &InferContext,
     ) -> Result<InferResponse, LlmError> {
         match self {
-            Provider::Openai(p) => {
-                openai::infer(
-                    &p.client,
-                    Some(&p.base_url),
-                    p.api_key.as_deref(),
-                    req,
-                    &p.policy,
-                )
-                .await
-            }
-            Provider::Anthropic(p) => {
-                anthropic::infer(
-                    &p.client,
-                    Some(&p.base_url),
-                    p.api_key.as_deref(),
-                    req,
-                    &p.policy,
-                )
-                .await
-            }
-            Provider::Gemini(p) => {
-                gemini::infer(
-                    &p.client,
-                    Some(&p.base_url),
-                    p.api_key.as_deref(),
-                    req,
-                    &p.policy,
-                )
-                .await
+            Provider::Openai(p) | Provider::Anthropic(p) | Provider::Gemini(p) => {
+                p.infer(req).await
             }
             Provider::Scripted(s) => s.infer(req, ctx).await,
         }
