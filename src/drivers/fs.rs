@@ -1811,40 +1811,22 @@ mod tests {
                 let mut i = 0usize;
                 while Instant::now() < deadline {
                     let other = if i % 2 == 0 { "e" } else { "f" };
-                    nix::fcntl::renameat2(
-                        &ws_dir,
-                        "d",
-                        &ws_dir,
-                        other,
-                        nix::fcntl::RenameFlags::RENAME_EXCHANGE,
-                    )
-                    .unwrap();
-                    nix::fcntl::renameat2(
-                        &ws_dir,
-                        "d",
-                        &ws_dir,
-                        other,
-                        nix::fcntl::RenameFlags::RENAME_EXCHANGE,
-                    )
-                    .unwrap();
+                    let exchange = || {
+                        nix::fcntl::renameat2(
+                            &ws_dir,
+                            "d",
+                            &ws_dir,
+                            other,
+                            nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+                        )
+                        .unwrap();
+                    };
+                    exchange();
+                    exchange();
                     // Leave `d` a symlink for a moment, too.
-                    nix::fcntl::renameat2(
-                        &ws_dir,
-                        "d",
-                        &ws_dir,
-                        other,
-                        nix::fcntl::RenameFlags::RENAME_EXCHANGE,
-                    )
-                    .unwrap();
+                    exchange();
                     std::thread::yield_now();
-                    nix::fcntl::renameat2(
-                        &ws_dir,
-                        "d",
-                        &ws_dir,
-                        other,
-                        nix::fcntl::RenameFlags::RENAME_EXCHANGE,
-                    )
-                    .unwrap();
+                    exchange();
                     swaps.fetch_add(4, Ordering::Relaxed);
                     i += 1;
                 }
@@ -1986,27 +1968,21 @@ mod tests {
         );
         let r = fs_read(ws, &json!({ "path": "c.txt", "max_bytes": 5000 })).unwrap();
         assert_eq!(r["content"].as_str().unwrap().len(), 100);
-        let r = fs_read(
-            ws,
-            &json!({ "path": "c.txt", "offset": 395, "max_bytes": 10 }),
-        )
-        .unwrap();
+        // (content, truncated) of an FS_READ with `args`.
+        let read_window = |args: Value| {
+            let r = fs_read(ws, &args).unwrap();
+            (r["content"].clone(), r["truncated"].clone())
+        };
         assert_eq!(
-            (r["content"].clone(), r["truncated"].clone()),
+            read_window(json!({ "path": "c.txt", "offset": 395, "max_bytes": 10 })),
             (json!("ccccc"), json!(false))
         );
-        let r = fs_read(
-            ws,
-            &json!({ "path": "c.txt", "offset": 10, "max_bytes": 0 }),
-        )
-        .unwrap();
         assert_eq!(
-            (r["content"].clone(), r["truncated"].clone()),
+            read_window(json!({ "path": "c.txt", "offset": 10, "max_bytes": 0 })),
             (json!(""), json!(true))
         );
-        let r = fs_read(ws, &json!({ "path": "c.txt", "offset": u64::MAX })).unwrap();
         assert_eq!(
-            (r["content"].clone(), r["truncated"].clone()),
+            read_window(json!({ "path": "c.txt", "offset": u64::MAX })),
             (json!(""), json!(false))
         );
     }
