@@ -40,6 +40,15 @@ fn finish(daemon: &Daemon, pid: u64, timeout: Duration) -> Value {
     daemon.finish(pid, timeout)
 }
 
+/// The agent's log and the daemon's, for assertion messages.
+fn logs(daemon: &Daemon, pid: u64) -> String {
+    format!(
+        "agent log:\n{}\ndaemon log:\n{}",
+        daemon.logs(pid),
+        daemon.log()
+    )
+}
+
 /// Tells a waiting agent to go on (it blocks in RECV_MSG).
 fn send_go(daemon: &Daemon, pid: u64) {
     daemon
@@ -148,6 +157,16 @@ fn reply_code(reply: &Value) -> &str {
     }
 }
 
+/// Asserts that `report[section][key]` has `expected` as its code.
+fn expect_code(report: &Value, section: &str, key: &str, expected: &str, ctx: &dyn Fn() -> String) {
+    assert_eq!(
+        code_at(report, section, key),
+        expected,
+        "{section} {key:?}: expected {expected}\nreport: {report}\n{}",
+        ctx()
+    );
+}
+
 /// Asserts that every entry of `report[section]` has `expected` as its code.
 fn expect_all(report: &Value, section: &str, expected: &str, ctx: &dyn Fn() -> String) {
     let map = report[section]
@@ -155,10 +174,35 @@ fn expect_all(report: &Value, section: &str, expected: &str, ctx: &dyn Fn() -> S
         .unwrap_or_else(|| panic!("report has no {section}: {report}\n{}", ctx()));
     assert!(!map.is_empty(), "empty section {section}\n{}", ctx());
     for key in map.keys() {
-        assert_eq!(
-            code_at(report, section, key),
-            expected,
-            "{section} {key:?}: expected {expected}\nreport: {report}\n{}",
+        expect_code(report, section, key, expected, ctx);
+    }
+}
+
+/// Asserts that the agent's summary `report[key]` of a reply has
+/// `expected` as its `code`.
+fn expect_summary(report: &Value, key: &str, expected: &str, ctx: &dyn Fn() -> String) {
+    assert_eq!(
+        report[key]["code"],
+        expected,
+        "{key:?}: expected {expected}\nreport: {report}\n{}",
+        ctx()
+    );
+}
+
+/// Asserts that the whole reply `report[key]` has `expected` as its code
+/// and, when that is an error, carries no result.
+fn expect_reply(report: &Value, key: &str, expected: &str, ctx: &dyn Fn() -> String) {
+    assert_eq!(
+        reply_code(&report[key]),
+        expected,
+        "{key:?}: {}\n{}",
+        report[key],
+        ctx()
+    );
+    if expected != "SUCCESS" {
+        assert!(
+            report[key]["result"].is_null(),
+            "{key:?} returned data: {report}\n{}",
             ctx()
         );
     }
@@ -212,13 +256,7 @@ fn dotdot_paths_are_exdev_and_touch_nothing() {
     ]);
 
     let pcb = spawn_agent(&daemon, "dotdot", &[&m], &["fs"]);
-    let ctx = || {
-        format!(
-            "agent log:\n{}\ndaemon log:\n{}",
-            daemon.logs(pcb.pid),
-            daemon.log()
-        )
-    };
+    let ctx = || logs(&daemon, pcb.pid);
     let report = finish(&daemon, pcb.pid, Duration::from_secs(20));
 
     for section in ["read", "write", "list", "delete"] {
@@ -276,13 +314,7 @@ fn absolute_paths_are_workspace_paths() {
     let host_passwd = std::fs::read_to_string("/etc/passwd").expect("host /etc/passwd");
     let guard = Guarded::new(&[Path::new("/etc/passwd")]);
     let pcb = spawn_agent(&daemon, "absolute", &[], &["fs"]);
-    let ctx = || {
-        format!(
-            "agent log:\n{}\ndaemon log:\n{}",
-            daemon.logs(pcb.pid),
-            daemon.log()
-        )
-    };
+    let ctx = || logs(&daemon, pcb.pid);
     let report = finish(&daemon, pcb.pid, Duration::from_secs(20));
 
     for key in [
@@ -291,26 +323,9 @@ fn absolute_paths_are_workspace_paths() {
         "read_proc_root",
         "list_etc",
     ] {
-        assert_eq!(
-            reply_code(&report[key]),
-            "ENOENT",
-            "{key}: {}\n{}",
-            report[key],
-            ctx()
-        );
-        assert!(
-            report[key]["result"].is_null(),
-            "{key} returned data: {}\n{}",
-            report[key],
-            ctx()
-        );
+        expect_reply(&report, key, "ENOENT", &ctx);
     }
-    assert_eq!(
-        reply_code(&report["write_etc_passwd"]),
-        "SUCCESS",
-        "{report}\n{}",
-        ctx()
-    );
+    expect_reply(&report, "write_etc_passwd", "SUCCESS", &ctx);
     for key in [
         "reread_etc_passwd",
         "reread_ws_etc_passwd",
@@ -380,13 +395,7 @@ fn agent_made_symlinks_never_lead_out() {
     );
 
     let pcb = spawn_agent(&daemon, "symlinks", &[&m], &["fs"]);
-    let ctx = || {
-        format!(
-            "agent log:\n{}\ndaemon log:\n{}",
-            daemon.logs(pcb.pid),
-            daemon.log()
-        )
-    };
+    let ctx = || logs(&daemon, pcb.pid);
     let report = finish(&daemon, pcb.pid, Duration::from_secs(20));
 
     // The agent could make every link (else the test would prove nothing).
@@ -411,12 +420,7 @@ fn agent_made_symlinks_never_lead_out() {
     .map(String::from);
     for p in &final_links {
         for section in ["read", "write"] {
-            assert_eq!(
-                code_at(&report, section, p),
-                "EFTYPE",
-                "{section} through the final symlink {p}\nreport: {report}\n{}",
-                ctx()
-            );
+            expect_code(&report, section, p, "EFTYPE", &ctx);
         }
     }
     expect_all(&report, "append", "EFTYPE", &ctx);
@@ -429,12 +433,7 @@ fn agent_made_symlinks_never_lead_out() {
         "up_etc/shadow".to_string(),
     ];
     for p in &through_dirs {
-        assert_eq!(
-            code_at(&report, "read", p),
-            "EXDEV",
-            "read {p}\nreport: {report}\n{}",
-            ctx()
-        );
+        expect_code(&report, "read", p, "EXDEV", &ctx);
     }
     for p in [
         format!("etc_dir/agentos-{m}"),
@@ -443,41 +442,17 @@ fn agent_made_symlinks_never_lead_out() {
         format!("procroot_dir/tmp/{m}"),
         format!("etc_dir/sub/{m}"),
     ] {
-        assert_eq!(
-            code_at(&report, "write", &p),
-            "EXDEV",
-            "write {p}\nreport: {report}\n{}",
-            ctx()
-        );
+        expect_code(&report, "write", &p, "EXDEV", &ctx);
     }
     for p in ["etc_dir", "up_dir"] {
-        assert_eq!(
-            code_at(&report, "list", p),
-            "EFTYPE",
-            "list {p}\n{report}\n{}",
-            ctx()
-        );
+        expect_code(&report, "list", p, "EFTYPE", &ctx);
     }
     for p in ["etc_dir/ssl", "up_dir/state"] {
-        assert_eq!(
-            code_at(&report, "list", p),
-            "EXDEV",
-            "list {p}\n{report}\n{}",
-            ctx()
-        );
+        expect_code(&report, "list", p, "EXDEV", &ctx);
     }
-    assert_eq!(
-        code_at(&report, "delete", &format!("up_dir/hostfile-{m}")),
-        "EXDEV",
-        "{report}\n{}",
-        ctx()
-    );
-    assert_eq!(
-        code_at(&report, "delete", "shadow_link"),
-        "SUCCESS",
-        "{report}\n{}",
-        ctx()
-    );
+    let hostfile_via_up = format!("up_dir/hostfile-{m}");
+    expect_code(&report, "delete", &hostfile_via_up, "EXDEV", &ctx);
+    expect_code(&report, "delete", "shadow_link", "SUCCESS", &ctx);
 
     // On the host: the targets are untouched, nothing new appeared, and the
     // deleted link was only the link.
@@ -535,13 +510,7 @@ fn hard_links_to_host_files_are_refused() {
     }
     let daemon = Daemon::start();
     let pcb = spawn_agent(&daemon, "hardlink", &[], &["fs", "ipc"]);
-    let ctx = || {
-        format!(
-            "agent log:\n{}\ndaemon log:\n{}",
-            daemon.logs(pcb.pid),
-            daemon.log()
-        )
-    };
+    let ctx = || logs(&daemon, pcb.pid);
     let secret = format!("HOST SECRET {}", marker("hardlink"));
     let host = hard_link_in(&daemon, &pcb, "hostfile-hl", "hl", &secret);
     let host2 = hard_link_in(&daemon, &pcb, "hostfile-hl2", "sub/hl2", &secret);
@@ -558,12 +527,7 @@ fn hard_links_to_host_files_are_refused() {
         "read_sub",
         "write_sub",
     ] {
-        assert_eq!(
-            report[key]["code"],
-            "EFTYPE",
-            "{key} of a hard-linked host file\nreport: {report}\n{}",
-            ctx()
-        );
+        expect_summary(&report, key, "EFTYPE", &ctx);
         assert!(
             report[key]["result"].is_null(),
             "{key}: {report}\n{}",
@@ -587,13 +551,7 @@ fn fifos_are_refused_without_blocking() {
     }
     let daemon = Daemon::start();
     let pcb = spawn_agent(&daemon, "fifo", &[], &["fs", "ipc"]);
-    let ctx = || {
-        format!(
-            "agent log:\n{}\ndaemon log:\n{}",
-            daemon.logs(pcb.pid),
-            daemon.log()
-        )
-    };
+    let ctx = || logs(&daemon, pcb.pid);
     let fifo = daemon.workspace(pcb.pid).join("fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o666)).expect("mkfifo");
     std::os::unix::fs::chown(&fifo, Some(pcb.uid), Some(pcb.gid)).expect("chown");
@@ -615,20 +573,11 @@ fn fifos_are_refused_without_blocking() {
     let report = daemon.report(pcb.pid);
 
     for key in ["read", "write", "append", "read_abs"] {
-        assert_eq!(
-            report[key]["code"],
-            "EFTYPE",
-            "{key} of a FIFO\nreport: {report}\n{}",
-            ctx()
-        );
+        expect_summary(&report, key, "EFTYPE", &ctx);
     }
-    assert_eq!(report["list"]["code"], "ENOTDIR", "{report}\n{}", ctx());
-    assert_eq!(
-        report["read_dirfifo"]["code"],
-        "ENOTDIR",
-        "{report}\n{}",
-        ctx()
-    );
+    for key in ["list", "read_dirfifo"] {
+        expect_summary(&report, key, "ENOTDIR", &ctx);
+    }
     for key in [
         "read",
         "write",
@@ -780,30 +729,9 @@ fn listing_parents_and_root_symlinks_is_refused() {
     }
     let daemon = Daemon::start();
     let pcb = spawn_agent(&daemon, "list", &[], &["fs"]);
-    let ctx = || {
-        format!(
-            "agent log:\n{}\ndaemon log:\n{}",
-            daemon.logs(pcb.pid),
-            daemon.log()
-        )
-    };
+    let ctx = || logs(&daemon, pcb.pid);
     let report = finish(&daemon, pcb.pid, Duration::from_secs(20));
-    let expect = |path: &str, code: &str| {
-        assert_eq!(
-            reply_code(&report[path]),
-            code,
-            "FS_LIST {path:?}: {}\n{}",
-            report[path],
-            ctx()
-        );
-        if code != "SUCCESS" {
-            assert!(
-                report[path]["result"].is_null(),
-                "{path}: {report}\n{}",
-                ctx()
-            );
-        }
-    };
+    let expect = |path: &str, code: &str| expect_reply(&report, path, code, &ctx);
     for p in [
         "..",
         "/..",

@@ -30,15 +30,14 @@ fn fs_calls() -> BTreeSet<Call> {
     ])
 }
 
+/// Asserts that the reply the agent reported under `key` has `code`.
+fn expect_code(report: &Value, key: &str, code: &str, ctx: &dyn Fn() -> String) {
+    assert_eq!(report[key]["code"], code, "{key}: {report}\n{}", ctx());
+}
+
 /// The pid in a successful SPAWN_AGENT reply as the agent reported it.
 fn spawned_pid(report: &Value, key: &str, ctx: &dyn Fn() -> String) -> u64 {
-    assert_eq!(
-        report[key]["code"],
-        "SUCCESS",
-        "{key}: {}\n{}",
-        report[key],
-        ctx()
-    );
+    expect_code(report, key, "SUCCESS", ctx);
     report[key]["result"]["pid"]
         .as_u64()
         .unwrap_or_else(|| panic!("{key}: no pid in {}\n{}", report[key], ctx()))
@@ -62,12 +61,7 @@ fn empty_permissions_deny_everything_but_getpid() {
 
     let denied = ["FS_WRITE", "SEND_MSG", "SPAWN_AGENT", "SLEEP", "PS"];
     for call in denied {
-        assert_eq!(
-            report[call]["code"],
-            "EACCES",
-            "{call}: {report}\n{}",
-            ctx()
-        );
+        expect_code(&report, call, "EACCES", &ctx);
         assert_eq!(
             report[call]["message"],
             format!("permission denied for syscall {call}"),
@@ -87,7 +81,7 @@ fn empty_permissions_deny_everything_but_getpid() {
     }
     // Always allowed: GETPID answers with the agent's own pid.
     for key in ["getpid", "getpid_again"] {
-        assert_eq!(report[key]["code"], "SUCCESS", "{report}\n{}", ctx());
+        expect_code(&report, key, "SUCCESS", &ctx);
         assert_eq!(report[key]["result"]["pid"], pcb.pid, "{report}\n{}", ctx());
     }
     let refused_lines = logs
@@ -220,11 +214,11 @@ fn spawn_narrows_permissions_and_limits() {
     let full = || format!("report: {report}\n{}", ctx());
 
     // A permission the parent lacks: EACCES naming it.
-    assert_eq!(report["spawn_fs_send"]["code"], "EACCES", "{}", full());
+    expect_code(&report, "spawn_fs_send", "EACCES", &full);
     let msg = report["spawn_fs_send"]["message"].as_str().unwrap_or("");
     assert!(msg.contains("SEND_MSG"), "{msg}\n{}", full());
     // A memory limit above the parent's: EACCES naming the limit.
-    assert_eq!(report["spawn_mem_over"]["code"], "EACCES", "{}", full());
+    expect_code(&report, "spawn_mem_over", "EACCES", &full);
     let msg = report["spawn_mem_over"]["message"].as_str().unwrap_or("");
     assert!(msg.contains("memory_bytes"), "{msg}\n{}", full());
     // Refused spawns leave no PCB behind.
@@ -252,28 +246,18 @@ fn spawn_narrows_permissions_and_limits() {
         pcb.limits.memory_bytes, PARENT_MEM,
         "inherited limit: {pcb:?}"
     );
-    assert_eq!(report["wait_fs"]["code"], "SUCCESS", "{}", full());
+    expect_code(&report, "wait_fs", "SUCCESS", &full);
     assert_eq!(report["wait_fs"]["result"]["exit_code"], 0, "{}", full());
     let child_report = daemon.report(fs_child);
-    assert_eq!(
-        child_report["FS_WRITE"]["code"],
-        "SUCCESS",
-        "{child_report}\n{}",
-        full()
-    );
-    assert_eq!(
-        child_report["SEND_MSG"]["code"],
-        "EACCES",
-        "{child_report}\n{}",
-        full()
-    );
+    expect_code(&child_report, "FS_WRITE", "SUCCESS", &full);
+    expect_code(&child_report, "SEND_MSG", "EACCES", &full);
     assert_eq!(
         std::fs::read_to_string(daemon.workspace(fs_child).join("probe.txt")).unwrap_or_default(),
         "probe"
     );
 
     // The low-memory child ran to its end once released.
-    assert_eq!(report["wait_low"]["code"], "SUCCESS", "{}", full());
+    expect_code(&report, "wait_low", "SUCCESS", &full);
     assert_eq!(report["wait_low"]["result"]["exit_code"], 0, "{}", full());
 
     // (c) "permissions": [] and no permissions field: nothing at all.
@@ -282,7 +266,7 @@ fn spawn_narrows_permissions_and_limits() {
         let pcb = daemon.inspect(pid);
         assert!(pcb.permissions.is_empty(), "{key}: {pcb:?}\n{}", full());
         let wait_key = key.replace("spawn_", "wait_");
-        assert_eq!(report[&wait_key]["code"], "SUCCESS", "{}", full());
+        expect_code(&report, &wait_key, "SUCCESS", &full);
         let child_report = daemon.report(pid);
         let child_logs = daemon.logs(pid);
         for call in ["FS_WRITE", "SEND_MSG"] {
@@ -336,6 +320,32 @@ fn kill_sibling(daemon: &Daemon, pid: u64) {
     let _ = daemon.call(AdminRequest::Kill { pid });
 }
 
+/// Spawns an idle sibling, then the agent `mode` (permission "process")
+/// with the sibling's pid, and runs the agent to its end: the sibling, the
+/// agent and the agent's report.
+fn run_beside_idle_sibling(daemon: &Daemon, mode: &str) -> (Pcb, Pcb, Value) {
+    let sibling = spawn_idle_sibling(daemon);
+    let agent = daemon.spawn(spawn_req(
+        mode,
+        &[mode, &sibling.pid.to_string()],
+        Some(&["process"]),
+    ));
+    let report = finish(daemon, agent.pid, Duration::from_secs(30));
+    (sibling, agent, report)
+}
+
+/// The logs of the agent, of its sibling and of the daemon, for assertion
+/// messages.
+fn sibling_logs(daemon: &Daemon, agent: &Pcb, sibling: &Pcb) -> String {
+    format!(
+        "{} log:\n{}\nsibling log:\n{}\ndaemon log:\n{}",
+        agent.name,
+        daemon.logs(agent.pid),
+        daemon.logs(sibling.pid),
+        daemon.log()
+    )
+}
+
 /// (d) KILL of an agent that is not a descendant (a sibling spawned by the
 /// admin, or no agent at all) is EPERM, and the sibling keeps running; the
 /// same agent may kill its own child.
@@ -345,43 +355,15 @@ fn kill_of_a_non_descendant_is_eperm() {
         return;
     }
     let daemon = Daemon::start();
-    let sibling = spawn_idle_sibling(&daemon);
-    let killer = daemon.spawn(spawn_req(
-        "killer",
-        &["killer", &sibling.pid.to_string()],
-        Some(&["process"]),
-    ));
-    let ctx = || {
-        format!(
-            "killer log:\n{}\nsibling log:\n{}\ndaemon log:\n{}",
-            daemon.logs(killer.pid),
-            daemon.logs(sibling.pid),
-            daemon.log()
-        )
-    };
-    let report = finish(&daemon, killer.pid, Duration::from_secs(30));
+    let (sibling, killer, report) = run_beside_idle_sibling(&daemon, "killer");
+    let ctx = || sibling_logs(&daemon, &killer, &sibling);
     for key in ["kill_sibling", "kill_sibling_again", "kill_missing"] {
-        assert_eq!(report[key]["code"], "EPERM", "{key}: {report}\n{}", ctx());
+        expect_code(&report, key, "EPERM", &ctx);
     }
     // Control: its own child could be killed, so EPERM is about the tree.
-    assert_eq!(
-        report["spawn_child"]["code"],
-        "SUCCESS",
-        "{report}\n{}",
-        ctx()
-    );
-    assert_eq!(
-        report["kill_child"]["code"],
-        "SUCCESS",
-        "{report}\n{}",
-        ctx()
-    );
-    assert_eq!(
-        report["wait_child"]["code"],
-        "SUCCESS",
-        "{report}\n{}",
-        ctx()
-    );
+    for key in ["spawn_child", "kill_child", "wait_child"] {
+        expect_code(&report, key, "SUCCESS", &ctx);
+    }
     let reason = report["wait_child"]["result"]["reason"]
         .as_str()
         .unwrap_or("");
@@ -421,41 +403,20 @@ fn wait_on_a_non_child_is_echild() {
         return;
     }
     let daemon = Daemon::start();
-    let sibling = spawn_idle_sibling(&daemon);
-    let waiter = daemon.spawn(spawn_req(
-        "waiter",
-        &["waiter", &sibling.pid.to_string()],
-        Some(&["process"]),
-    ));
-    let ctx = || {
-        format!(
-            "waiter log:\n{}\ndaemon log:\n{}",
-            daemon.logs(waiter.pid),
-            daemon.log()
-        )
-    };
-    let report = finish(&daemon, waiter.pid, Duration::from_secs(30));
+    let (sibling, waiter, report) = run_beside_idle_sibling(&daemon, "waiter");
+    let ctx = || sibling_logs(&daemon, &waiter, &sibling);
     for key in [
         "wait_sibling",
         "wait_missing",
         "wait_self",
         "wait_parentless",
     ] {
-        assert_eq!(report[key]["code"], "ECHILD", "{key}: {report}\n{}", ctx());
+        expect_code(&report, key, "ECHILD", &ctx);
     }
     // Control: its own child can be waited for.
-    assert_eq!(
-        report["spawn_child"]["code"],
-        "SUCCESS",
-        "{report}\n{}",
-        ctx()
-    );
-    assert_eq!(
-        report["wait_child"]["code"],
-        "SUCCESS",
-        "{report}\n{}",
-        ctx()
-    );
+    for key in ["spawn_child", "wait_child"] {
+        expect_code(&report, key, "SUCCESS", &ctx);
+    }
     assert_eq!(
         report["wait_child"]["result"]["exit_code"],
         0,
