@@ -228,6 +228,24 @@ mod tests {
         }
     }
 
+    /// A request with no messages, and who asks.
+    fn empty_request() -> (InferRequest, InferContext) {
+        let req = InferRequest {
+            model: "m".into(),
+            messages: vec![],
+            tools: vec![],
+            max_tokens: None,
+            temperature: None,
+            constraint: None,
+        };
+        let ctx = InferContext {
+            pid: 1,
+            agent_name: "a".into(),
+            turn: 0,
+        };
+        (req, ctx)
+    }
+
     #[test]
     fn builds_each_kind_with_default_urls() {
         for (kind, url) in [
@@ -307,19 +325,7 @@ mod tests {
             .enable_time()
             .build()
             .unwrap();
-        let req = InferRequest {
-            model: "m".into(),
-            messages: vec![],
-            tools: vec![],
-            max_tokens: None,
-            temperature: None,
-            constraint: None,
-        };
-        let ctx = InferContext {
-            pid: 1,
-            agent_name: "a".into(),
-            turn: 0,
-        };
+        let (req, ctx) = empty_request();
         let r = rt.block_on(p.infer(&req, &ctx)).unwrap();
         assert_eq!(r.content, "hello");
         std::fs::remove_dir_all(&dir).unwrap();
@@ -331,19 +337,7 @@ mod tests {
         assert_send_sync::<Provider>();
         fn assert_send<T: Send>(_: &T) {}
         let p = Provider::from_config(&cfg(ProviderKind::Openai)).unwrap();
-        let req = InferRequest {
-            model: "m".into(),
-            messages: vec![],
-            tools: vec![],
-            max_tokens: None,
-            temperature: None,
-            constraint: None,
-        };
-        let ctx = InferContext {
-            pid: 1,
-            agent_name: "a".into(),
-            turn: 0,
-        };
+        let (req, ctx) = empty_request();
         // The future is never polled: no traffic.
         assert_send(&p.infer(&req, &ctx));
     }
