@@ -136,6 +136,7 @@ const EXPECTED: &[(&str, u32)] = &[
     ("/usr/lib/systemd/system/agentosd.service", 0o644),
     ("/usr/lib/sysusers.d/agentos.conf", 0o644),
     ("/usr/lib/tmpfiles.d/agentos.conf", 0o644),
+    ("/usr/lib/sysctl.d/60-agentos.conf", 0o644),
     ("/usr/share/agentos/policies/profiles/default.toml", 0o644),
     (
         "/usr/share/agentos/policies/profiles/restricted.toml",
@@ -398,6 +399,10 @@ fn deb_installs_removes_and_purges() {
         assert_eq!((meta.uid(), meta.gid()), (0, 0), "{path} owner");
     }
     assert!(group_exists("agentos"), "the agentos group was created");
+    // postinst applied the package's sysctl.d file (the machine is root's
+    // own here: CI runs as root on a VM).
+    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max").unwrap_or_default();
+    assert_eq!(pid_max.trim(), "4194304", "postinst applies kernel.pid_max");
     for (dir, mode) in [
         ("/var/lib/agentos", 0o711),
         ("/etc/agentos", 0o755),

@@ -10,6 +10,12 @@ fi
 if command -v systemd-tmpfiles >/dev/null 2>&1; then
     systemd-tmpfiles --create agentos.conf || :
 fi
+# kernel.pid_max for thousands of agents (only ever raised; see the file).
+if [ -x /usr/lib/systemd/systemd-sysctl ]; then
+    /usr/lib/systemd/systemd-sysctl /usr/lib/sysctl.d/60-agentos.conf || :
+elif command -v sysctl >/dev/null 2>&1; then
+    sysctl -q -p /usr/lib/sysctl.d/60-agentos.conf || :
+fi
 install -d -m 0711 /var/lib/agentos
 install -d -m 0755 /etc/agentos
 install -d -m 0700 /etc/agentos/credentials
