@@ -137,7 +137,7 @@ fn serve(server: &Server, sigchld: &SignalFd, pool: &mut NetnsPool) -> ! {
                         }
                         Err(e) => LauncherReply::Refused {
                             id: request.id,
-                            error: format!("fork: {e}"),
+                            error: format!("cannot start the sandbox: {e}"),
                         },
                     };
                     send(&reply);
@@ -187,18 +187,16 @@ impl Server {
         unshare(CloneFlags::CLONE_NEWPID)?;
         // SAFETY: the server is single-threaded (it never starts a thread),
         // so the child may use any function.
-        let forked = unsafe { fork() };
-        if let Ok(ForkResult::Child) = forked {
-            launcher::run(plan, fds, netns, self.own_pidfd.as_fd());
-        }
+        let forked = match unsafe { fork() } {
+            Ok(ForkResult::Child) => launcher::run(plan, fds, netns, self.own_pidfd.as_fd()),
+            Ok(ForkResult::Parent { child }) => Ok(child.as_raw()),
+            Err(e) => Err(e),
+        };
         // Our later children must not land in that namespace: go back.
         if let Err(e) = setns(&self.own_pidns, CloneFlags::CLONE_NEWPID) {
             fatal(&format!("returning to our own pid namespace: {e}"));
         }
-        let child = match forked? {
-            ForkResult::Parent { child } => child.as_raw(),
-            ForkResult::Child => unreachable!("the child never returns from launcher::run"),
-        };
+        let child = forked?;
         let event = LaunchEvent::Forked { host_pid: child };
         if let (Some(status), Ok(mut line)) = (fds.get(STATUS), serde_json::to_vec(&event)) {
             line.push(b'\n');
