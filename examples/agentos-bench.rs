@@ -981,14 +981,15 @@ fn threads_of(pid: u64) -> u64 {
     status_field(pid as u32, "Threads")
 }
 
-/// Memory of live agents: PSS of each agent's pid 1 and its launcher relay.
+/// Memory of live agents: PSS of each agent's pid 1, and of the launcher
+/// server they share (its parent), counted once.
 struct AgentMemory {
     agents: usize,
     processes: usize,
     threads: u64,
     pss_kib: u64,
     agent_pss_kib: u64,
-    relay_pss_kib: u64,
+    launcher_pss_kib: u64,
 }
 
 fn agent_memory(pcbs: &[Value], pids: &[u64]) -> AgentMemory {
@@ -999,8 +1000,9 @@ fn agent_memory(pcbs: &[Value], pids: &[u64]) -> AgentMemory {
         threads: 0,
         pss_kib: 0,
         agent_pss_kib: 0,
-        relay_pss_kib: 0,
+        launcher_pss_kib: 0,
     };
+    let mut parents = std::collections::HashSet::new();
     for p in pcbs {
         let Some(pid) = p["pid"].as_u64() else {
             continue;
@@ -1017,15 +1019,18 @@ fn agent_memory(pcbs: &[Value], pids: &[u64]) -> AgentMemory {
             m.processes += 1;
             m.threads += threads_of(host);
         }
-        if let Some(relay) = ppid_of(host) {
-            if let Some(k) = pss_kib(relay) {
-                m.relay_pss_kib += k;
-                m.processes += 1;
-                m.threads += threads_of(relay);
-            }
+        if let Some(parent) = ppid_of(host) {
+            parents.insert(parent);
         }
     }
-    m.pss_kib = m.agent_pss_kib + m.relay_pss_kib;
+    for parent in parents {
+        if let Some(k) = pss_kib(parent) {
+            m.launcher_pss_kib += k;
+            m.processes += 1;
+            m.threads += threads_of(parent);
+        }
+    }
+    m.pss_kib = m.agent_pss_kib + m.launcher_pss_kib;
     m
 }
 
@@ -1645,10 +1650,10 @@ fn scale_population(
     );
     let pss_target = label == "runtime";
     let pss_text = format!(
-        "{:.0} KiB (agent {:.0} + relay {:.0}); {} processes, {} threads",
+        "{:.0} KiB (agent {:.0} + share of the launcher server {:.1}); {} processes, {} threads",
         per_agent_pss,
         mem.agent_pss_kib as f64 / mem.agents.max(1) as f64,
-        mem.relay_pss_kib as f64 / mem.agents.max(1) as f64,
+        mem.launcher_pss_kib as f64 / mem.agents.max(1) as f64,
         mem.processes,
         mem.threads
     );
@@ -1726,7 +1731,7 @@ fn scale_population(
             "threads": mem.threads,
             "total_kib": mem.pss_kib,
             "agent_kib": mem.agent_pss_kib,
-            "relay_kib": mem.relay_pss_kib,
+            "launcher_kib": mem.launcher_pss_kib,
         }),
     );
     out.insert(
@@ -1772,7 +1777,7 @@ fn sec_scale(ctx: &Ctx) -> Result<Value, String> {
         .unwrap_or(0);
     let limits = next_limits(ctx, &tiny_v, &rt_v, pid_max);
     Ok(json!({
-        "measured": "N idle confined agents: examples/bench-agent `idle` (blocked in RECV_MSG) and the built-in runtime (scripted model whose reply is RECV_MSG with a 24 h wait). PSS: /proc/<pid>/smaps_rollup of each agent's pid 1 and its launcher relay. `agentos ps`: the CLI binary, wall time. Answering: every agent is sent a message and must take it from its inbox (its RECV_MSG counter rises and it blocks again).",
+        "measured": "N idle confined agents: examples/bench-agent `idle` (blocked in RECV_MSG) and the built-in runtime (scripted model whose reply is RECV_MSG with a 24 h wait). PSS: /proc/<pid>/smaps_rollup of each agent's pid 1, plus the launcher server they share, once. `agentos ps`: the CLI binary, wall time. Answering: every agent is sent a message and must take it from its inbox (its RECV_MSG counter rises and it blocks again).",
         "tiny": tiny_v,
         "runtime": rt_v,
         "limits": limits,
@@ -1806,7 +1811,7 @@ fn next_limits(ctx: &Ctx, tiny: &Value, rt: &Value, pid_max: u64) -> Value {
     let fd_label = format!("RLIMIT_NOFILE of the daemon ({})", ctx.nofile);
     let mut list = [
         (fd_label.as_str(), by_fd),
-        ("pid_max (tasks: relay + agent threads)", by_pid),
+        ("pid_max (tasks: agent threads)", by_pid),
         ("memory (MemTotal / host memory per agent)", by_mem),
         ("uid range (default 400000-499999)", by_uid),
     ];
