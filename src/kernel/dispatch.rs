@@ -96,7 +96,14 @@ async fn execute(k: &Arc<Kernel>, pid: Pid, req: Request) -> Reply {
     // Read-only calls and refusals changed nothing and are not waited for.
     let mutating = call.is_some_and(|c| !c.is_read_only()) && outcome.is_ok();
     if mutating || denied {
-        if let Err(e) = k.store.durable().await {
+        // An inference's reply waits for its own flush only, never for a
+        // group of other writers to fill.
+        let durable = if call == Some(Call::LLM_INFER) {
+            k.store.durable_now().await
+        } else {
+            k.store.durable().await
+        };
+        if let Err(e) = durable {
             return Reply::error(req.id, SysError::io(format!("store: {e}")));
         }
     }
