@@ -30,6 +30,9 @@ const SCHEMA_VERSION: u64 = 1;
 /// Longest a group is held open for more writers (when the previous group
 /// had several); a lone writer never waits.
 const MAX_GATHER: Duration = Duration::from_micros(800);
+/// Groups are held open only after a group of at least this many writers
+/// (two or three writers meeting by chance are not a sign of load).
+const MIN_GATHER_GROUP: usize = 4;
 /// A group is not held open for more writers than this.
 const MAX_GATHER_WRITERS: usize = 256;
 
@@ -269,9 +272,9 @@ impl Store {
         let db = self.db.clone();
         let c = self.committer.clone();
         let run = move || {
-            // Size of the previous group: when several writers shared it,
-            // the next group is held open (up to MAX_GATHER) until twice as
-            // many have queued, so that back-to-back commits carry more
+            // Size of the previous group: when several writers shared it
+            // (MIN_GATHER_GROUP), the next group is held open (up to
+            // MAX_GATHER) until twice as many have queued, so that back-to-back commits carry more
             // writers each (measured with 64 senders: groups of ~40 instead
             // of ~12, a third less CPU per message). A lone writer is
             // flushed at once.
@@ -286,7 +289,7 @@ impl Store {
                             Err(_) => return,
                         };
                     }
-                    let want = if last_group > 1 {
+                    let want = if last_group >= MIN_GATHER_GROUP {
                         (last_group * 2).min(MAX_GATHER_WRITERS)
                     } else {
                         1
