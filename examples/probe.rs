@@ -22,7 +22,9 @@
 //!   checks that every reply is correct and the connection survives.
 //! * `echo` answers every message with `echo:<body>` until it receives `exit`.
 //! * `send TO COUNT` sends COUNT messages to TO and reports the acks.
-//! * `exit CODE` leaves through SYS_EXIT; `sleep MS` sleeps, then exits plainly.
+//! * `exit CODE` leaves through SYS_EXIT; `exit-and-wait CODE` calls SYS_EXIT
+//!   and then waits for the supervisor to end it; `sleep MS` sleeps, then
+//!   exits plainly.
 //!
 //! Risky experiments (unshare, mount, setuid, ptrace, foreign syscall ABIs)
 //! run in short-lived forked children so that a *successful* escape can never
@@ -69,6 +71,7 @@ const USAGE: &str = "usage: probe confine [--other-pid PID] [--other-workspace P
        probe echo
        probe send TO COUNT
        probe exit CODE
+       probe exit-and-wait CODE
        probe sleep MS";
 
 fn main() {
@@ -93,6 +96,10 @@ fn main() {
         },
         "exit" => match parse_one::<i32>(rest, "CODE") {
             Ok(code) => with_client(|c| exit_via_supervisor(Some(c), code)),
+            Err(e) => usage_error(&e),
+        },
+        "exit-and-wait" => match parse_one::<i32>(rest, "CODE") {
+            Ok(code) => with_client(|c| exit_and_wait(c, code)),
             Err(e) => usage_error(&e),
         },
         "sleep" => match parse_one::<u64>(rest, "MS") {
@@ -474,6 +481,19 @@ fn exit_via_supervisor(client: Option<&mut Client>, code: i32) -> ! {
         }
     }
     std::process::exit(code)
+}
+
+/// SYS_EXIT, then says on stdout whether it was answered and waits: the
+/// supervisor must end the agent itself, after the reply.
+fn exit_and_wait(client: &mut Client, code: i32) -> ! {
+    match client.call_with_timeout("SYS_EXIT", json!({"code": code}), Duration::from_secs(5)) {
+        Ok(Reply::Success(_)) => println!("SYS_EXIT answered"),
+        Ok(Reply::Error { code, message }) => println!("SYS_EXIT refused: {code}: {message}"),
+        Err(e) => println!("SYS_EXIT not answered: {e}"),
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
 }
 
 // ---------------------------------------------------------------------------

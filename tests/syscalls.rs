@@ -169,3 +169,29 @@ fn process_calls_stay_in_the_callers_subtree() {
     assert!(!c.is_live());
     assert!(d.inspect(outsider.pid).is_live());
 }
+
+#[test]
+fn sys_exit_is_answered_then_the_supervisor_ends_the_agent() {
+    if !require_root("sys_exit_is_answered_then_the_supervisor_ends_the_agent") {
+        return;
+    }
+    // The probe calls SYS_EXIT and then waits forever: the reply must reach
+    // it, and the daemon must end it right after, with the code it gave.
+    let d = Daemon::start();
+    let p = d.spawn_probe("leaver", &["exit-and-wait", "9"], &[]);
+    let started = std::time::Instant::now();
+    let exit = d.wait(p.pid, Duration::from_secs(10));
+    assert_eq!(exit.code, 9, "{exit:?}");
+    assert!(exit.reason.contains("SYS_EXIT(9)"), "{exit:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "ending the agent took {:?}",
+        started.elapsed()
+    );
+    let logs = eventually(Duration::from_secs(5), || {
+        let l = d.logs(p.pid);
+        l.contains("SYS_EXIT").then_some(l)
+    })
+    .unwrap_or_default();
+    assert!(logs.contains("SYS_EXIT answered"), "{logs}");
+}

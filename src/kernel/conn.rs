@@ -76,23 +76,48 @@ fn answered_inline(call: &str) -> bool {
     matches!(call, "GETPID" | "AGENT_INFO" | "PS")
 }
 
+/// How long an agent whose SYS_EXIT was answered may take to exit by itself.
+const EXIT_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Most reply bytes gathered into one write.
 const WRITE_BATCH: usize = 64 * 1024;
 
 /// Serves the agent until it closes its socket.
 pub async fn serve(k: Arc<Kernel>, pid: Pid, stream: UnixStream) {
     let (rd, mut wr) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(k.config.max_in_flight.max(1));
+    // Reply lines, each marked when it answers SYS_EXIT.
+    let (tx, mut rx) = mpsc::channel::<(Vec<u8>, bool)>(k.config.max_in_flight.max(1));
+    let ender = k.clone();
     let writer = tokio::spawn(async move {
-        while let Some(mut out) = rx.recv().await {
+        while let Some((mut out, mut exits)) = rx.recv().await {
             // Replies that finished meanwhile go out in the same write.
             while out.len() < WRITE_BATCH {
                 match rx.try_recv() {
-                    Ok(line) => out.extend_from_slice(&line),
+                    Ok((line, exit)) => {
+                        out.extend_from_slice(&line);
+                        exits |= exit;
+                    }
                     Err(_) => break,
                 }
             }
-            if wr.write_all(&out).await.is_err() {
+            let written = wr.write_all(&out).await;
+            // The agent's SYS_EXIT is answered: it may still exit by
+            // itself for a moment, then it is ended.
+            if exits
+                && let Some(live) = ender.live.get(pid)
+                && let Some(reason) = live.take_exit()
+            {
+                let k = ender.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(EXIT_GRACE).await;
+                    // Only if it is still the same live agent (not ended,
+                    // its pid not reaped and perhaps reused).
+                    if k.live.get(pid).is_some_and(|l| Arc::ptr_eq(&l, &live)) {
+                        live.kill(&reason);
+                    }
+                });
+            }
+            if written.is_err() {
                 break;
             }
         }
@@ -123,7 +148,7 @@ pub async fn serve(k: Arc<Kernel>, pid: Pid, stream: UnixStream) {
                     format!("request line longer than {cap} bytes; the line is dropped"),
                 ),
             );
-            let _ = overflow_tx.try_send(reply.to_line());
+            let _ = overflow_tx.try_send((reply.to_line(), false));
         })
         .await;
         match line {
@@ -132,7 +157,7 @@ pub async fn serve(k: Arc<Kernel>, pid: Pid, stream: UnixStream) {
                     Ok(r) => r,
                     Err(reply) => {
                         k.table.count(pid, |p| p.counters.syscalls += 1);
-                        let _ = tx.send(reply.to_line()).await;
+                        let _ = tx.send((reply.to_line(), false)).await;
                         continue;
                     }
                 };
@@ -141,23 +166,24 @@ pub async fn serve(k: Arc<Kernel>, pid: Pid, stream: UnixStream) {
                         req.id,
                         SysError::new(Errno::EAGAIN, "syscall rate limit exceeded; slow down"),
                     );
-                    let _ = tx.send(reply.to_line()).await;
+                    let _ = tx.send((reply.to_line(), false)).await;
                     continue;
                 }
                 let n = bytes.len() as u64 + 1;
                 if answered_inline(&req.call) {
                     let line = super::dispatch::dispatch(&k, pid, req).await.to_line();
                     count_bytes(&k, pid, n, &line);
-                    let _ = tx.send(line).await;
+                    let _ = tx.send((line, false)).await;
                     drop(permit);
                     continue;
                 }
                 let k = k.clone();
                 let tx = tx.clone();
+                let exits = req.call == crate::abi::calls::Call::SYS_EXIT.name();
                 tokio::spawn(async move {
                     let line = super::dispatch::dispatch(&k, pid, req).await.to_line();
                     count_bytes(&k, pid, n, &line);
-                    let _ = tx.send(line).await;
+                    let _ = tx.send((line, exits)).await;
                     drop(permit);
                 });
             }

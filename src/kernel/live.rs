@@ -28,6 +28,9 @@ pub struct Live {
     pub recv_lock: tokio::sync::Mutex<()>,
     /// Bytes of stdout/stderr logged so far.
     pub logged_bytes: std::sync::atomic::AtomicU64,
+    /// Set by a successful SYS_EXIT: the agent is ended, for this reason,
+    /// once the reply has been written to its socket.
+    pub exiting: Mutex<Option<String>>,
 }
 
 impl Live {
@@ -62,6 +65,14 @@ impl Live {
             );
         }
         self.cgroup.kill();
+    }
+
+    /// The reason SYS_EXIT gave, taken once its reply has been written.
+    pub fn take_exit(&self) -> Option<String> {
+        self.exiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     pub fn kill_reason(&self) -> Option<String> {

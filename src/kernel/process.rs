@@ -47,11 +47,8 @@ impl Kernel {
             .await
             .map_err(|e| SysError::io(e.to_string()))?;
         if let Some(live) = self.live.get(pcb.pid) {
-            // Let the reply go out first; the agent has nothing left to do.
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                live.kill(&reason);
-            });
+            // The connection ends the agent once this reply is written.
+            *live.exiting.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
         }
         Ok(json!({"exiting": true}))
     }

@@ -306,6 +306,7 @@ impl Kernel {
             dying: Default::default(),
             recv_lock: Default::default(),
             logged_bytes: Default::default(),
+            exiting: Default::default(),
         });
         self.live.insert(pid, live.clone());
 
