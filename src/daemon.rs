@@ -252,6 +252,7 @@ pub fn main() -> anyhow::Result<()> {
         let listener = server::bind(&socket, socket_mode, socket_gid)
             .with_context(|| format!("creating the admin socket {}", socket.display()))?;
         let features = crate::sandbox::features::detect(kernel.cgroups.describe());
+        kernel.sweep_exec_containers().await;
         crate::notify::status("recovering agents");
         let recovery = kernel.recover().await;
         kernel.start_timers();

@@ -384,6 +384,11 @@ fn docker_env(test: &str) -> Option<(String, String)> {
 
 /// Containers this test's daemon created that still exist.
 fn leftover_containers(sock: &str, daemon: &Daemon) -> Vec<String> {
+    containers_labelled(sock, &format!("agentos.daemon={}", daemon.pid()))
+}
+
+/// Containers with the EXEC_CMD label and `label` (key=value).
+fn containers_labelled(sock: &str, label: &str) -> Vec<String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -394,10 +399,7 @@ fn leftover_containers(sock: &str, daemon: &Daemon) -> Vec<String> {
         let docker = docker.negotiate_version().await.expect("engine answers");
         let filters = HashMap::from([(
             "label".to_string(),
-            vec![
-                "agentos.exec=1".to_string(),
-                format!("agentos.daemon={}", daemon.pid()),
-            ],
+            vec!["agentos.exec=1".to_string(), label.to_string()],
         )]);
         docker
             .list_containers(Some(bollard::query_parameters::ListContainersOptions {
@@ -638,6 +640,57 @@ fn killing_the_agent_removes_its_container() {
         leftover_containers(&sock, &d).is_empty().then_some(())
     });
     assert!(removed.is_some(), "{:?}", leftover_containers(&sock, &d));
+}
+
+#[test]
+fn containers_left_by_a_crash_are_removed_at_the_next_start() {
+    let Some((sock, image)) =
+        docker_env("containers_left_by_a_crash_are_removed_at_the_next_start")
+    else {
+        return;
+    };
+    // The configuration must outlive the first daemon: the restart reads it.
+    let config = std::env::temp_dir().join(format!(
+        "agentos-exec-test-{}-sweep.toml",
+        std::process::id()
+    ));
+    std::fs::write(
+        &config,
+        format!("{QUIET}[exec]\ndocker_socket = {sock:?}\ndocker_image = {image:?}\n"),
+    )
+    .expect("write config");
+    let mut d = Daemon::start_with(&["--config", &config.display().to_string()]);
+    let owner = format!("agentos.state={}", d.state_dir().display());
+    let calls = [json!({"cmd": "sleep 1000", "timeout_s": 600, "driver": "docker"})];
+    let pcb = d.spawn(python_agent(
+        "exec-orphan",
+        "exec_run.py",
+        &[&Value::Array(calls.to_vec()).to_string()],
+        Some(&["EXEC_CMD"]),
+    ));
+    let running = common::eventually(Duration::from_secs(20), || {
+        (!containers_labelled(&sock, &owner).is_empty()).then_some(())
+    });
+    assert!(running.is_some(), "no container:\n{}", d.logs(pcb.pid));
+    // A crash leaves the container running on the engine...
+    d.crash();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !containers_labelled(&sock, &owner).is_empty(),
+        "the engine removed the container by itself"
+    );
+    // ...and the next start removes it.
+    d.launch();
+    let swept = common::eventually(Duration::from_secs(30), || {
+        containers_labelled(&sock, &owner).is_empty().then_some(())
+    });
+    let _ = std::fs::remove_file(&config);
+    assert!(
+        swept.is_some(),
+        "still there: {:?}\n{}",
+        containers_labelled(&sock, &owner),
+        d.log()
+    );
 }
 
 #[test]

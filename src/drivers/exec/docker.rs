@@ -29,8 +29,8 @@ use bollard::models::{
     MountType, ResourcesUlimits,
 };
 use bollard::query_parameters::{
-    AttachContainerOptions, CreateContainerOptions, KillContainerOptions, RemoveContainerOptions,
-    WaitContainerOptions,
+    AttachContainerOptions, CreateContainerOptions, KillContainerOptions, ListContainersOptions,
+    RemoveContainerOptions, WaitContainerOptions,
 };
 use futures_core::Stream;
 use std::collections::HashMap;
@@ -46,6 +46,8 @@ const NO_NEW_PRIVILEGES: &str = "no-new-privileges";
 const ENGINE_TIMEOUT_S: u64 = 30;
 /// Label on every container the daemon creates.
 pub const LABEL: &str = "agentos.exec";
+/// Label naming the daemon instance (its state directory) that created it.
+pub const OWNER_LABEL: &str = "agentos.state";
 
 /// Everything one container command needs, owned (it runs as its own task).
 pub struct DockerJob {
@@ -71,6 +73,8 @@ pub struct ContainerSpec {
     pub allow_network: bool,
     /// Unique container name.
     pub name: String,
+    /// The daemon's state directory (the owner label).
+    pub owner: String,
 }
 
 /// The container's host configuration, checked: see the module docs.
@@ -330,6 +334,7 @@ pub fn create_body(spec: &ContainerSpec) -> Result<ContainerCreateBody, SysError
             (LABEL.to_string(), "1".to_string()),
             ("agentos.pid".to_string(), spec.pid.to_string()),
             ("agentos.daemon".to_string(), std::process::id().to_string()),
+            (OWNER_LABEL.to_string(), spec.owner.clone()),
         ])),
         host_config: Some(host),
         ..Default::default()
@@ -356,6 +361,31 @@ pub async fn connect(socket: &str) -> Result<Docker, SysError> {
         Ok(Err(e)) => Err(unreachable(&e)),
         Err(_) => Err(unreachable(&"no answer")),
     }
+}
+
+/// Removes every container that an earlier run of this daemon (the same
+/// state directory) left behind, running or not: their agents are gone or
+/// being restarted, and nothing may go on running on their behalf. Returns
+/// how many there were.
+pub async fn sweep(socket: &str, owner: &str) -> Result<usize, SysError> {
+    let docker = connect(socket).await?;
+    let filters = HashMap::from([(
+        "label".to_string(),
+        vec![format!("{LABEL}=1"), format!("{OWNER_LABEL}={owner}")],
+    )]);
+    let found = docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+        .map_err(|e| SysError::io(format!("listing containers: {}", engine_message(&e))))?;
+    let ids: Vec<String> = found.into_iter().filter_map(|c| c.id).collect();
+    for id in &ids {
+        remove(&docker, id).await;
+    }
+    Ok(ids.len())
 }
 
 /// Runs the command in a new container and removes the container, whatever
@@ -550,6 +580,7 @@ mod tests {
             },
             allow_network: false,
             name: "t".into(),
+            owner: "/var/lib/agentos".into(),
         }
     }
 

@@ -201,6 +201,34 @@ impl Drop for Slot {
 }
 
 impl Kernel {
+    /// At start: removes the containers of EXEC_CMD calls that an earlier
+    /// run of this daemon left behind (a crash does not stop them). Only
+    /// when the docker driver is configured; an engine that does not answer
+    /// is logged, not fatal.
+    pub async fn sweep_exec_containers(&self) {
+        let cfg = &self.config.file.exec;
+        if cfg.docker_image.is_none() {
+            return;
+        }
+        let owner = self.config.state_dir.display().to_string();
+        let swept = tokio::time::timeout(
+            std::time::Duration::from_secs(15),
+            docker::sweep(&cfg.docker_socket, &owner),
+        )
+        .await;
+        match swept {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::warn!(
+                removed = n,
+                "removed EXEC_CMD containers left by an earlier run"
+            ),
+            Ok(Err(e)) => tracing::warn!("cannot look for leftover EXEC_CMD containers: {e}"),
+            Err(_) => tracing::warn!(
+                "the docker engine did not answer; leftover EXEC_CMD containers were not looked for"
+            ),
+        }
+    }
+
     /// EXEC_CMD: runs `cmd` with the chosen driver and returns its output.
     /// The permission check, journal and counters are the dispatcher's.
     pub async fn sys_exec(&self, pcb: &Pcb, args: &Value) -> Result<Value, SysError> {
@@ -272,6 +300,7 @@ impl Kernel {
                             std::process::id(),
                             crate::kernel::pcb::now_ms()
                         ),
+                        owner: self.config.state_dir.display().to_string(),
                     },
                     timeout: req.timeout,
                     max_output,
