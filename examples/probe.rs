@@ -496,6 +496,36 @@ fn exit_and_wait(client: &mut Client, code: i32) -> ! {
     }
 }
 
+/// `/` can be listed, and holds only the sandbox's own entries: the system
+/// binds, /etc, /dev, /proc, /tmp, /workspace, and where the program is
+/// bound (the first component of its path).
+fn check_root_listing() -> CheckResult {
+    let mut names: Vec<String> = fs::read_dir("/")
+        .map_err(|e| format!("listing /: {e}"))?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let program_top = exe
+        .components()
+        .nth(1)
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let expected = [
+        "bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "tmp", "usr",
+        "workspace",
+    ];
+    let foreign: Vec<&String> = names
+        .iter()
+        .filter(|n| !expected.contains(&n.as_str()) && **n != program_top)
+        .collect();
+    let ok = foreign.is_empty() && names.iter().any(|n| n == "workspace");
+    Ok(Verdict::new(
+        ok,
+        format!("/ holds {names:?}; not the sandbox's own: {foreign:?}"),
+    ))
+}
+
 // ---------------------------------------------------------------------------
 // Forked-child experiments
 // ---------------------------------------------------------------------------
@@ -888,6 +918,7 @@ fn confine_checks(opts: &ConfineOpts) -> Vec<Check> {
         run_check("setuid_root", check_setuid_root),
         run_check("chown_workspace", check_chown_workspace),
         run_check("network_interfaces", check_network_interfaces),
+        run_check("root_listing", check_root_listing),
     ]);
     checks
 }

@@ -1,5 +1,6 @@
 //! Launcher step "landlock": read/execute on the read-only binds, /etc and
-//! /proc; read/write on /workspace, /tmp and the device nodes; nothing else.
+//! /proc; read/write on /workspace, /tmp and the device nodes; listing
+//! directories (so `ls /` works); nothing else.
 //! TCP and scoped IPC (abstract Unix sockets, signals) are denied where the
 //! kernel supports it. The profile's minimum ABI is a hard requirement: on a
 //! kernel below it the agent does not start.
@@ -69,6 +70,10 @@ pub fn restrict(plan: &LaunchPlan) -> Result<(), LandlockError> {
         .add_rules(path_beneath_rules(read_exec, AccessFs::from_read(NEWEST)))?
         .add_rules(path_beneath_rules(read_write, AccessFs::from_all(NEWEST)))?
         .add_rules(path_beneath_rules(&plan.dev, device_access))?
+        // Listing directories anywhere (`ls /`): the root is the sandbox's
+        // own tmpfs of mount points, and everything else listable beneath
+        // it is readable already.
+        .add_rules(path_beneath_rules(["/"], AccessFs::ReadDir))?
         .restrict_self()?;
     if status.ruleset == RulesetStatus::NotEnforced {
         return Err(LandlockError::NotEnforced);
