@@ -512,7 +512,17 @@ fn check_root_listing() -> CheckResult {
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
         .unwrap_or_default();
     let expected = [
-        "bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "tmp", "usr",
+        "bin",
+        "dev",
+        "etc",
+        "lib",
+        "lib32",
+        "lib64",
+        "libx32",
+        "proc",
+        "sbin",
+        "tmp",
+        "usr",
         "workspace",
     ];
     let foreign: Vec<&String> = names
