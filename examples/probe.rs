@@ -496,6 +496,19 @@ fn exit_and_wait(client: &mut Client, code: i32) -> ! {
     }
 }
 
+/// The agent sees its own cgroup as the root of every hierarchy (its cgroup
+/// namespace was made after it joined): no path of the host's tree shows.
+fn check_cgroup_namespace() -> CheckResult {
+    let text =
+        fs::read_to_string("/proc/self/cgroup").map_err(|e| format!("/proc/self/cgroup: {e}"))?;
+    let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    let ok = !lines.is_empty() && lines.iter().all(|l| l.ends_with(":/"));
+    Ok(Verdict::new(
+        ok,
+        format!("/proc/self/cgroup: {}", lines.join(" | ")),
+    ))
+}
+
 /// `/` can be listed, and holds only the sandbox's own entries: the system
 /// binds, /etc, /dev, /proc, /tmp, /workspace, and where the program is
 /// bound (the first component of its path).
@@ -929,6 +942,7 @@ fn confine_checks(opts: &ConfineOpts) -> Vec<Check> {
         run_check("chown_workspace", check_chown_workspace),
         run_check("network_interfaces", check_network_interfaces),
         run_check("root_listing", check_root_listing),
+        run_check("cgroup_namespace", check_cgroup_namespace),
     ]);
     checks
 }

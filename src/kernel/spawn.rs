@@ -242,10 +242,13 @@ impl Kernel {
             },
         )
         .map_err(|e| SysError::io(format!("workspace {}: {e}", workspace.display())))?;
-        let cgroup = self
-            .cgroups
-            .create(pid, &pcb.limits)
-            .map_err(|e| SysError::io(format!("cgroup: {e}")))?;
+        // The cgroups are created while the sandbox's pid 1 builds its
+        // namespaces and root; it joins them once told they are ready.
+        let cgroup_paths = self.cgroups.agent(pid);
+        let creating = {
+            let (cgroups, limits) = (self.cgroups.clone(), pcb.limits);
+            tokio::task::spawn_blocking(move || cgroups.create(pid, &limits))
+        };
 
         let mut extra_ro = vec![PathBuf::from(&pcb.program)];
         extra_ro.extend(pcb.ro_binds.iter().map(PathBuf::from));
@@ -263,7 +266,7 @@ impl Kernel {
             etc: profile.filesystem.etc.clone(),
             dev: profile.filesystem.dev.clone(),
             tmp_bytes: pcb.limits.tmp_bytes,
-            cgroup_procs: cgroup.procs_files(),
+            cgroup_procs: cgroup_paths.procs_files(),
             rlimits: Rlimits {
                 nofile: pcb.limits.nofile,
                 fsize: pcb.limits.workspace_bytes.max(pcb.limits.tmp_bytes),
@@ -279,22 +282,44 @@ impl Kernel {
         let (out_r, out_w) = pipe().map_err(io("pipe"))?;
         let (err_r, err_w) = pipe().map_err(io("pipe"))?;
         let (status_r, status_w) = pipe().map_err(io("pipe"))?;
+        let (ready_r, ready_w) = pipe().map_err(io("pipe"))?;
         let mut fds = vec![
             theirs.as_raw_fd(),
             out_w.as_raw_fd(),
             err_w.as_raw_fd(),
             status_w.as_raw_fd(),
+            ready_r.as_raw_fd(),
         ];
         fds.extend(bind_fds.iter().map(|f| f.as_raw_fd()));
         let launched = self.spawner.launch(plan, &fds).await;
-        drop((theirs, out_w, err_w, status_w, bind_fds));
-        let mut sandbox = match launched {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = tokio::task::spawn_blocking(move || cgroup.remove()).await;
-                return Err(SysError::io(e.to_string()));
+        drop((theirs, out_w, err_w, status_w, ready_r, bind_fds));
+        let created = creating
+            .await
+            .map_err(|e| SysError::io(format!("cgroup: {e}")))
+            .and_then(|r| r.map_err(|e| SysError::io(format!("cgroup: {e}"))));
+        let (mut sandbox, cgroup) = match (launched, created) {
+            (Ok(sandbox), Ok(cgroup)) => {
+                // Ready: pid 1 may join. If it already died, its exit
+                // report settles the spawn below.
+                let _ = nix::unistd::write(&ready_w, &[1]);
+                (sandbox, cgroup)
+            }
+            (launched, created) => {
+                // Closing the ready pipe unwritten fails pid 1's cgroup step.
+                drop(ready_w);
+                let error = match launched {
+                    Ok(mut sandbox) => {
+                        sandbox.kill();
+                        let _ = sandbox.wait().await;
+                        created.err()
+                    }
+                    Err(e) => Some(SysError::io(e.to_string())),
+                };
+                let _ = tokio::task::spawn_blocking(move || cgroup_paths.remove()).await;
+                return Err(error.unwrap_or_else(|| SysError::io("sandbox setup failed")));
             }
         };
+        drop(ready_w);
 
         let live = Arc::new(Live {
             cgroup,

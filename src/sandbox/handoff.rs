@@ -1,8 +1,8 @@
 //! The wire between the daemon and the launcher: a SOCK_SEQPACKET socket on
 //! which every launch request is one message, JSON [`LaunchRequest`] with
 //! its descriptors as SCM_RIGHTS in this order: the agent's syscall socket,
-//! agent stdout pipe, agent stderr pipe, status pipe, then one per extra
-//! read-only bind. Replies ([`LauncherReply`]) are one message each, without
+//! agent stdout pipe, agent stderr pipe, status pipe, the read end of the
+//! "cgroup ready" pipe, then one per extra read-only bind. Replies ([`LauncherReply`]) are one message each, without
 //! descriptors. Message boundaries come from the socket type, so a request
 //! is never read half or merged with the next.
 
@@ -27,8 +27,9 @@ pub enum HandoffError {
     TooLarge,
 }
 
-/// Descriptors that always come first: syscall socket, stdout, stderr, status.
-pub const STDIO_FDS: usize = 4;
+/// Descriptors that always come first: syscall socket, stdout, stderr,
+/// status, cgroup ready.
+pub const STDIO_FDS: usize = 5;
 const MAX_FDS: usize = STDIO_FDS + super::binds::MAX_EXTRA_BINDS;
 
 /// Daemon side: sends one request and its descriptors (the four of

@@ -7,20 +7,26 @@
 
 use super::plan::{LaunchEvent, LaunchPlan, Rlimits};
 use super::{handoff, ids, landlock, mounts, seccomp};
+use nix::fcntl::OFlag;
 use nix::sched::{CloneFlags, setns, unshare};
 use nix::sys::resource::{Resource, setrlimit};
 use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, sigprocmask};
+use nix::sys::stat::Mode;
 use std::ffi::CString;
 use std::fmt::Display;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 /// The agent's syscall socket, as the ABI promises.
 pub const AGENT_SOCKET_FD: RawFd = 3;
 /// The status pipe while the launcher runs (close-on-exec).
 pub const STATUS_FD: RawFd = 4;
+/// Readable (one byte) once the daemon has created the agent's cgroups;
+/// end of file if it could not (close-on-exec).
+const CGROUP_READY_FD: RawFd = 5;
 /// Sources of the extra read-only binds, in plan order (close-on-exec).
-pub const FIRST_BIND_FD: RawFd = 5;
+pub const FIRST_BIND_FD: RawFd = 6;
 /// Exit code of a launcher whose setup failed.
 pub const EXIT_SETUP_FAILED: i32 = 125;
 
@@ -42,9 +48,9 @@ pub fn run(
     }
 
     // 2. Sanitize: socket → fd 3, stdout/stderr → the daemon's log pipes,
-    //    status → fd 4, the bind sources → 5.. and the network namespace
-    //    after them (close-on-exec), stdin → /dev/null, close the rest
-    //    (the server's own descriptors among them).
+    //    status → fd 4, cgroup ready → fd 5, the bind sources → 6.. and the
+    //    network namespace after them (close-on-exec), stdin → /dev/null,
+    //    close the rest (the server's own descriptors among them).
     let netns = match install_descriptors(fds, netns) {
         Ok(n) => n,
         Err(e) => {
@@ -97,23 +103,22 @@ fn confine(
     // Build argv/envp first: after seccomp nothing should allocate surprises.
     let (path, argv, envp) = step("exec arguments", exec_arguments(plan))?;
 
-    // 3. Join the agent's cgroups (limits are already set by the daemon).
-    step("cgroup", join_cgroups(&plan.cgroup_procs))?;
-    //    rlimits.
+    // 3. rlimits.
     step("rlimits", set_rlimits(&plan.rlimits))?;
     // 4. Detach the bind sources while still in the server's mount namespace.
     step(
         "bind sources",
         mounts::detach_bind_sources(FIRST_BIND_FD, plan.extra_ro.len()),
     )?;
-    // 5. The other namespaces (pid was new at fork). The network
-    //    namespace is a fresh one the server made ahead of time when it has
-    //    one (creating it is the costliest namespace), else a new one now,
-    //    unless the plan keeps the daemon's.
-    let mut namespaces = CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWCGROUP;
+    // 5. The parents of the agent's cgroups, held open across pivot_root:
+    //    the daemon creates the cgroups themselves meanwhile.
+    let cgroup_parents = step("cgroup", open_cgroup_parents(&plan.cgroup_procs))?;
+    // 6. Namespaces (pid was new at fork; cgroup comes after joining). The
+    //    network namespace is a fresh one the server made ahead of time when
+    //    it has one (creating it is the costliest namespace), else a new one
+    //    now, unless the plan keeps the daemon's.
+    let mut namespaces =
+        CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
     match (plan.share_network, netns) {
         (true, _) => {}
         (false, Some(fd)) => {
@@ -125,31 +130,36 @@ fn confine(
         (false, None) => namespaces |= CloneFlags::CLONE_NEWNET,
     }
     step("namespaces", unshare(namespaces))?;
-    // 6. The root filesystem, then pivot_root into it.
+    // 7. The root filesystem, then pivot_root into it.
     step("mounts", mounts::build_root(plan))?;
-    // 7. hostname agent-<pid>.
+    // 8. Join the agent's cgroups once the daemon says they exist (limits
+    //    set), then a cgroup namespace rooted there.
+    step("cgroup", join_cgroups(&cgroup_parents, &plan.cgroup_procs))?;
+    drop(cgroup_parents);
+    step("cgroup namespace", unshare(CloneFlags::CLONE_NEWCGROUP))?;
+    // 9. hostname agent-<pid>.
     step(
         "hostname",
         nix::unistd::sethostname(format!("agent-{}", plan.pid)),
     )?;
-    // 8. Empty the bounding set while we still hold CAP_SETPCAP.
+    // 10. Empty the bounding set while we still hold CAP_SETPCAP.
     step("capability bounding set", ids::drop_bounding_set())?;
-    // 9. setgroups([]), setresgid, setresuid.
+    // 11. setgroups([]), setresgid, setresuid.
     step("ids", ids::switch_to(plan.uid, plan.gid))?;
-    // 10. The uid switch reset the parent-death signal; set it again.
+    // 12. The uid switch reset the parent-death signal; set it again.
     step("parent-death signal", set_parent_death_signal())?;
-    // 11. Every capability set empty, verified.
+    // 13. Every capability set empty, verified.
     step("capabilities", ids::clear_all_capabilities())?;
-    // 12. no_new_privs.
+    // 14. no_new_privs.
     step("no_new_privs", set_no_new_privs())?;
-    // 13. Landlock, or refuse to run.
+    // 15. Landlock, or refuse to run.
     step("landlock", landlock::restrict(plan))?;
-    // 14. Default signal dispositions and an empty mask (Rust ignores SIGPIPE).
+    // 16. Default signal dispositions and an empty mask (Rust ignores SIGPIPE).
     step("signals", reset_signals())?;
     step("working directory", std::env::set_current_dir("/workspace"))?;
-    // 15. seccomp: the last restriction before exec.
+    // 17. seccomp: the last restriction before exec.
     step("seccomp", seccomp::install(&plan.seccomp))?;
-    // 16. exec.
+    // 18. exec.
     let err = nix::unistd::execve(&path, &argv, &envp);
     step("exec", err)
 }
@@ -197,6 +207,7 @@ fn install_descriptors(
     dup_onto(stdio[1], 1, false)?;
     dup_onto(stdio[2], 2, false)?;
     dup_onto(stdio[3], STATUS_FD, true)?;
+    dup_onto(stdio[4], CGROUP_READY_FD, true)?;
     let mut next = FIRST_BIND_FD;
     for &fd in binds {
         dup_onto(fd, next, true)?;
@@ -265,11 +276,64 @@ fn set_no_new_privs() -> nix::Result<()> {
     nix::sys::prctl::set_no_new_privs()
 }
 
-fn join_cgroups(procs: &[std::path::PathBuf]) -> std::io::Result<()> {
-    for p in procs {
-        // "0" means the writing process itself.
-        std::fs::write(p, b"0")
-            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
+/// Opens the directory above each agent cgroup (`procs` are
+/// `<parent>/<leaf>/cgroup.procs`), which exists before the daemon creates
+/// the leaf.
+fn open_cgroup_parents(procs: &[PathBuf]) -> std::io::Result<Vec<OwnedFd>> {
+    procs
+        .iter()
+        .map(|p| {
+            let parent = p.parent().and_then(Path::parent).ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("{} is not <parent>/<leaf>/cgroup.procs", p.display()),
+                )
+            })?;
+            let dir = nix::fcntl::open(
+                parent,
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", parent.display())))?;
+            Ok(dir)
+        })
+        .collect()
+}
+
+/// Waits until the daemon has created the agent's cgroups (one byte on the
+/// ready pipe; end of file if it could not), then joins each by writing
+/// "0" (this process) to `<leaf>/cgroup.procs` beneath its parent.
+fn join_cgroups(parents: &[OwnedFd], procs: &[PathBuf]) -> std::io::Result<()> {
+    // SAFETY: CGROUP_READY_FD was installed by install_descriptors and stays
+    // open until exec (close-on-exec).
+    let ready = unsafe { BorrowedFd::borrow_raw(CGROUP_READY_FD) };
+    let mut byte = [0u8; 1];
+    loop {
+        match nix::unistd::read(ready, &mut byte) {
+            Ok(1) => break,
+            Ok(_) => {
+                return Err(std::io::Error::other(
+                    "the daemon could not create the agent's cgroups",
+                ));
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for (parent, p) in parents.iter().zip(procs) {
+        let leaf = p.parent().and_then(Path::file_name).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, p.display().to_string())
+        })?;
+        let rel = Path::new(leaf).join("cgroup.procs");
+        let procs_file = nix::fcntl::openat(
+            parent,
+            &rel,
+            OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+            Mode::empty(),
+        )
+        .and_then(|f| nix::unistd::write(&f, b"0"))
+        .map_err(|e| std::io::Error::other(format!("{}: {e}", p.display())))?;
+        let _ = procs_file;
     }
     Ok(())
 }

@@ -1,9 +1,9 @@
 //! Confinement of agents. The daemon side builds a [`plan::LaunchPlan`]
 //! from a profile and hands it through [`spawner`] to the launcher server
 //! ([`launch_server`]), whose child, the sandbox's pid 1 ([`launcher`]), applies
-//! the steps in one linear sequence: fds, cgroup, rlimits, namespaces,
-//! mounts, hostname, ids, capabilities, no_new_privs, Landlock, seccomp,
-//! exec.
+//! the steps in one linear sequence: fds, rlimits, namespaces, mounts,
+//! cgroups (joined once the daemon has made them), hostname, ids,
+//! capabilities, no_new_privs, Landlock, seccomp, exec.
 
 pub mod binds;
 pub mod bpf;

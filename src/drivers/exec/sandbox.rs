@@ -128,14 +128,19 @@ async fn launch_and_wait(
     let (out_r, out_w) = pipe().map_err(io("pipe"))?;
     let (err_r, err_w) = pipe().map_err(io("pipe"))?;
     let (status_r, status_w) = pipe().map_err(io("pipe"))?;
+    // The command's cgroup exists already: ready from the start.
+    let (ready_r, ready_w) = pipe().map_err(io("pipe"))?;
+    nix::unistd::write(&ready_w, &[1]).map_err(|e| io("pipe")(e.into()))?;
+    drop(ready_w);
     let fds = [
         theirs.as_raw_fd(),
         out_w.as_raw_fd(),
         err_w.as_raw_fd(),
         status_w.as_raw_fd(),
+        ready_r.as_raw_fd(),
     ];
     let launched = job.spawner.launch(job.plan.clone(), &fds).await;
-    drop((theirs, out_w, err_w, status_w));
+    drop((theirs, out_w, err_w, status_w, ready_r));
     let mut child = KillOnDrop(launched.map_err(|e| SysError::io(e.to_string()))?);
 
     let stdout = Arc::new(Mutex::new(Capture::new(job.max_output)));
