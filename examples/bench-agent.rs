@@ -178,12 +178,34 @@ fn write_result(header: &str, samples: &[u64]) {
     std::fs::rename(tmp, "/workspace/result.txt").unwrap_or_else(|e| die(&e));
 }
 
-fn getpid_loop(c: &mut Conn, n: usize, samples: &mut Vec<u64>) {
+/// Times `n` sequential calls, appending each round trip (ns) to `samples`.
+fn timed_calls(c: &mut Conn, call: &str, args: &str, n: usize, samples: &mut Vec<u64>) {
     for _ in 0..n {
         let t = mono_ns();
-        c.call("GETPID", "{}");
+        c.call(call, args);
         samples.push(mono_ns() - t);
     }
+}
+
+/// Waits for the bench's go, then times back-to-back calls until its end
+/// time, reports them and exits.
+fn timed_calls_until(mut c: Conn, call: &str, args: &str, capacity: usize) -> ! {
+    let (start, end) = c.wait_go();
+    sleep_until(start);
+    let mut samples = Vec::with_capacity(capacity);
+    let mut now = mono_ns();
+    let start = now;
+    while now < end {
+        c.call(call, args);
+        let t = mono_ns();
+        samples.push(t - now);
+        now = t;
+    }
+    write_result(
+        &format!("count={} start={start} end={now}", samples.len()),
+        &samples,
+    );
+    c.exit("done")
 }
 
 const BODY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -214,10 +236,10 @@ fn main() {
         "getpid" => {
             let n: usize = arg(&args, 1, "N");
             let mut samples = Vec::with_capacity(n);
-            getpid_loop(&mut c, (n / 10).max(10), &mut samples);
+            timed_calls(&mut c, "GETPID", "{}", (n / 10).max(10), &mut samples);
             samples.clear();
             let start = mono_ns();
-            getpid_loop(&mut c, n, &mut samples);
+            timed_calls(&mut c, "GETPID", "{}", n, &mut samples);
             let end = mono_ns();
             write_result(&format!("count={n} start={start} end={end}"), &samples);
             c.exit("done");
@@ -241,35 +263,14 @@ fn main() {
             write_result(&format!("count={n} start={start} end={end}"), &[]);
             c.exit("done");
         }
-        "getpid-until" => {
-            let (start, end) = c.wait_go();
-            sleep_until(start);
-            let mut samples = Vec::with_capacity(1 << 16);
-            let mut now = mono_ns();
-            let start = now;
-            while now < end {
-                c.call("GETPID", "{}");
-                let t = mono_ns();
-                samples.push(t - now);
-                now = t;
-            }
-            write_result(
-                &format!("count={} start={start} end={now}", samples.len()),
-                &samples,
-            );
-            c.exit("done");
-        }
+        "getpid-until" => timed_calls_until(c, "GETPID", "{}", 1 << 16),
         "send" => {
             let to: u64 = arg(&args, 1, "TO");
             let n: usize = arg(&args, 2, "N");
             let req = send_args(to);
             let mut samples = Vec::with_capacity(n);
             let start = mono_ns();
-            for _ in 0..n {
-                let t = mono_ns();
-                c.call("SEND_MSG", &req);
-                samples.push(mono_ns() - t);
-            }
+            timed_calls(&mut c, "SEND_MSG", &req, n, &mut samples);
             let end = mono_ns();
             write_result(&format!("count={n} start={start} end={end}"), &samples);
             c.exit("done");
@@ -280,33 +281,13 @@ fn main() {
             let me = v["result"]["pid"].as_u64().unwrap_or(0);
             let req = send_args(me);
             let mut samples = Vec::with_capacity(n);
-            for _ in 0..n {
-                let t = mono_ns();
-                c.call("SEND_MSG", &req);
-                samples.push(mono_ns() - t);
-            }
+            timed_calls(&mut c, "SEND_MSG", &req, n, &mut samples);
             write_result(&format!("count={n}"), &samples);
             c.exit("done");
         }
         "send-until" => {
             let to: u64 = arg(&args, 1, "TO");
-            let req = send_args(to);
-            let (start, end) = c.wait_go();
-            sleep_until(start);
-            let mut samples = Vec::with_capacity(1 << 14);
-            let mut now = mono_ns();
-            let start = now;
-            while now < end {
-                c.call("SEND_MSG", &req);
-                let t = mono_ns();
-                samples.push(t - now);
-                now = t;
-            }
-            write_result(
-                &format!("count={} start={start} end={now}", samples.len()),
-                &samples,
-            );
-            c.exit("done");
+            timed_calls_until(c, "SEND_MSG", &send_args(to), 1 << 14)
         }
         "drain" => {
             let period_ms: u64 = arg(&args, 1, "MS");

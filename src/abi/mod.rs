@@ -4,6 +4,8 @@
 pub mod calls;
 pub mod errno;
 pub mod schema;
+#[cfg(test)]
+mod test_rng;
 pub mod text;
 pub mod wire;
 

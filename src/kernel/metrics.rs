@@ -41,6 +41,19 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// A metric with one unlabelled value.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    metric(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// A summary of durations: their sum in seconds (from µs) and their count.
+fn summary(out: &mut String, name: &str, help: &str, sum_us: u64, count: u64) {
+    metric(out, name, "summary", help);
+    let _ = writeln!(out, "{name}_sum {}", secs(sum_us));
+    let _ = writeln!(out, "{name}_count {count}");
+}
+
 impl Kernel {
     /// The exposition text.
     pub fn render_metrics(&self) -> String {
@@ -59,16 +72,12 @@ impl Kernel {
             let n = pcbs.iter().filter(|p| p.state == s).count();
             let _ = writeln!(out, "agentos_agents{{state=\"{}\"}} {n}", s.as_str());
         }
-        metric(
+        single(
             &mut out,
             "agentos_spawns_total",
             "counter",
             "Agents spawned since start.",
-        );
-        let _ = writeln!(
-            out,
-            "agentos_spawns_total {}",
-            m.spawns.load(Ordering::Relaxed)
+            m.spawns.load(Ordering::Relaxed),
         );
         metric(
             &mut out,
@@ -82,16 +91,12 @@ impl Kernel {
                 "agentos_syscalls_total{{call=\"{call}\",result=\"{result}\"}} {n}"
             );
         }
-        metric(
+        single(
             &mut out,
             "agentos_syscalls_denied_total",
             "counter",
             "Syscalls refused (EACCES/EPERM).",
-        );
-        let _ = writeln!(
-            out,
-            "agentos_syscalls_denied_total {}",
-            m.denied.load(Ordering::Relaxed)
+            m.denied.load(Ordering::Relaxed),
         );
         metric(
             &mut out,
@@ -104,55 +109,44 @@ impl Kernel {
         });
         let _ = writeln!(out, "agentos_llm_tokens_total{{direction=\"in\"}} {tin}");
         let _ = writeln!(out, "agentos_llm_tokens_total{{direction=\"out\"}} {tout}");
-        metric(
+        let reqs = m.llm_requests.load(Ordering::Relaxed);
+        summary(
             &mut out,
             "agentos_llm_latency_seconds",
-            "summary",
             "Provider latency of inferences.",
+            m.llm_latency_us.load(Ordering::Relaxed),
+            reqs,
         );
-        let reqs = m.llm_requests.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "agentos_llm_latency_seconds_sum {}",
-            secs(m.llm_latency_us.load(Ordering::Relaxed))
-        );
-        let _ = writeln!(out, "agentos_llm_latency_seconds_count {reqs}");
         let stats = self.inference().scheduler.stats();
-        metric(
+        single(
             &mut out,
             "agentos_scheduler_queue_length",
             "gauge",
             "Inferences waiting for a slot.",
+            stats.waiting,
         );
-        let _ = writeln!(out, "agentos_scheduler_queue_length {}", stats.waiting);
-        metric(
+        single(
             &mut out,
             "agentos_scheduler_in_flight",
             "gauge",
             "Inferences running.",
+            stats.in_flight,
         );
-        let _ = writeln!(out, "agentos_scheduler_in_flight {}", stats.in_flight);
-        metric(
+        summary(
             &mut out,
             "agentos_scheduler_wait_seconds",
-            "summary",
             "Time inferences waited for a slot.",
+            m.llm_wait_us.load(Ordering::Relaxed),
+            reqs,
         );
-        let _ = writeln!(
-            out,
-            "agentos_scheduler_wait_seconds_sum {}",
-            secs(m.llm_wait_us.load(Ordering::Relaxed))
-        );
-        let _ = writeln!(out, "agentos_scheduler_wait_seconds_count {reqs}");
         let (flushes, flush_us) = self.store.flush_stats();
-        metric(
+        summary(
             &mut out,
             "agentos_store_flush_seconds",
-            "summary",
             "Group-commit flush latency.",
+            flush_us,
+            flushes,
         );
-        let _ = writeln!(out, "agentos_store_flush_seconds_sum {}", secs(flush_us));
-        let _ = writeln!(out, "agentos_store_flush_seconds_count {flushes}");
         out
     }
 

@@ -14,7 +14,7 @@ use crate::sandbox::launcher::EXIT_SETUP_FAILED;
 use crate::sandbox::plan::{LaunchEvent, LaunchPlan, Rlimits};
 use crate::sandbox::spawner::Launched;
 use std::collections::BTreeSet;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -277,38 +277,24 @@ impl Kernel {
             share_network: false,
         };
 
-        let io = |what: &'static str| move |e: std::io::Error| SysError::io(format!("{what}: {e}"));
-        let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(io("socketpair"))?;
-        let (out_r, out_w) = pipe().map_err(io("pipe"))?;
-        let (err_r, err_w) = pipe().map_err(io("pipe"))?;
-        let (status_r, status_w) = pipe().map_err(io("pipe"))?;
-        let (ready_r, ready_w) = pipe().map_err(io("pipe"))?;
-        let mut fds = vec![
-            theirs.as_raw_fd(),
-            out_w.as_raw_fd(),
-            err_w.as_raw_fd(),
-            status_w.as_raw_fd(),
-            ready_r.as_raw_fd(),
-        ];
-        fds.extend(bind_fds.iter().map(|f| f.as_raw_fd()));
-        let launched = self.spawner.launch(plan, &fds).await;
-        drop((theirs, out_w, err_w, status_w, ready_r, bind_fds));
+        let launched = self.spawner.launch(plan, &bind_fds).await;
+        drop(bind_fds);
         let created = creating
             .await
             .map_err(|e| SysError::io(format!("cgroup: {e}")))
             .and_then(|r| r.map_err(|e| SysError::io(format!("cgroup: {e}"))));
-        let (mut sandbox, cgroup) = match (launched, created) {
-            (Ok(sandbox), Ok(cgroup)) => {
+        let (mut sandbox, io, cgroup) = match (launched, created) {
+            (Ok((sandbox, io)), Ok(cgroup)) => {
                 // Ready: pid 1 may join. If it already died, its exit
                 // report settles the spawn below.
-                let _ = nix::unistd::write(&ready_w, &[1]);
-                (sandbox, cgroup)
+                let _ = nix::unistd::write(&io.cgroup_ready, &[1]);
+                (sandbox, io, cgroup)
             }
             (launched, created) => {
                 // Closing the ready pipe unwritten fails pid 1's cgroup step.
-                drop(ready_w);
                 let error = match launched {
-                    Ok(mut sandbox) => {
+                    Ok((mut sandbox, io)) => {
+                        drop(io);
                         sandbox.kill();
                         let _ = sandbox.wait().await;
                         created.err()
@@ -319,7 +305,6 @@ impl Kernel {
                 return Err(error.unwrap_or_else(|| SysError::io("sandbox setup failed")));
             }
         };
-        drop(ready_w);
 
         let live = Arc::new(Live {
             cgroup,
@@ -337,7 +322,7 @@ impl Kernel {
 
         // Wait for the launcher's verdict: the host pid, then EOF (exec'd)
         // or a failed step.
-        let outcome = tokio::time::timeout(SETUP_TIMEOUT, read_launch_events(status_r)).await;
+        let outcome = tokio::time::timeout(SETUP_TIMEOUT, read_launch_events(io.status)).await;
         let (host_pid, failure) = match outcome {
             Ok(Ok(x)) => x,
             Ok(Err(e)) => (None, Some(format!("reading launcher status: {e}"))),
@@ -362,11 +347,12 @@ impl Kernel {
         }
         self.journal_state(pid, State::Ready, State::Running, None);
 
-        let stream = ours;
-        stream.set_nonblocking(true).map_err(io("socket"))?;
-        let stream = tokio::net::UnixStream::from_std(stream).map_err(io("socket"))?;
+        let socket_err = |e: std::io::Error| SysError::io(format!("socket: {e}"));
+        let stream = io.socket;
+        stream.set_nonblocking(true).map_err(socket_err)?;
+        let stream = tokio::net::UnixStream::from_std(stream).map_err(socket_err)?;
         tokio::spawn(super::conn::serve(self.clone(), pid, stream));
-        for (fd, name) in [(out_r, "stdout"), (err_r, "stderr")] {
+        for (fd, name) in [(io.stdout, "stdout"), (io.stderr, "stderr")] {
             tokio::spawn(self.clone().pump_output(pid, fd, name, live.clone()));
         }
         let wall = pcb.limits.wall_time_s;
@@ -559,10 +545,6 @@ pub(crate) async fn open_binds(
 
 fn store_err(e: super::store::StoreError) -> SysError {
     SysError::io(format!("store: {e}"))
-}
-
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)
 }
 
 fn make_workspace(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {

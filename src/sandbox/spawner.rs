@@ -11,6 +11,7 @@ use super::plan::{LaunchPlan, LaunchRequest, LauncherReply};
 use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, setsockopt, sockopt};
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
@@ -55,6 +56,22 @@ pub struct Spawner {
     sock: Arc<AsyncFd<OwnedFd>>,
     next_id: AtomicU64,
     pending: PendingMap,
+}
+
+/// The daemon's ends of a sandbox's descriptors. The sandbox's ends travel
+/// with the request and are closed here once the server has them.
+pub struct SandboxIo {
+    /// The agent's syscall socket (fd 3 in the sandbox).
+    pub socket: UnixStream,
+    /// Read ends of the agent's stdout and stderr.
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    /// Read end of the status pipe: the host pid, then a failed step or EOF
+    /// at exec.
+    pub status: OwnedFd,
+    /// Write one byte once the sandbox's cgroups exist; closing it unwritten
+    /// fails the sandbox's cgroup step.
+    pub cgroup_ready: OwnedFd,
 }
 
 /// A sandbox as started by the server.
@@ -128,11 +145,45 @@ impl Spawner {
         })
     }
 
-    /// Asks the server for one sandbox. `fds`: the syscall socket, stdout,
-    /// stderr and status descriptors, then one per `plan.extra_ro` entry;
-    /// the caller may close its copies once this returns. Returns when the
-    /// sandbox's pid 1 exists; setup progress comes on the status pipe.
-    pub async fn launch(&self, plan: LaunchPlan, fds: &[RawFd]) -> Result<Launched, SpawnerError> {
+    /// Asks the server for one sandbox, with the sources of the plan's
+    /// extra read-only binds (one per `plan.extra_ro` entry, in order).
+    /// Returns when the sandbox's pid 1 exists, with the daemon's ends of
+    /// its descriptors; setup progress comes on the status pipe.
+    pub async fn launch(
+        &self,
+        plan: LaunchPlan,
+        binds: &[OwnedFd],
+    ) -> Result<(Launched, SandboxIo), SpawnerError> {
+        let pipe = || {
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| SpawnerError::Io("pipe", e.into()))
+        };
+        let (socket, theirs) = UnixStream::pair().map_err(|e| SpawnerError::Io("socketpair", e))?;
+        let (stdout, out_w) = pipe()?;
+        let (stderr, err_w) = pipe()?;
+        let (status, status_w) = pipe()?;
+        let (ready_r, cgroup_ready) = pipe()?;
+        let mut fds = vec![
+            theirs.as_raw_fd(),
+            out_w.as_raw_fd(),
+            err_w.as_raw_fd(),
+            status_w.as_raw_fd(),
+            ready_r.as_raw_fd(),
+        ];
+        fds.extend(binds.iter().map(AsRawFd::as_raw_fd));
+        let launched = self.request(plan, &fds).await?;
+        let io = SandboxIo {
+            socket,
+            stdout,
+            stderr,
+            status,
+            cgroup_ready,
+        };
+        Ok((launched, io))
+    }
+
+    /// Sends one request with its descriptors and waits for pid 1 to exist.
+    async fn request(&self, plan: LaunchPlan, fds: &[RawFd]) -> Result<Launched, SpawnerError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (started_tx, started_rx) = oneshot::channel();
         let (exited_tx, exited_rx) = oneshot::channel();

@@ -24,7 +24,7 @@ use crate::sandbox::cgroup::{AgentCgroup, Cgroups};
 use crate::sandbox::plan::{LaunchEvent, LaunchPlan, Rlimits};
 use crate::sandbox::profile::Profile;
 use crate::sandbox::spawner::{Launched, Spawner};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -121,27 +121,20 @@ async fn launch_and_wait(
     cgroup: &AgentCgroup,
     mut abort: Abort,
 ) -> Result<ExecOutput, SysError> {
-    let io = |what: &'static str| move |e: std::io::Error| SysError::io(format!("{what}: {e}"));
-    // fd 3 of the command: a socket whose other end is closed at once.
-    let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(io("socketpair"))?;
-    drop(ours);
-    let (out_r, out_w) = pipe().map_err(io("pipe"))?;
-    let (err_r, err_w) = pipe().map_err(io("pipe"))?;
-    let (status_r, status_w) = pipe().map_err(io("pipe"))?;
-    // The command's cgroup exists already: ready from the start.
-    let (ready_r, ready_w) = pipe().map_err(io("pipe"))?;
-    nix::unistd::write(&ready_w, &[1]).map_err(|e| io("pipe")(e.into()))?;
-    drop(ready_w);
-    let fds = [
-        theirs.as_raw_fd(),
-        out_w.as_raw_fd(),
-        err_w.as_raw_fd(),
-        status_w.as_raw_fd(),
-        ready_r.as_raw_fd(),
-    ];
-    let launched = job.spawner.launch(job.plan.clone(), &fds).await;
-    drop((theirs, out_w, err_w, status_w, ready_r));
-    let mut child = KillOnDrop(launched.map_err(|e| SysError::io(e.to_string()))?);
+    let (launched, io) = job
+        .spawner
+        .launch(job.plan.clone(), &[])
+        .await
+        .map_err(|e| SysError::io(e.to_string()))?;
+    let mut child = KillOnDrop(launched);
+    // fd 3 of the command: a socket whose other end is closed before the
+    // command can run (pid 1 waits for the cgroup byte below).
+    drop(io.socket);
+    // The command's cgroup exists already.
+    nix::unistd::write(&io.cgroup_ready, &[1])
+        .map_err(|e| SysError::io(format!("cgroup ready pipe: {e}")))?;
+    drop(io.cgroup_ready);
+    let (out_r, err_r, status_r) = (io.stdout, io.stderr, io.status);
 
     let stdout = Arc::new(Mutex::new(Capture::new(job.max_output)));
     let stderr = Arc::new(Mutex::new(Capture::new(job.max_output)));
@@ -267,8 +260,4 @@ async fn launch_events(fd: OwnedFd) -> std::io::Result<Option<String>> {
         }
     }
     Ok((!forked).then(|| "the launcher exited before starting the command".to_string()))
-}
-
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)
 }
