@@ -67,19 +67,19 @@ struct Opts {
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Idle agents of the scale section [default: 5000; --quick 50].
-    #[arg(long)]
+    #[arg(long, value_parser = positive::<usize>)]
     scale_n: Option<usize>,
     /// Built-in-runtime agents of the scale section [default: scale-n].
-    #[arg(long)]
+    #[arg(long, value_parser = positive::<usize>)]
     scale_runtime_n: Option<usize>,
     /// Spawns measured in the spawn section [default: 200; --quick 5].
-    #[arg(long)]
+    #[arg(long, value_parser = positive::<usize>)]
     spawn_samples: Option<usize>,
     /// Length of each scheduler run in ms [default: 5000; --quick 1000].
-    #[arg(long)]
+    #[arg(long, value_parser = positive::<u64>)]
     scheduler_ms: Option<u64>,
     /// Live agents when the daemon is killed [default: 1000; --quick 20].
-    #[arg(long)]
+    #[arg(long, value_parser = positive::<usize>)]
     recovery_n: Option<usize>,
     /// Directory with agentosd, agentos, agentos-launcher, agentos-runtime
     /// and examples/bench-agent [default: the bench's target directory].
@@ -2238,19 +2238,29 @@ fn raise_nofile(want: u64) -> (u64, u64) {
     }
 }
 
+/// A size of at least 1: a section measured zero times would report empty
+/// figures as met targets.
+fn positive<T: std::str::FromStr + PartialOrd + From<u8>>(text: &str) -> Result<T, String> {
+    match text.parse::<T>() {
+        Ok(n) if n >= T::from(1) => Ok(n),
+        Ok(_) => Err("must be at least 1".into()),
+        Err(_) => Err(format!("{text:?} is not a whole number")),
+    }
+}
+
 fn main() {
     let opts = Opts::parse();
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!(
-            "agentos-bench must run as root (it runs agentosd, which creates namespaces, cgroups and uids)"
-        );
-        std::process::exit(77);
-    }
     for o in &opts.only {
         if !SECTIONS.contains(&o.as_str()) {
             eprintln!("unknown section {o:?}; sections: {}", SECTIONS.join(", "));
             std::process::exit(2);
         }
+    }
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "agentos-bench must run as root (it runs agentosd, which creates namespaces, cgroups and uids)"
+        );
+        std::process::exit(77);
     }
     let bins = match Bins::locate(opts.bin_dir.as_deref()) {
         Ok(b) => b,

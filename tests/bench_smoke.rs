@@ -158,3 +158,22 @@ fn quick_bench_reports_every_section() {
     let targets = v["targets"].as_array().expect("targets");
     assert!(targets.len() >= 15, "{targets:?}");
 }
+
+#[test]
+fn bad_arguments_are_refused_before_anything_runs() {
+    // No root needed: the arguments are checked before any daemon starts.
+    for (args, expected) in [
+        (&["--spawn-samples", "0"][..], "must be at least 1"),
+        (&["--scale-n", "many"][..], "is not a whole number"),
+        (&["--only", "spawn,bogus"][..], "unknown section \"bogus\""),
+    ] {
+        let out = Command::new(bench())
+            .args(args)
+            .output()
+            .expect("run bench");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?} printed results");
+    }
+}
