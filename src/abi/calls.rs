@@ -219,7 +219,7 @@ pub struct SpawnArgs {
     pub permissions: Vec<String>,
     /// Absent fields inherit the parent's limit; present ones must not exceed it.
     #[serde(default)]
-    pub limits: Option<crate::kernel::pcb::LimitsPatch>,
+    pub limits: Option<crate::abi::limits::LimitsPatch>,
     /// Agent that receives this child's SYS_WRITE_STDOUT output on its stdin.
     #[serde(default)]
     pub pipe_to: Option<u64>,

@@ -3,6 +3,7 @@
 
 pub mod calls;
 pub mod errno;
+pub mod limits;
 pub mod schema;
 #[cfg(test)]
 mod test_rng;

@@ -312,10 +312,14 @@ fn spawn_spec(k: &Kernel, peer: Peer, s: SpawnRequest) -> Result<SpawnSpec, SysE
         .map_err(SysError::inval)?;
     let limits = match &s.limits {
         None => profile.limits,
-        Some(patch) if peer.is_root() => {
-            profile.limits.overridden(patch).map_err(SysError::inval)?
-        }
-        Some(patch) => profile.limits.narrow(patch).map_err(SysError::acces)?,
+        Some(patch) if peer.is_root() => profile
+            .limits
+            .overridden(patch)
+            .map_err(|e| SysError::inval(e.to_string()))?,
+        Some(patch) => profile
+            .limits
+            .narrow(patch)
+            .map_err(|e| SysError::acces(e.to_string()))?,
     };
     let llm = s.role.is_some() || s.model.is_some();
     let model = match (&s.model, llm) {

@@ -67,7 +67,10 @@ impl Kernel {
             )));
         }
         let limits = match a.limits {
-            Some(patch) => pcb.limits.narrow(&patch).map_err(SysError::acces)?,
+            Some(patch) => pcb
+                .limits
+                .narrow(&patch)
+                .map_err(|e| SysError::acces(e.to_string()))?,
             None => pcb.limits,
         };
         // An LLM child (a role) runs the built-in runtime with the parent's

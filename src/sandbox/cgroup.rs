@@ -10,7 +10,7 @@
 //!   hierarchy at `/sys/fs/cgroup/unified` used for `cgroup.kill` and
 //!   `cgroup.freeze` (hybrid hosts). Limits come from v1.
 
-use crate::kernel::pcb::Limits;
+use crate::abi::limits::Limits;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};

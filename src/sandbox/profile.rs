@@ -6,7 +6,7 @@
 
 use super::seccomp::{self, Filters};
 use crate::abi::calls::expand_permissions;
-use crate::kernel::pcb::Limits;
+use crate::abi::limits::Limits;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
