@@ -22,3 +22,4 @@ pub mod llm;
 pub mod notify;
 pub mod runtime;
 pub mod sandbox;
+pub mod terminal;

@@ -186,3 +186,51 @@ fn every_command_explains_itself() {
         .expect("run");
     assert!(stdout(&o).contains("--uid-range"));
 }
+
+/// An agent that writes terminal escape sequences (clipboard write, window
+/// title, screen clear) and a forged "TERMINATED" line is shown escaped by
+/// `logs` and `wait`; `--raw` prints it as it is and `--json` is unchanged.
+#[test]
+fn agent_text_is_escaped_on_the_terminal() {
+    if !require_root("agent_text_is_escaped_on_the_terminal") {
+        return;
+    }
+    let d = Daemon::start();
+    let agents = repo().join("tests/agents");
+    let script = agents.join("hostile.py").display().to_string();
+    let ro = agents.display().to_string();
+    let spawned = json(&agentos(
+        &d,
+        &[
+            "--json", "spawn", "--name", "forger", "--program", "/usr/bin/python3", "--ro", &ro,
+            "--allow", "SYS_WRITE_STDOUT", "--", &script, "terminal",
+        ],
+    ));
+    let pid = spawned["pid"].as_u64().expect("pid").to_string();
+
+    let waited = agentos(&d, &["wait", &pid]);
+    assert_eq!(waited.status.code(), Some(7));
+    let text = stdout(&waited);
+    assert!(!text.contains('\x1b'), "wait printed a raw ESC: {text:?}");
+    assert!(text.contains("done\\x1b]52;c;cHduZWQ=\\x07\\nTERMINATED"), "{text:?}");
+    assert_eq!(text.lines().count(), 1, "the reason forged a second line: {text:?}");
+
+    let logs = stdout(&agentos(&d, &["logs", &pid]));
+    assert!(!logs.contains('\x1b'), "logs printed a raw ESC: {logs:?}");
+    assert!(!logs.contains('\x07') && !logs.contains('\r'), "{logs:?}");
+    for want in [
+        "\\x1b]52;c;cHduZWQ=\\x07clipboard",
+        "\\x1b]0;window title\\x07title",
+        "\\x1b[2J\\x1b[Hcleared",
+        "progress\\rTERMINATED (exited with code 0)",
+        "via syscall\\x1b[31m red",
+    ] {
+        assert!(logs.contains(want), "logs lack {want:?}:\n{logs}");
+    }
+
+    // --raw is the operator's explicit choice; --json carries the bytes.
+    let raw = stdout(&agentos(&d, &["--raw", "logs", &pid]));
+    assert!(raw.contains("\x1b]52;c;cHduZWQ=\x07clipboard"), "{raw:?}");
+    let events = stdout(&agentos(&d, &["--json", "logs", &pid]));
+    assert!(events.contains("\\u001b]52;c;cHduZWQ=\\u0007clipboard"), "{events}");
+}

@@ -23,6 +23,11 @@ struct Cli {
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// Print agent-provided text (output, messages, reasons) as it is. By
+    /// default control characters in it are shown escaped (e.g. `\x1b`),
+    /// so that an agent cannot forge lines or drive the terminal.
+    #[arg(long, global = true)]
+    raw: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -234,6 +239,14 @@ fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
     let mut c = Client::connect(&cli.socket)?;
     let print_json =
         |v: &Value| println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    // Agent-provided text, made safe for a terminal unless --raw.
+    let shown = |s: &str| -> String {
+        if cli.raw {
+            s.to_string()
+        } else {
+            agentos::terminal::escape(s).into_owned()
+        }
+    };
     match &cli.command {
         Command::Spawn(a) => {
             let permissions = match a.allow.as_slice() {
@@ -299,7 +312,7 @@ fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
                 if cli.json {
                     println!("{}", serde_json::to_string(e).unwrap_or_default());
                 } else {
-                    println!("{} {:<7} {}", fmt_time(e.ts_ms), e.stream, e.text);
+                        println!("{} {:<7} {}", fmt_time(e.ts_ms), e.stream, shown(&e.text));
                 }
             };
             let req = AdminRequest::Logs {
@@ -338,7 +351,7 @@ fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
                         "{:>8}  from {:<6} {}",
                         m["seq"],
                         m["from"],
-                        m["body"].as_str().unwrap_or("")
+                        shown(m["body"].as_str().unwrap_or(""))
                     );
                 }
             }
@@ -363,7 +376,7 @@ fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
             } else {
                 println!(
                     "agent {pid}: {}",
-                    v["exit"]["reason"].as_str().unwrap_or("killed")
+                    shown(v["exit"]["reason"].as_str().unwrap_or("killed"))
                 );
             }
         }
@@ -378,7 +391,7 @@ fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
             } else {
                 println!(
                     "agent {pid}: {} (exit code {code})",
-                    v["exit"]["reason"].as_str().unwrap_or("?")
+                    shown(v["exit"]["reason"].as_str().unwrap_or("?"))
                 );
             }
             return Ok(ExitCode::from(code.clamp(0, 255) as u8));
@@ -420,8 +433,8 @@ fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
                             .as_u64()
                             .map(|u| u.to_string())
                             .unwrap_or_else(|| "-".into()),
-                        e["op"].as_str().unwrap_or(""),
-                        e["detail"].as_str().unwrap_or("")
+                        shown(e["op"].as_str().unwrap_or("")),
+                        shown(e["detail"].as_str().unwrap_or(""))
                     );
                 }
             }
