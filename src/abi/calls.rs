@@ -300,11 +300,11 @@ pub struct SleepArgs {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InferArgs {
-    pub messages: Vec<crate::llm::ChatMessage>,
+    pub messages: Vec<crate::abi::chat::ChatMessage>,
     /// Syscalls offered as native tools (names); the runtime fills this
     /// for models with tool calling.
     #[serde(default)]
-    pub tools: Vec<crate::llm::ToolSpec>,
+    pub tools: Vec<crate::abi::chat::ToolSpec>,
     #[serde(default)]
     pub max_tokens: Option<u32>,
     #[serde(default)]
@@ -313,7 +313,7 @@ pub struct InferArgs {
     #[serde(default)]
     pub model: Option<String>,
     #[serde(default)]
-    pub constraint: Option<crate::llm::Constraint>,
+    pub constraint: Option<crate::abi::chat::Constraint>,
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! call names and their arguments, and the closed set of error codes.
 
 pub mod calls;
+pub mod chat;
 pub mod errno;
 pub mod limits;
 pub mod schema;
