@@ -7,8 +7,7 @@ pub mod errno;
 pub mod limits;
 pub mod schema;
 #[cfg(test)]
-mod test_rng;
-pub mod text;
+pub(crate) mod test_rng;
 pub mod wire;
 
 pub use errno::{Errno, SysError};

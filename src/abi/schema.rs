@@ -10,7 +10,8 @@
 //!   (name, description, schema).
 //! - [`reply_schema`] constrains a whole reply to
 //!   `{"calls": [{"name": ..., "arguments": {...}}]}` for providers with
-//!   JSON-schema structured output; [`crate::abi::text`] parses that shape.
+//!   JSON-schema structured output; the runtime's reply parser
+//!   (`crate::runtime::text`) reads that shape.
 //! - [`gbnf_grammar`] constrains a whole reply, for llama.cpp, to lines of
 //!   the text form `[SYS_CALL::NAME] {json object}`.
 //!
