@@ -169,8 +169,22 @@ pub const GROUPS: &[(&str, &[Call])] = &[
     ),
 ];
 
+/// A permission list named something that is neither a call nor a group.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown permission {0:?} (a call name, one of the groups {groups}, or *)",
+    groups = GROUPS.iter().map(|(g, _)| *g).collect::<Vec<_>>().join(", ")
+)]
+pub struct UnknownPermission(pub String);
+
+impl From<UnknownPermission> for super::SysError {
+    fn from(e: UnknownPermission) -> Self {
+        super::SysError::inval(e.to_string())
+    }
+}
+
 /// Expands a permission list (call names, group names, or `*`) into calls.
-pub fn expand_permissions(list: &[String]) -> Result<BTreeSet<Call>, String> {
+pub fn expand_permissions(list: &[String]) -> Result<BTreeSet<Call>, UnknownPermission> {
     let mut out = BTreeSet::new();
     for item in list {
         let item = item.trim();
@@ -181,14 +195,7 @@ pub fn expand_permissions(list: &[String]) -> Result<BTreeSet<Call>, String> {
         } else if let Some(call) = Call::parse(&item.to_ascii_uppercase()) {
             out.insert(call);
         } else {
-            return Err(format!(
-                "unknown permission {item:?} (a call name, one of the groups {}, or *)",
-                GROUPS
-                    .iter()
-                    .map(|(g, _)| *g)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
+            return Err(UnknownPermission(item.to_string()));
         }
     }
     Ok(out)
