@@ -1,5 +1,6 @@
-//! A small deterministic generator (xorshift64*) for the ABI's generated
-//! round-trip tests: a seed replays a run.
+//! A small deterministic generator (xorshift64*) for generated round-trip
+//! tests (the ABI's schemas, the runtime's reply parser): a seed replays a
+//! run.
 
 pub struct Rng(pub u64);
 

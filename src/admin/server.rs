@@ -308,8 +308,7 @@ fn spawn_spec(k: &Kernel, peer: Peer, s: SpawnRequest) -> Result<SpawnSpec, SysE
         .profiles
         .get(&profile_name)
         .map_err(|e| SysError::inval(e.to_string()))?;
-    let mut granted = expand_permissions(s.permissions.as_ref().unwrap_or(&profile.permissions))
-        .map_err(SysError::inval)?;
+    let mut granted = expand_permissions(s.permissions.as_ref().unwrap_or(&profile.permissions))?;
     let limits = match &s.limits {
         None => profile.limits,
         Some(patch) if peer.is_root() => profile
@@ -353,7 +352,7 @@ fn spawn_spec(k: &Kernel, peer: Peer, s: SpawnRequest) -> Result<SpawnSpec, SysE
         crate::kernel::spawn::check_ro_bind(p)?;
     }
     if !peer.is_root() {
-        let ceiling = expand_permissions(&profile.permissions).map_err(SysError::inval)?;
+        let ceiling = expand_permissions(&profile.permissions)?;
         if let Some(c) = granted.iter().find(|c| !ceiling.contains(c)) {
             return Err(SysError::acces(format!(
                 "permission {} is beyond profile {profile_name}; only root may grant it",

@@ -1,8 +1,9 @@
 //! One agent's fd-3 connection: read newline-delimited requests under a line
 //! cap, run each as its own task (so blocking calls do not hold up the
 //! rest), and write replies in whatever order they finish. Calls that
-//! neither block nor change anything (GETPID, AGENT_INFO, PS) are answered
-//! on the connection's own task, without a task of their own.
+//! neither block nor change anything (those the syscall table marks
+//! `inline`: GETPID, AGENT_INFO, PS) are answered on the connection's own
+//! task, without a task of their own.
 //!
 //! Back-pressure keeps memory flat under a flood: at most `max_in_flight`
 //! requests run at once; while all slots are busy the daemon stops reading
@@ -10,6 +11,7 @@
 
 use super::Kernel;
 use super::pcb::Pid;
+use crate::abi::calls::Call;
 use crate::abi::wire::{Reply, parse_request};
 use crate::abi::{Errno, SysError};
 use serde_json::Value;
@@ -68,12 +70,6 @@ async fn read_line<R: AsyncBufRead + Unpin>(
         }
         r.consume(n);
     }
-}
-
-/// Calls answered on the connection's task: they neither block nor wait
-/// for the group commit (unless refused, which PS may be).
-fn answered_inline(call: &str) -> bool {
-    matches!(call, "GETPID" | "AGENT_INFO" | "PS")
 }
 
 /// How long an agent whose SYS_EXIT was answered may take to exit by itself.
@@ -170,7 +166,10 @@ pub async fn serve(k: Arc<Kernel>, pid: Pid, stream: UnixStream) {
                     continue;
                 }
                 let n = bytes.len() as u64 + 1;
-                if answered_inline(&req.call) {
+                let call = Call::parse(&req.call);
+                // Inline calls neither block nor wait for the group commit
+                // (unless refused, which PS may be).
+                if call.is_some_and(Call::answered_inline) {
                     let line = super::dispatch::dispatch(&k, pid, req).await.to_line();
                     count_bytes(&k, pid, n, &line);
                     let _ = tx.send((line, false)).await;
@@ -179,7 +178,7 @@ pub async fn serve(k: Arc<Kernel>, pid: Pid, stream: UnixStream) {
                 }
                 let k = k.clone();
                 let tx = tx.clone();
-                let exits = req.call == crate::abi::calls::Call::SYS_EXIT.name();
+                let exits = call == Some(Call::SYS_EXIT);
                 tokio::spawn(async move {
                     let line = super::dispatch::dispatch(&k, pid, req).await.to_line();
                     count_bytes(&k, pid, n, &line);

@@ -1,11 +1,13 @@
 //! The dispatcher: checks a call against the caller's PCB, runs its handler,
 //! journals the call with its result and timing, counts it, and — for calls
 //! that change state — waits for the group commit before the reply leaves.
+//! How long a call's reply waits is its [`Durability`] in the syscall table
+//! (`abi/calls/table.rs`).
 
 use super::Kernel;
 use super::journal::JournalEntry;
 use super::pcb::Pid;
-use crate::abi::calls::Call;
+use crate::abi::calls::{Call, Durability};
 use crate::abi::wire::{Reply, Request};
 use crate::abi::{Errno, SysError};
 use crate::drivers::fs;
@@ -74,7 +76,8 @@ async fn execute(k: &Arc<Kernel>, pid: Pid, req: Request) -> Reply {
         tracing::warn!(target: "audit", pid, call = %req.call, "syscall denied: {reason}");
         k.audit("syscall-denied", None, Some(pid), &req.call, &reason);
     }
-    let read_only = call.is_some_and(Call::is_read_only);
+    let durability = call.map(|c| c.info().durability);
+    let read_only = durability == Some(Durability::ReadOnly);
     let recorded_args = journal_args(call, &req.args);
     let entry = JournalEntry::syscall(&req.call, &recorded_args, &outcome, elapsed);
     // A read-only call changed nothing: its entry waits in memory and goes
@@ -94,11 +97,11 @@ async fn execute(k: &Arc<Kernel>, pid: Pid, req: Request) -> Reply {
     // A state change is acknowledged only once it is durable: one group
     // commit covers the change, its journal entry and its turn record.
     // Read-only calls and refusals changed nothing and are not waited for.
-    let mutating = call.is_some_and(|c| !c.is_read_only()) && outcome.is_ok();
+    let mutating = !read_only && outcome.is_ok();
     if mutating || denied {
         // An inference's reply waits for its own flush only, never for a
         // group of other writers to fill.
-        let durable = if call == Some(Call::LLM_INFER) {
+        let durable = if durability == Some(Durability::OwnFlush) {
             k.store.durable_now().await
         } else {
             k.store.durable().await

@@ -1,5 +1,6 @@
 //! The process control block: everything the supervisor knows about one
-//! agent, persisted in the `pcb` tree as JSON.
+//! agent, persisted in the `pcb` tree as JSON. Its limits are the ABI's
+//! [`Limits`] (re-exported here while callers move to `abi::limits`).
 
 use crate::abi::calls::Call;
 pub use crate::abi::limits::{Limits, LimitsPatch};
@@ -9,7 +10,7 @@ use std::collections::BTreeSet;
 /// Agent ids. Allocated from a persistent counter and never reused.
 pub type Pid = u64;
 
-/// Lifecycle states (DESIGN.md §4).
+/// Lifecycle states of an agent, as `ps` and PS show them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum State {

@@ -55,7 +55,7 @@ impl Kernel {
 
     pub async fn sys_spawn(self: &Arc<Self>, pcb: &Pcb, args: &Value) -> Result<Value, SysError> {
         let a: SpawnArgs = typed_args("SPAWN_AGENT", args)?;
-        let mut permissions = expand_permissions(&a.permissions).map_err(SysError::inval)?;
+        let mut permissions = expand_permissions(&a.permissions)?;
         if a.role.is_some() || a.model.is_some() {
             // The built-in runtime thinks through LLM_INFER.
             permissions.insert(crate::abi::calls::Call::LLM_INFER);

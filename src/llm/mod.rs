@@ -1,5 +1,6 @@
-//! LLM providers: the types of one inference (messages, tools, usage), the
-//! provider configuration, and the providers themselves — OpenAI-compatible
+//! LLM providers: the types of one inference (request, response, usage;
+//! the chat messages and tools are the ABI's, from [`crate::abi::chat`]),
+//! the provider configuration, and the providers themselves — OpenAI-compatible
 //! chat completions, Anthropic Messages, Google Gemini generateContent, and
 //! a scripted provider that replays replies from a file. The daemon calls
 //! providers on behalf of agents (LLM_INFER); API keys never leave it.
@@ -12,78 +13,9 @@ pub mod openai;
 pub mod provider;
 pub mod scripted;
 
+pub use crate::abi::chat::{ChatMessage, Constraint, Role, ToolCall, ToolSpec};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::time::Duration;
-
-/// Who speaks a chat message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    System,
-    User,
-    Assistant,
-    /// The result of a native tool call.
-    Tool,
-}
-
-/// One message of a conversation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChatMessage {
-    pub role: Role,
-    #[serde(default)]
-    pub content: String,
-    /// Native tool calls the assistant made in this message.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tool_calls: Vec<ToolCall>,
-    /// For `Role::Tool`: the id of the call this message answers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_call_id: Option<String>,
-    /// For `Role::Tool`: the name of the tool that was called.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-}
-
-impl ChatMessage {
-    pub fn new(role: Role, content: impl Into<String>) -> Self {
-        ChatMessage {
-            role,
-            content: content.into(),
-            tool_calls: Vec::new(),
-            tool_call_id: None,
-            name: None,
-        }
-    }
-}
-
-/// A tool (one syscall) offered to the model, with a JSON schema.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ToolSpec {
-    pub name: String,
-    pub description: String,
-    /// JSON schema of the arguments object.
-    pub parameters: Value,
-}
-
-/// A tool call made by the model.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ToolCall {
-    /// Provider-assigned id (generated when the provider has none).
-    pub id: String,
-    pub name: String,
-    /// The arguments object.
-    pub arguments: Value,
-}
-
-/// Constrained decoding, where the provider supports it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Constraint {
-    /// llama.cpp's GBNF `grammar` request field.
-    Grammar(String),
-    /// OpenAI-style `response_format` with a JSON schema.
-    JsonSchema(Value),
-}
 
 /// One inference request, as the daemon hands it to a provider.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

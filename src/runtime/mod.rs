@@ -8,20 +8,25 @@
 //! in order → append their results → repeat, until SYS_EXIT, an exhausted
 //! budget, repeated invalid replies, or a kill. Each step is printed to
 //! stdout, which the supervisor keeps as the agent's log.
+//!
+//! [`prompt`] writes the instructions, [`text`] finds the syscalls in a
+//! reply, [`context`] keeps (and compacts) the conversation and [`client`]
+//! talks to fd 3.
 
 pub mod client;
 pub mod context;
 pub mod prompt;
+pub mod text;
 
 use crate::abi::calls::Call;
 use crate::abi::schema::{gbnf_grammar, reply_schema, tool_specs};
-use crate::abi::text::{ParsedCall, corrective_message, parse_reply_with};
 use crate::abi::{Errno, SysError};
 use crate::llm::config::{ConstrainMode, ModelConfig};
 use crate::llm::{ChatMessage, Constraint, Role, ToolSpec};
 use client::Client;
 use context::{Context, Turn};
 use serde_json::{Value, json};
+use text::{ParsedCall, corrective_message, parse_reply_with};
 
 /// Invalid replies in a row before the agent is ended.
 const MAX_INVALID_REPLIES: u32 = 3;

@@ -22,6 +22,11 @@ pub enum ProfileError {
     Parse { path: PathBuf, message: String },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Permissions {
+        path: PathBuf,
+        source: crate::abi::calls::UnknownPermission,
+    },
     #[error("{path}: seccomp policy {filter:?}: {source}")]
     Seccomp {
         path: PathBuf,
@@ -200,7 +205,10 @@ fn load_one(dir: &Path, path: &Path) -> Result<Profile, ProfileError> {
         path: path.to_path_buf(),
         message,
     };
-    expand_permissions(&file.permissions).map_err(invalid)?;
+    expand_permissions(&file.permissions).map_err(|source| ProfileError::Permissions {
+        path: path.to_path_buf(),
+        source,
+    })?;
     if file.landlock.min_abi == 0 {
         return Err(invalid(
             "landlock.min_abi must be at least 1: profiles never run without Landlock".into(),
