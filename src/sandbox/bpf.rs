@@ -9,7 +9,12 @@
 //! leaves only the calls with argument conditions to seccompiler's code,
 //! which follows unchanged.
 
-use super::seccomp::Insn;
+use serde::{Deserialize, Serialize};
+
+/// One BPF instruction (`code`, `jt`, `jf`, `k` of `struct sock_filter`),
+/// in a form that serializes into the launch plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Insn(pub u16, pub u8, pub u8, pub u32);
 
 const BPF_LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
 const BPF_JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;

@@ -13,6 +13,7 @@
 //! instructions instead of seccompiler's 1,152 for `agent`, with a test
 //! proving the same verdict for every call number.
 
+use super::bpf::{self, Insn};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -36,10 +37,6 @@ pub enum SeccompError {
     #[error("installing the filter failed: {0}")]
     Install(std::io::Error),
 }
-
-/// One BPF instruction, in a form that serializes into the launch plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Insn(pub u16, pub u8, pub u8, pub u32);
 
 /// Compiled filters, in installation order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,16 +135,13 @@ fn compact(
                 .is_none_or(|n| !plain_names.contains(n))
         })
         .collect();
-    let Some(numbers) = super::bpf::unconditional_numbers(&program_of(plain)?) else {
+    let Some(numbers) = bpf::unconditional_numbers(&program_of(plain)?) else {
         return Ok(None);
     };
     if numbers.len() != plain_names.len() {
         return Ok(None);
     }
-    Ok(super::bpf::range_allowlist(
-        &numbers,
-        &program_of(conditional)?,
-    ))
+    Ok(bpf::range_allowlist(&numbers, &program_of(conditional)?))
 }
 
 /// `if (nr & X32_SYSCALL_BIT) return KILL_PROCESS;` — then falls through to
@@ -249,8 +243,8 @@ mod tests {
                 for nr in (0..1024).chain([0x4000_0000, 0x4000_0001, u32::MAX]) {
                     for a in [native, 0x4000_0003] {
                         for args in arg_sets {
-                            let want = crate::sandbox::bpf::run(&reference, nr, a, args);
-                            let mut got = crate::sandbox::bpf::run(compact, nr, a, args);
+                            let want = bpf::run(&reference, nr, a, args);
+                            let mut got = bpf::run(compact, nr, a, args);
                             if nr & X32_SYSCALL_BIT != 0 {
                                 // The prefix kills x32 calls before anything else.
                                 assert_eq!(got, Some(libc::SECCOMP_RET_KILL_PROCESS));
