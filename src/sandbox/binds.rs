@@ -4,8 +4,8 @@
 //! binds that very file: what is bound is exactly what was checked, however
 //! the path's directories or symlinks change in between.
 
+use super::creds::AgentCreds;
 use crate::abi::SysError;
-use crate::drivers::creds::AgentCreds;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;

@@ -8,6 +8,7 @@
 pub mod binds;
 pub mod bpf;
 pub mod cgroup;
+pub mod creds;
 pub mod features;
 pub mod handoff;
 pub mod ids;

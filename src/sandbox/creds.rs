@@ -1,5 +1,7 @@
 //! Per-thread filesystem identity: lets a daemon thread act on files with
-//! an agent's (or an admin client's) permissions instead of root's.
+//! an agent's (or an admin client's) permissions instead of root's. Used to
+//! open an agent's program and extra binds for the launcher and by the
+//! workspace file driver.
 
 use crate::abi::errno::SysError;
 use nix::unistd::{Gid, Uid, getgroups, setfsgid, setfsuid};
@@ -76,9 +78,7 @@ impl Drop for AgentCreds {
             // Cannot happen while the daemon keeps CAP_SETUID/CAP_SETGID. Going
             // on would run later work of this pooled thread with an agent's
             // identity, so stop the process instead.
-            eprintln!(
-                "agentos: drivers::fs: could not restore the thread's filesystem credentials; aborting"
-            );
+            eprintln!("agentos: could not restore the thread's filesystem credentials; aborting");
             std::process::abort();
         }
     }
