@@ -1,15 +1,125 @@
-//! The wire between the daemon and the launcher: a SOCK_SEQPACKET socket on
-//! which every launch request is one message, JSON [`LaunchRequest`] with
-//! its descriptors as SCM_RIGHTS in this order: the agent's syscall socket,
-//! agent stdout pipe, agent stderr pipe, status pipe, the read end of the
-//! "cgroup ready" pipe, then one per extra read-only bind. Replies ([`LauncherReply`]) are one message each, without
+//! The wire between the daemon and the launcher server, and the table of
+//! descriptors a sandbox receives.
+//!
+//! The control socket is a SOCK_SEQPACKET socket on which every launch
+//! request is one message: JSON [`LaunchRequest`] with its descriptors as
+//! SCM_RIGHTS. Replies ([`LauncherReply`]) are one message each, without
 //! descriptors. Message boundaries come from the socket type, so a request
-//! is never read half or merged with the next.
+//! is never read half or merged with the next. While a sandbox is set up,
+//! its status pipe carries one JSON [`LaunchEvent`] per line.
+//!
+//! ## Descriptors
+//!
+//! A request's descriptors come in this order, and the sandbox's pid 1
+//! installs each on a fixed number before anything else:
+//!
+//! | position | descriptor                              | in the sandbox                          |
+//! |----------|-----------------------------------------|-----------------------------------------|
+//! | 0        | the agent's syscall socket              | [`AGENT_SOCKET_FD`] (3)                 |
+//! | 1        | write end of the agent's stdout pipe    | 1                                       |
+//! | 2        | write end of the agent's stderr pipe    | 2                                       |
+//! | 3        | write end of the status pipe            | [`STATUS_FD`] (4), close-on-exec        |
+//! | 4        | read end of the "cgroup ready" pipe     | [`CGROUP_READY_FD`] (5), close-on-exec  |
+//! | 5 + i    | source of extra read-only bind i        | [`FIRST_BIND_FD`] + i (6 + i), close-on-exec |
+//!
+//! fd 0 is /dev/null. A network namespace the server made ahead of time
+//! takes the number after the last bind source (close-on-exec). Nothing
+//! else stays open; only 0 to 3 survive exec.
 
-use super::plan::{LaunchRequest, LauncherReply};
+use super::plan::LaunchPlan;
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+use serde::{Deserialize, Serialize};
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+/// The agent's syscall socket in the sandbox, as the ABI promises.
+pub const AGENT_SOCKET_FD: RawFd = 3;
+/// The status pipe in the sandbox while pid 1 sets up (close-on-exec).
+pub const STATUS_FD: RawFd = 4;
+/// Readable (one byte) once the daemon has created the agent's cgroups;
+/// end of file if it could not (close-on-exec).
+pub const CGROUP_READY_FD: RawFd = 5;
+/// Sources of the extra read-only binds, in plan order (close-on-exec).
+pub const FIRST_BIND_FD: RawFd = 6;
+
+/// The descriptors that lead every request, in request order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leading {
+    Socket = 0,
+    Stdout = 1,
+    Stderr = 2,
+    Status = 3,
+    CgroupReady = 4,
+}
+
+impl Leading {
+    /// All of them, in request order.
+    pub const ALL: [Leading; 5] = [
+        Leading::Socket,
+        Leading::Stdout,
+        Leading::Stderr,
+        Leading::Status,
+        Leading::CgroupReady,
+    ];
+
+    /// Its position among a request's descriptors.
+    pub const fn position(self) -> usize {
+        self as usize
+    }
+
+    /// The number pid 1 installs it on.
+    pub const fn sandbox_fd(self) -> RawFd {
+        match self {
+            Leading::Socket => AGENT_SOCKET_FD,
+            Leading::Stdout => 1,
+            Leading::Stderr => 2,
+            Leading::Status => STATUS_FD,
+            Leading::CgroupReady => CGROUP_READY_FD,
+        }
+    }
+
+    /// Whether the agent program inherits it (the others are close-on-exec).
+    pub const fn survives_exec(self) -> bool {
+        matches!(self, Leading::Socket | Leading::Stdout | Leading::Stderr)
+    }
+}
+
+/// Descriptors that always come first (the [`Leading`] ones).
+pub const LEADING_FDS: usize = Leading::ALL.len();
+const MAX_FDS: usize = LEADING_FDS + super::binds::MAX_EXTRA_BINDS;
+
+/// One request to the launcher: build the sandbox of `plan`. Travels as one
+/// message with the descriptors of the table above.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LaunchRequest {
+    /// Chosen by the daemon; names the replies about this sandbox.
+    pub id: u64,
+    pub plan: LaunchPlan,
+}
+
+/// What the launcher tells the daemon about its requests.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum LauncherReply {
+    /// The pid 1 of request `id` runs as host pid `host_pid`; setup
+    /// progress follows on the request's status pipe.
+    Started { id: u64, host_pid: i32 },
+    /// Request `id` could not even be forked.
+    Refused { id: u64, error: String },
+    /// The pid 1 of request `id` ended; `wait_status` as waitpid(2) gave it.
+    Exited { id: u64, wait_status: i32 },
+}
+
+/// Status lines on a sandbox's status pipe (from the server and pid 1).
+/// End of file without a failure means the program was exec'd.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum LaunchEvent {
+    /// The agent's pid-1 process exists; its pid as the host sees it.
+    Forked { host_pid: i32 },
+    /// A setup step failed; the agent program never ran.
+    Failed { step: String, error: String },
+}
 
 /// Largest request accepted (a plan is a few tens of KiB: the seccomp
 /// programs dominate). Both ends size their socket buffers for it.
@@ -27,20 +137,15 @@ pub enum HandoffError {
     TooLarge,
 }
 
-/// Descriptors that always come first: syscall socket, stdout, stderr,
-/// status, cgroup ready.
-pub const STDIO_FDS: usize = 5;
-const MAX_FDS: usize = STDIO_FDS + super::binds::MAX_EXTRA_BINDS;
-
-/// Daemon side: sends one request and its descriptors (the four of
-/// [`STDIO_FDS`] first, then one per `plan.extra_ro` entry). Fails with
+/// Daemon side: sends one request and its descriptors (the [`Leading`]
+/// ones first, then one per `plan.extra_ro` entry). Fails with
 /// EAGAIN on a non-blocking socket whose buffer is full.
 pub fn send_request(
     sock: RawFd,
     request: &LaunchRequest,
     fds: &[RawFd],
 ) -> Result<(), HandoffError> {
-    let expected = STDIO_FDS + request.plan.extra_ro.len();
+    let expected = LEADING_FDS + request.plan.extra_ro.len();
     if fds.len() != expected || fds.len() > MAX_FDS {
         return Err(HandoffError::Fds(expected, fds.len()));
     }
@@ -95,7 +200,7 @@ pub fn receive_request(
         return Err(HandoffError::Fds(MAX_FDS, MAX_FDS + 1));
     }
     let request: LaunchRequest = serde_json::from_slice(&buf[..bytes])?;
-    let expected = STDIO_FDS + request.plan.extra_ro.len();
+    let expected = LEADING_FDS + request.plan.extra_ro.len();
     if got.len() != expected {
         return Err(HandoffError::Fds(expected, got.len()));
     }

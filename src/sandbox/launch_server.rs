@@ -15,9 +15,9 @@
 //! closes the control socket; every agent's pid 1 dies with it (same
 //! signal), and with pid 1 its whole pid namespace.
 
-use super::handoff::{self, MAX_MESSAGE_BYTES};
+use super::handoff::{self, LaunchEvent, LauncherReply, Leading, MAX_MESSAGE_BYTES};
 use super::launcher;
-use super::plan::{LaunchEvent, LauncherReply};
+use super::plan::LaunchPlan;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sched::{CloneFlags, setns, unshare};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
@@ -28,8 +28,6 @@ use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// The control socket, as the daemon starts the launcher.
 const CONTROL_FD: RawFd = 0;
-/// Index of the status pipe among a request's descriptors.
-const STATUS: usize = 3;
 /// Network namespaces kept ready.
 const NETNS_POOL: usize = 4;
 /// Quiet time after which the pool is refilled.
@@ -41,7 +39,7 @@ pub fn main() -> ! {
     // the agent whatever umask the daemon runs with.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     if let Err(e) = check_parent() {
-        fatal(&e);
+        fatal(&e.to_string());
     }
     let sigchld = match child_signals() {
         Ok(s) => s,
@@ -60,17 +58,27 @@ fn fatal(why: &str) -> ! {
     std::process::exit(1)
 }
 
+/// Why the server cannot serve its daemon.
+#[derive(Debug, thiserror::Error)]
+enum ParentError {
+    #[error("usage: agentos-launcher <daemon pid> (started by agentosd only)")]
+    Usage,
+    #[error("parent-death signal: {0}")]
+    DeathSignal(#[source] nix::Error),
+    #[error("the daemon went away")]
+    Gone,
+}
+
 /// Dies with the daemon, whose pid is our argument; set before anything can
 /// race the daemon's death.
-fn check_parent() -> Result<(), String> {
+fn check_parent() -> Result<(), ParentError> {
     let expected: i32 = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
-        .ok_or("usage: agentos-launcher <daemon pid> (started by agentosd only)")?;
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-        .map_err(|e| format!("parent-death signal: {e}"))?;
+        .ok_or(ParentError::Usage)?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(ParentError::DeathSignal)?;
     if nix::unistd::getppid().as_raw() != expected {
-        return Err("the daemon went away".into());
+        return Err(ParentError::Gone);
     }
     Ok(())
 }
@@ -180,7 +188,7 @@ impl Server {
     /// pipe its host pid, and keeps no descriptor of the request.
     fn start_sandbox(
         &self,
-        plan: &super::plan::LaunchPlan,
+        plan: &LaunchPlan,
         fds: Vec<OwnedFd>,
         netns: Option<OwnedFd>,
     ) -> nix::Result<i32> {
@@ -198,7 +206,10 @@ impl Server {
         }
         let child = forked?;
         let event = LaunchEvent::Forked { host_pid: child };
-        if let (Some(status), Ok(mut line)) = (fds.get(STATUS), serde_json::to_vec(&event)) {
+        if let (Some(status), Ok(mut line)) = (
+            fds.get(Leading::Status.position()),
+            serde_json::to_vec(&event),
+        ) {
             line.push(b'\n');
             // A pipe write this small is atomic; a failure means the daemon
             // gave up on this sandbox, which the exit report settles.

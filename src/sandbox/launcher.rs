@@ -1,12 +1,14 @@
 //! One sandbox: what the agent's pid 1, just forked by the launcher server
-//! ([`super::launch_server`]) into a new pid namespace, does with its
-//! [`LaunchPlan`]. It applies the confinement in one linear sequence
-//! (DESIGN.md §2), then execs the agent program. A failed step is reported
-//! on the status pipe as `{"event": "failed", "step": ..., "error": ...}`;
+//! into a new pid namespace, does with its [`LaunchPlan`]. It puts its
+//! descriptors on the numbers of the [`handoff`] table, applies the
+//! confinement in one linear sequence ([`confine`]; docs/ARCHITECTURE.md
+//! lists the steps), then execs the agent program. A failed step is
+//! reported on the status pipe as `{"event": "failed", "step": ..., "error": ...}`;
 //! the server reports the host pid there, and the exit status to the daemon.
 
-use super::plan::{LaunchEvent, LaunchPlan, Rlimits};
-use super::{handoff, ids, landlock, mounts, seccomp};
+use super::handoff::{self, CGROUP_READY_FD, FIRST_BIND_FD, LaunchEvent, Leading, STATUS_FD};
+use super::plan::{LaunchPlan, Rlimits};
+use super::{ids, landlock, mounts, seccomp};
 use nix::fcntl::OFlag;
 use nix::sched::{CloneFlags, setns, unshare};
 use nix::sys::resource::{Resource, setrlimit};
@@ -18,15 +20,6 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-/// The agent's syscall socket, as the ABI promises.
-pub const AGENT_SOCKET_FD: RawFd = 3;
-/// The status pipe while the launcher runs (close-on-exec).
-pub const STATUS_FD: RawFd = 4;
-/// Readable (one byte) once the daemon has created the agent's cgroups;
-/// end of file if it could not (close-on-exec).
-const CGROUP_READY_FD: RawFd = 5;
-/// Sources of the extra read-only binds, in plan order (close-on-exec).
-pub const FIRST_BIND_FD: RawFd = 6;
 /// Exit code of a launcher whose setup failed.
 pub const EXIT_SETUP_FAILED: i32 = 125;
 
@@ -47,10 +40,10 @@ pub fn run(
         exit_now(EXIT_SETUP_FAILED);
     }
 
-    // 2. Sanitize: socket → fd 3, stdout/stderr → the daemon's log pipes,
-    //    status → fd 4, cgroup ready → fd 5, the bind sources → 6.. and the
-    //    network namespace after them (close-on-exec), stdin → /dev/null,
-    //    close the rest (the server's own descriptors among them).
+    // 2. Sanitize: every descriptor of the request onto its number in the
+    //    handoff table, the network namespace after the bind sources
+    //    (close-on-exec), stdin → /dev/null; close the rest (the server's
+    //    own descriptors among them).
     let netns = match install_descriptors(fds, netns) {
         Ok(n) => n,
         Err(e) => {
@@ -108,7 +101,7 @@ fn confine(
     // 4. Detach the bind sources while still in the server's mount namespace.
     step(
         "bind sources",
-        mounts::detach_bind_sources(FIRST_BIND_FD, plan.extra_ro.len()),
+        mounts::detach_bind_sources(plan.extra_ro.len()),
     )?;
     // 5. The parents of the agent's cgroups, held open across pivot_root:
     //    the daemon creates the cgroups themselves meanwhile.
@@ -198,16 +191,18 @@ fn install_descriptors(
     // Close the originals now, before their numbers are reused below.
     let has_netns = netns.is_some();
     drop((fds, netns, devnull));
-    let (stdio, rest) = lifted.split_at(handoff::STDIO_FDS);
+    let (leading, rest) = lifted.split_at(handoff::LEADING_FDS);
     let (binds, netns_fd) = match has_netns {
         true => (&rest[..rest.len() - 1], rest.last().copied()),
         false => (rest, None),
     };
-    dup_onto(stdio[0], AGENT_SOCKET_FD, false)?;
-    dup_onto(stdio[1], 1, false)?;
-    dup_onto(stdio[2], 2, false)?;
-    dup_onto(stdio[3], STATUS_FD, true)?;
-    dup_onto(stdio[4], CGROUP_READY_FD, true)?;
+    for which in Leading::ALL {
+        dup_onto(
+            leading[which.position()],
+            which.sandbox_fd(),
+            !which.survives_exec(),
+        )?;
+    }
     let mut next = FIRST_BIND_FD;
     for &fd in binds {
         dup_onto(fd, next, true)?;

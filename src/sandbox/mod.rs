@@ -1,9 +1,16 @@
 //! Confinement of agents. The daemon side builds a [`plan::LaunchPlan`]
-//! from a profile and hands it through [`spawner`] to the launcher server
-//! ([`launch_server`]), whose child, the sandbox's pid 1 ([`launcher`]), applies
-//! the steps in one linear sequence: fds, rlimits, namespaces, mounts,
-//! cgroups (joined once the daemon has made them), hostname, ids,
-//! capabilities, no_new_privs, Landlock, seccomp, exec.
+//! from a profile ([`profile`], with its [`seccomp`] filters compiled to
+//! [`bpf`]) and hands it through [`spawner`] to the launcher server
+//! ([`launch_server`]) over the wire of [`handoff`], which also holds the
+//! table of descriptor numbers a sandbox receives. The server's child, the
+//! sandbox's pid 1 ([`launcher`]), applies the steps in one linear
+//! sequence: fds, rlimits, namespaces, mounts ([`mounts`]), cgroups
+//! ([`cgroup`], joined once the daemon has made them), hostname, ids
+//! ([`ids`]), capabilities, no_new_privs, Landlock ([`landlock`]), seccomp,
+//! exec. The agent's program and extra binds are opened by the daemon with
+//! the owner's permissions ([`binds`], through the per-thread credentials
+//! of [`creds`], which the workspace file driver uses too); agent uids come
+//! from [`uids`], kernel features from [`features`].
 
 pub mod binds;
 pub mod bpf;

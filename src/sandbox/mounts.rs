@@ -8,6 +8,7 @@
 //! /workspace. The old root is detached, so host paths (and host Unix
 //! sockets) are not reachable by any name.
 
+use super::handoff::FIRST_BIND_FD;
 use super::plan::LaunchPlan;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use std::fs;
@@ -156,11 +157,12 @@ pub fn build_root(plan: &LaunchPlan) -> Result<(), MountError> {
     remount(&ws, MsFlags::MS_NOSUID | MsFlags::MS_NODEV, true)?;
 
     // The program and extra binds, last, so nothing above hides them. Their
-    // sources are the descriptors the daemon opened (fd 5, 6, ...), not paths.
+    // sources are not paths but the descriptors the daemon opened, from
+    // FIRST_BIND_FD on in plan order (see the handoff table).
     let mut extra: Vec<(usize, &PathBuf)> = plan.extra_ro.iter().enumerate().collect();
     extra.sort_by_key(|(_, p)| p.components().count());
     for (i, at) in extra {
-        bind_descriptor(root, at, super::launcher::FIRST_BIND_FD + i as i32)?;
+        bind_descriptor(root, at, FIRST_BIND_FD + i as i32)?;
     }
 
     // Freeze the root's own layout.
@@ -215,13 +217,13 @@ fn bind_read_only(root: &Path, host: &Path) -> Result<(), MountError> {
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
 
-/// Launcher step "bind sources": replaces each bind source descriptor
-/// (fd `first`, `first + 1`, ...) by a detached clone of its mount. Must run
-/// before the mount namespace is unshared: the kernel refuses to bind from a
-/// descriptor whose mount belongs to another namespace, but a detached tree
-/// can be attached anywhere.
-pub fn detach_bind_sources(first: i32, count: usize) -> io::Result<()> {
-    for fd in first..first + count as i32 {
+/// Launcher step "bind sources": replaces each of the `count` bind source
+/// descriptors (from [`FIRST_BIND_FD`] on) by a detached clone of its
+/// mount. Must run before the mount namespace is unshared: the kernel
+/// refuses to bind from a descriptor whose mount belongs to another
+/// namespace, but a detached tree can be attached anywhere.
+pub fn detach_bind_sources(count: usize) -> io::Result<()> {
+    for fd in FIRST_BIND_FD..FIRST_BIND_FD + count as i32 {
         let empty = c"";
         // SAFETY: open_tree reads the NUL-terminated empty path and returns a
         // new descriptor (or -1); no memory of ours is written.

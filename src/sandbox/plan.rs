@@ -55,35 +55,3 @@ pub struct Rlimits {
     /// Processes of the agent's uid (RLIMIT_NPROC): a second fork-bomb guard.
     pub nproc: u64,
 }
-
-/// Status lines on a sandbox's status pipe (from the server and pid 1).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum LaunchEvent {
-    /// The agent's pid-1 process exists; its pid as the host sees it.
-    Forked { host_pid: i32 },
-    /// A setup step failed; the agent program never ran.
-    Failed { step: String, error: String },
-}
-
-/// One request to the launcher: build the sandbox of `plan`. Travels as one
-/// SOCK_SEQPACKET message with the descriptors of [`crate::sandbox::handoff`].
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct LaunchRequest {
-    /// Chosen by the daemon; names the replies about this sandbox.
-    pub id: u64,
-    pub plan: LaunchPlan,
-}
-
-/// What the launcher tells the daemon about its requests.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(tag = "reply", rename_all = "snake_case")]
-pub enum LauncherReply {
-    /// The pid 1 of request `id` runs as host pid `host_pid`; setup
-    /// progress follows on the request's status pipe.
-    Started { id: u64, host_pid: i32 },
-    /// Request `id` could not even be forked.
-    Refused { id: u64, error: String },
-    /// The pid 1 of request `id` ended; `wait_status` as waitpid(2) gave it.
-    Exited { id: u64, wait_status: i32 },
-}

@@ -6,8 +6,10 @@
 //! The daemon never forks itself for a sandbox: its memory and descriptor
 //! table grow with every agent, the server's do not.
 
-use super::handoff::{self, HandoffError, MAX_MESSAGE_BYTES};
-use super::plan::{LaunchPlan, LaunchRequest, LauncherReply};
+use super::handoff::{
+    self, HandoffError, LaunchRequest, LauncherReply, Leading, MAX_MESSAGE_BYTES,
+};
+use super::plan::LaunchPlan;
 use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, setsockopt, sockopt};
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -42,9 +44,17 @@ pub enum SpawnerError {
     Timeout,
 }
 
+/// What the server answered a request.
+enum Start {
+    /// pid 1 runs as this host pid.
+    Forked(i32),
+    /// The server could not fork it, and why.
+    Refused(String),
+}
+
 /// Replies still expected for one request.
 struct Pending {
-    started: Option<oneshot::Sender<Result<i32, String>>>,
+    started: Option<oneshot::Sender<Start>>,
     exited: Option<oneshot::Sender<i32>>,
 }
 
@@ -61,7 +71,7 @@ pub struct Spawner {
 /// The daemon's ends of a sandbox's descriptors. The sandbox's ends travel
 /// with the request and are closed here once the server has them.
 pub struct SandboxIo {
-    /// The agent's syscall socket (fd 3 in the sandbox).
+    /// The agent's syscall socket ([`handoff::AGENT_SOCKET_FD`] in the sandbox).
     pub socket: UnixStream,
     /// Read ends of the agent's stdout and stderr.
     pub stdout: OwnedFd,
@@ -163,13 +173,16 @@ impl Spawner {
         let (stderr, err_w) = pipe()?;
         let (status, status_w) = pipe()?;
         let (ready_r, cgroup_ready) = pipe()?;
-        let mut fds = vec![
-            theirs.as_raw_fd(),
-            out_w.as_raw_fd(),
-            err_w.as_raw_fd(),
-            status_w.as_raw_fd(),
-            ready_r.as_raw_fd(),
-        ];
+        let mut fds: Vec<RawFd> = Leading::ALL
+            .iter()
+            .map(|which| match which {
+                Leading::Socket => theirs.as_raw_fd(),
+                Leading::Stdout => out_w.as_raw_fd(),
+                Leading::Stderr => err_w.as_raw_fd(),
+                Leading::Status => status_w.as_raw_fd(),
+                Leading::CgroupReady => ready_r.as_raw_fd(),
+            })
+            .collect();
         fds.extend(binds.iter().map(AsRawFd::as_raw_fd));
         let launched = self.request(plan, &fds).await?;
         let io = SandboxIo {
@@ -200,8 +213,8 @@ impl Spawner {
             return Err(e);
         }
         let host_pid = match tokio::time::timeout(START_TIMEOUT, started_rx).await {
-            Ok(Ok(Ok(pid))) => pid,
-            Ok(Ok(Err(refused))) => return Err(SpawnerError::Refused(refused)),
+            Ok(Ok(Start::Forked(pid))) => pid,
+            Ok(Ok(Start::Refused(why))) => return Err(SpawnerError::Refused(why)),
             Ok(Err(_)) => return Err(SpawnerError::Gone),
             Err(_) => {
                 self.pending_map().remove(&id);
@@ -321,12 +334,12 @@ async fn read_replies(sock: Arc<AsyncFd<OwnedFd>>, pending: PendingMap) {
         match reply {
             LauncherReply::Started { id, host_pid } => {
                 if let Some(tx) = map.get_mut(&id).and_then(|p| p.started.take()) {
-                    let _ = tx.send(Ok(host_pid));
+                    let _ = tx.send(Start::Forked(host_pid));
                 }
             }
             LauncherReply::Refused { id, error } => {
                 if let Some(tx) = map.remove(&id).and_then(|mut p| p.started.take()) {
-                    let _ = tx.send(Err(error));
+                    let _ = tx.send(Start::Refused(error));
                 }
             }
             LauncherReply::Exited { id, wait_status } => {
