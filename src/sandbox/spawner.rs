@@ -2,12 +2,14 @@
 //! starts `agentos-launcher` once, sends it launch requests with their
 //! descriptors, and routes its replies — pid 1's host pid when a
 //! sandbox starts, its wait status when it ends — to whoever asked.
+//! [`launch_events`] reads a sandbox's status pipe until its program runs,
+//! for the agent spawn and EXEC_CMD alike.
 //!
 //! The daemon never forks itself for a sandbox: its memory and descriptor
 //! table grow with every agent, the server's do not.
 
 use super::handoff::{
-    self, HandoffError, LaunchRequest, LauncherReply, Leading, MAX_MESSAGE_BYTES,
+    self, HandoffError, LaunchEvent, LaunchRequest, LauncherReply, Leading, MAX_MESSAGE_BYTES,
 };
 use super::plan::LaunchPlan;
 use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, setsockopt, sockopt};
@@ -21,10 +23,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::oneshot;
 
 /// How long the server may take to fork one sandbox.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a sandbox may take from its fork to the exec of its program.
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
 /// Exit code of the daemon when the launcher server dies under it: no
 /// sandbox can start any more and every agent died with the server, so the
 /// daemon exits to be restarted and recover them.
@@ -351,4 +356,79 @@ async fn read_replies(sock: Arc<AsyncFd<OwnedFd>>, pending: PendingMap) {
     }
     // Dropping the senders tells every waiter that the server is gone.
     pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
+/// What runs in a sandbox; names it in setup errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payload {
+    /// An agent program.
+    Agent,
+    /// An EXEC_CMD command.
+    Command,
+}
+
+impl Payload {
+    fn sandbox(self) -> &'static str {
+        match self {
+            Payload::Agent => "sandbox",
+            Payload::Command => "command sandbox",
+        }
+    }
+
+    fn program(self) -> &'static str {
+        match self {
+            Payload::Agent => "agent",
+            Payload::Command => "command",
+        }
+    }
+}
+
+/// Why a sandbox's program was never exec'd.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("{} setup failed at step {step}: {error}", .payload.sandbox())]
+    Step {
+        payload: Payload,
+        step: String,
+        error: String,
+    },
+    #[error("launcher said something unexpected: {0}")]
+    Unexpected(String),
+    #[error("the launcher exited before starting the {}", .0.program())]
+    NotStarted(Payload),
+    #[error("reading launcher status: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("sandbox setup took longer than {SETUP_TIMEOUT:?}")]
+    Timeout,
+}
+
+/// Reads a sandbox's status pipe ([`SandboxIo::status`]) until its program
+/// was exec'd (end of file after the server's `forked` event; the pipe is
+/// close-on-exec) or a step failed, for at most [`SETUP_TIMEOUT`]. Returns
+/// the host pid of the sandbox's pid 1.
+pub async fn launch_events(status: OwnedFd, payload: Payload) -> Result<i32, SetupError> {
+    match tokio::time::timeout(SETUP_TIMEOUT, read_events(status, payload)).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(SetupError::Timeout),
+    }
+}
+
+async fn read_events(status: OwnedFd, payload: Payload) -> Result<i32, SetupError> {
+    let rx = tokio::net::unix::pipe::Receiver::from_owned_fd(status).map_err(SetupError::Read)?;
+    let mut lines = BufReader::new(rx).lines();
+    let mut host_pid = None;
+    while let Some(line) = lines.next_line().await.map_err(SetupError::Read)? {
+        match serde_json::from_str::<LaunchEvent>(&line) {
+            Ok(LaunchEvent::Forked { host_pid: p }) => host_pid = Some(p),
+            Ok(LaunchEvent::Failed { step, error }) => {
+                return Err(SetupError::Step {
+                    payload,
+                    step,
+                    error,
+                });
+            }
+            Err(_) => return Err(SetupError::Unexpected(line)),
+        }
+    }
+    host_pid.ok_or(SetupError::NotStarted(payload))
 }

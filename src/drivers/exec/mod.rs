@@ -263,7 +263,12 @@ impl Kernel {
                 }
                 Job::Sandbox(Box::new(sandbox::SandboxJob {
                     plan: sandbox::plan(
-                        pcb,
+                        crate::sandbox::plan::Identity {
+                            pid: pcb.pid,
+                            uid: pcb.uid,
+                            gid: pcb.gid,
+                        },
+                        &pcb.limits,
                         &profile,
                         &req.cmd,
                         self.config.state_dir.join("root"),

@@ -7,9 +7,10 @@
 //! - its root holds only the profile's system directories (not the agent's
 //!   program or extra binds), a fresh /tmp and the agent's workspace at
 //!   /workspace (read-write, the working directory);
-//! - fd 0 is /dev/null, fds 1 and 2 are pipes the daemon reads, and fd 3 is
-//!   a socket whose other end the daemon closed before the launcher started:
-//!   the command has no syscall connection and cannot act as its agent;
+//! - fd 0 is /dev/null, fds 1 and 2 are pipes the daemon reads, and fd 3
+//!   (`AGENT_SOCKET_FD`) is a socket whose other end the daemon closed
+//!   before the command can run: it has no syscall connection and cannot
+//!   act as its agent;
 //! - it lives in its own cgroup `exec-<pid>-<n>` with the agent's memory,
 //!   pids and cpu limits, killed (`cgroup.kill`, or freeze and sweep on v1)
 //!   at the timeout and removed afterwards;
@@ -19,24 +20,21 @@
 
 use super::{Abort, Capture, ExecOutput};
 use crate::abi::SysError;
-use crate::kernel::pcb::{Limits, Pcb};
+use crate::abi::limits::Limits;
 use crate::sandbox::cgroup::{AgentCgroup, Cgroups};
-use crate::sandbox::handoff::LaunchEvent;
-use crate::sandbox::plan::{LaunchPlan, Rlimits};
+use crate::sandbox::plan::{Identity, LaunchPlan};
 use crate::sandbox::profile::Profile;
-use crate::sandbox::spawner::{Launched, Spawner};
+use crate::sandbox::spawner::{Launched, Payload, Spawner, launch_events};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 
 /// Sharing the daemon's network namespace also shares its abstract Unix
 /// sockets; Landlock ABI 6 scopes those to the sandbox. Below it, a profile
 /// with `exec.allow_network` is refused rather than weakened.
 pub const MIN_ABI_FOR_SHARED_NETWORK: u32 = 6;
-/// How long the sandbox may take to reach exec.
-const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long output may still be drained after the command's end.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
@@ -53,52 +51,30 @@ pub struct SandboxJob {
     pub max_output: usize,
 }
 
-/// The launch plan of a command of agent `pcb`: the agent's identity,
-/// limits, Landlock ABI and seccomp filters, the profile's system binds,
-/// and `/bin/sh -c cmd` as the program.
+/// The launch plan of a command of the agent `who`: its identity, limits,
+/// the Landlock ABI, seccomp filters and system binds of its `profile`,
+/// and `/bin/sh -c cmd` as the program. Nothing but the system directories
+/// is bound (no program, no extra binds); the network is the daemon's when
+/// the profile allows EXEC_CMD one.
 pub fn plan(
-    pcb: &Pcb,
+    who: Identity,
+    limits: &Limits,
     profile: &Profile,
     cmd: &str,
     new_root: PathBuf,
     workspace: PathBuf,
 ) -> LaunchPlan {
-    let env = [
-        ("PATH", "/usr/local/bin:/usr/bin:/bin"),
-        ("HOME", "/workspace"),
-        ("TMPDIR", "/tmp"),
-        ("LANG", "C.UTF-8"),
-        ("USER", "agent"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .chain([("AGENTOS_PID".to_string(), pcb.pid.to_string())])
-    .collect();
-    LaunchPlan {
-        pid: pcb.pid,
-        uid: pcb.uid,
-        gid: pcb.gid,
-        program: PathBuf::from("/bin/sh"),
-        args: vec!["-c".into(), cmd.to_string()],
-        env,
+    let mut plan = LaunchPlan::new(
+        who,
+        limits,
+        profile,
+        PathBuf::from("/bin/sh"),
+        vec!["-c".into(), cmd.to_string()],
         new_root,
         workspace,
-        ro_binds: profile.filesystem.ro_binds.clone(),
-        // Nothing but the system directories: no program, no extra binds.
-        extra_ro: Vec::new(),
-        etc: profile.filesystem.etc.clone(),
-        dev: profile.filesystem.dev.clone(),
-        tmp_bytes: pcb.limits.tmp_bytes,
-        cgroup_procs: Vec::new(),
-        rlimits: Rlimits {
-            nofile: pcb.limits.nofile,
-            fsize: pcb.limits.workspace_bytes.max(pcb.limits.tmp_bytes),
-            nproc: pcb.limits.pids,
-        },
-        landlock_min_abi: profile.landlock.min_abi,
-        seccomp: profile.filters.clone(),
-        share_network: profile.exec.allow_network,
-    }
+    );
+    plan.share_network = profile.exec.allow_network;
+    plan
 }
 
 /// Runs the command; always kills and removes its cgroup before returning.
@@ -152,12 +128,7 @@ async fn launch_and_wait(
 
     // Setup: the host pid, then EOF (exec'd) or a failed step.
     let setup = tokio::select! {
-        r = tokio::time::timeout(SETUP_TIMEOUT, launch_events(status_r)) => match r {
-            Ok(Ok(None)) => None,
-            Ok(Ok(Some(failure))) => Some(failure),
-            Ok(Err(e)) => Some(format!("reading launcher status: {e}")),
-            Err(_) => Some(format!("sandbox setup took longer than {SETUP_TIMEOUT:?}")),
-        },
+        r = launch_events(status_r, Payload::Command) => r.err().map(|e| e.to_string()),
         _ = &mut abort => Some("aborted".into()),
     };
     if let Some(reason) = setup {
@@ -241,24 +212,4 @@ async fn drain(fd: OwnedFd, into: Arc<Mutex<Capture>>) {
                 .push(&buf[..n]),
         }
     }
-}
-
-/// Reads the launcher's status pipe to EOF: None when the command was
-/// exec'd, or why the sandbox could not be built.
-async fn launch_events(fd: OwnedFd) -> std::io::Result<Option<String>> {
-    let rx = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?;
-    let mut lines = BufReader::new(rx).lines();
-    let mut forked = false;
-    while let Some(line) = lines.next_line().await? {
-        match serde_json::from_str::<LaunchEvent>(&line) {
-            Ok(LaunchEvent::Forked { .. }) => forked = true,
-            Ok(LaunchEvent::Failed { step, error }) => {
-                return Ok(Some(format!(
-                    "command sandbox setup failed at step {step}: {error}"
-                )));
-            }
-            Err(_) => return Ok(Some(format!("launcher said something unexpected: {line}"))),
-        }
-    }
-    Ok((!forked).then(|| "the launcher exited before starting the command".to_string()))
 }
