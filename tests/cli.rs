@@ -202,8 +202,19 @@ fn agent_text_is_escaped_on_the_terminal() {
     let spawned = json(&agentos(
         &d,
         &[
-            "--json", "spawn", "--name", "forger", "--program", "/usr/bin/python3", "--ro", &ro,
-            "--allow", "SYS_WRITE_STDOUT", "--", &script, "terminal",
+            "--json",
+            "spawn",
+            "--name",
+            "forger",
+            "--program",
+            "/usr/bin/python3",
+            "--ro",
+            &ro,
+            "--allow",
+            "SYS_WRITE_STDOUT",
+            "--",
+            &script,
+            "terminal",
         ],
     ));
     let pid = spawned["pid"].as_u64().expect("pid").to_string();
@@ -212,8 +223,15 @@ fn agent_text_is_escaped_on_the_terminal() {
     assert_eq!(waited.status.code(), Some(7));
     let text = stdout(&waited);
     assert!(!text.contains('\x1b'), "wait printed a raw ESC: {text:?}");
-    assert!(text.contains("done\\x1b]52;c;cHduZWQ=\\x07\\nTERMINATED"), "{text:?}");
-    assert_eq!(text.lines().count(), 1, "the reason forged a second line: {text:?}");
+    assert!(
+        text.contains("done\\x1b]52;c;cHduZWQ=\\x07\\nTERMINATED"),
+        "{text:?}"
+    );
+    assert_eq!(
+        text.lines().count(),
+        1,
+        "the reason forged a second line: {text:?}"
+    );
 
     let logs = stdout(&agentos(&d, &["logs", &pid]));
     assert!(!logs.contains('\x1b'), "logs printed a raw ESC: {logs:?}");
@@ -232,5 +250,8 @@ fn agent_text_is_escaped_on_the_terminal() {
     let raw = stdout(&agentos(&d, &["--raw", "logs", &pid]));
     assert!(raw.contains("\x1b]52;c;cHduZWQ=\x07clipboard"), "{raw:?}");
     let events = stdout(&agentos(&d, &["--json", "logs", &pid]));
-    assert!(events.contains("\\u001b]52;c;cHduZWQ=\\u0007clipboard"), "{events}");
+    assert!(
+        events.contains("\\u001b]52;c;cHduZWQ=\\u0007clipboard"),
+        "{events}"
+    );
 }

@@ -3,8 +3,9 @@
 //! an `end` line).
 
 use crate::abi::SysError;
+use crate::abi::limits::LimitsPatch;
 use crate::kernel::journal::LogEvent;
-use crate::kernel::pcb::{LimitsPatch, Pid};
+use crate::kernel::pcb::Pid;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

@@ -5,11 +5,10 @@
 //! manages everything, any other user only the agents it spawned.
 
 use super::protocol::{AdminRequest, AdminResponse, SpawnRequest};
-use crate::abi::calls::expand_permissions;
 use crate::abi::{Errno, SysError};
 use crate::kernel::Kernel;
 use crate::kernel::pcb::{Pcb, Pid};
-use crate::kernel::spawn::SpawnSpec;
+use crate::kernel::spawn::rule::{Ceiling, ChildRequest};
 use serde_json::{Value, json};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -292,91 +291,34 @@ async fn handle(k: &Arc<Kernel>, peer: Peer, req: AdminRequest) -> Result<Value,
             Ok(json!(msgs.into_iter().map(|(_, m)| m).collect::<Vec<_>>()))
         }
         AdminRequest::Spawn(s) => {
-            let spec = spawn_spec(k, peer, *s)?;
-            let pcb = k.spawn(spec).await?;
+            // A client's ceiling is the profile it names (root's is none).
+            let parent = Ceiling::Admin {
+                uid: peer.uid,
+                gid: peer.gid,
+            };
+            let pcb = k.spawn(parent, child_request(*s)).await?;
             Ok(json!(pcb))
         }
     }
 }
 
-/// Turns an admin spawn request into a spec, enforcing what a non-root
-/// client may ask for: the profile's permissions and limits at most, and
-/// only programs and binds the client itself can read.
-fn spawn_spec(k: &Kernel, peer: Peer, s: SpawnRequest) -> Result<SpawnSpec, SysError> {
-    let profile_name = s.profile.unwrap_or_else(|| "default".into());
-    let profile = k
-        .profiles
-        .get(&profile_name)
-        .map_err(|e| SysError::inval(e.to_string()))?;
-    let mut granted = expand_permissions(s.permissions.as_ref().unwrap_or(&profile.permissions))?;
-    let limits = match &s.limits {
-        None => profile.limits,
-        Some(patch) if peer.is_root() => profile
-            .limits
-            .overridden(patch)
-            .map_err(|e| SysError::inval(e.to_string()))?,
-        Some(patch) => profile
-            .limits
-            .narrow(patch)
-            .map_err(|e| SysError::acces(e.to_string()))?,
-    };
-    let llm = s.role.is_some() || s.model.is_some();
-    let model = match (&s.model, llm) {
-        (Some(m), _) => Some(m.clone()),
-        (None, true) => Some(k.inference().default_model.clone().ok_or_else(|| {
-            SysError::inval("no --model given and no scheduler.default_model configured")
-        })?),
-        (None, false) => None,
-    };
-    let program = match (s.program.is_empty(), llm) {
-        (true, true) => k.inference().runtime.clone(),
-        (false, _) => PathBuf::from(&s.program),
-        (true, false) => {
-            return Err(SysError::inval(
-                "give a --program, or a --model/--role for an LLM agent",
-            ));
-        }
-    };
-    crate::kernel::spawn::check_program(&program)?;
-    if llm && s.program.is_empty() {
-        // The built-in runtime thinks through LLM_INFER.
-        granted.insert(crate::abi::calls::Call::LLM_INFER);
-    }
-    let mut models: std::collections::BTreeSet<String> = s.models.iter().cloned().collect();
-    models.extend(model.iter().cloned());
-    for m in &models {
-        k.inference().model(m)?;
-    }
-    let ro: Vec<PathBuf> = s.ro.iter().map(PathBuf::from).collect();
-    for p in &ro {
-        crate::kernel::spawn::check_ro_bind(p)?;
-    }
-    if !peer.is_root() {
-        let ceiling = expand_permissions(&profile.permissions)?;
-        if let Some(c) = granted.iter().find(|c| !ceiling.contains(c)) {
-            return Err(SysError::acces(format!(
-                "permission {} is beyond profile {profile_name}; only root may grant it",
-                c.name()
-            )));
-        }
-    }
-    Ok(SpawnSpec {
+/// The spawn rule's form of an admin spawn request (an empty program
+/// means none).
+fn child_request(s: SpawnRequest) -> ChildRequest {
+    ChildRequest {
         name: s.name,
-        ppid: 0,
-        owner: peer.uid,
-        owner_gid: peer.gid,
-        profile: profile_name,
-        program,
+        program: (!s.program.is_empty()).then_some(s.program),
         args: s.args,
-        ro_binds: ro,
-        permissions: granted,
-        limits,
-        pipe_to: s.pipe_to,
-        model,
+        permissions: s.permissions,
+        limits: s.limits,
         role: s.role,
-        models,
-        priority: s.priority.unwrap_or(1),
-    })
+        model: s.model,
+        priority: s.priority,
+        pipe_to: s.pipe_to,
+        profile: s.profile,
+        ro_binds: s.ro,
+        models: s.models,
+    }
 }
 
 fn status(k: &Kernel) -> Value {

@@ -312,7 +312,7 @@ fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
                 if cli.json {
                     println!("{}", serde_json::to_string(e).unwrap_or_default());
                 } else {
-                        println!("{} {:<7} {}", fmt_time(e.ts_ms), e.stream, shown(&e.text));
+                    println!("{} {:<7} {}", fmt_time(e.ts_ms), e.stream, shown(&e.text));
                 }
             };
             let req = AdminRequest::Logs {

@@ -4,12 +4,11 @@
 
 use super::Kernel;
 use super::pcb::{ExitStatus, Pcb, Pid, State};
-use super::spawn::SpawnSpec;
-use crate::abi::calls::{ExitArgs, PidArgs, SleepArgs, SpawnArgs, WaitArgs, expand_permissions};
+use super::spawn::rule::{Ceiling, ChildRequest};
+use crate::abi::calls::{ExitArgs, PidArgs, SleepArgs, SpawnArgs, WaitArgs};
 use crate::abi::wire::typed_args;
 use crate::abi::{Errno, SysError};
 use serde_json::{Value, json};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,108 +52,23 @@ impl Kernel {
         Ok(json!({"exiting": true}))
     }
 
+    /// SPAWN_AGENT: a child within this agent's own ceiling (see
+    /// [`super::spawn::rule`]).
     pub async fn sys_spawn(self: &Arc<Self>, pcb: &Pcb, args: &Value) -> Result<Value, SysError> {
         let a: SpawnArgs = typed_args("SPAWN_AGENT", args)?;
-        let mut permissions = expand_permissions(&a.permissions)?;
-        if a.role.is_some() || a.model.is_some() {
-            // The built-in runtime thinks through LLM_INFER.
-            permissions.insert(crate::abi::calls::Call::LLM_INFER);
-        }
-        if let Some(extra) = permissions.iter().find(|c| !pcb.permissions.contains(c)) {
-            return Err(SysError::acces(format!(
-                "permission {} exceeds the parent's permissions",
-                extra.name()
-            )));
-        }
-        let limits = match a.limits {
-            Some(patch) => pcb
-                .limits
-                .narrow(&patch)
-                .map_err(|e| SysError::acces(e.to_string()))?,
-            None => pcb.limits,
+        let request = ChildRequest {
+            name: a.name,
+            program: a.program,
+            args: a.args,
+            permissions: Some(a.permissions),
+            limits: a.limits,
+            role: a.role,
+            model: a.model,
+            priority: a.priority,
+            pipe_to: a.pipe_to,
+            ..ChildRequest::default()
         };
-        // An LLM child (a role) runs the built-in runtime with the parent's
-        // model or another model the parent may use.
-        let (model, role) = if a.role.is_some() || a.model.is_some() {
-            let model = a
-                .model
-                .clone()
-                .or_else(|| pcb.model.clone())
-                .ok_or_else(|| {
-                    SysError::inval("an LLM child needs a model: this agent has none")
-                })?;
-            if pcb.model.as_deref() != Some(model.as_str()) && !pcb.models.contains(&model) {
-                return Err(SysError::acces(format!(
-                    "model {model:?} is not one this agent may use"
-                )));
-            }
-            (Some(model), a.role.clone())
-        } else {
-            (None, None)
-        };
-        // Otherwise a child runs the parent's program, or a program the
-        // parent can already see through the profile's read-only system binds.
-        let program = match (&model, a.program) {
-            (Some(_), Some(_)) => {
-                return Err(SysError::inval(
-                    "give either a program or a role/model, not both",
-                ));
-            }
-            (Some(_), None) => self.inference().runtime.clone(),
-            (None, None) => PathBuf::from(&pcb.program),
-            (None, Some(p)) => {
-                let path = PathBuf::from(&p);
-                let profile = self
-                    .profiles
-                    .get(&pcb.profile)
-                    .map_err(|e| SysError::io(e.to_string()))?;
-                let visible = path == std::path::Path::new(&pcb.program)
-                    || profile
-                        .filesystem
-                        .ro_binds
-                        .iter()
-                        .any(|b| !is_symlink(b) && path.starts_with(b));
-                if !visible || p.contains("/../") {
-                    return Err(SysError::acces(format!(
-                        "program {p} is neither the parent's program nor under the system directories"
-                    )));
-                }
-                path
-            }
-        };
-        let priority = a.priority.unwrap_or(pcb.priority);
-        if priority > pcb.priority {
-            return Err(SysError::acces(format!(
-                "priority {priority} exceeds the parent's {}",
-                pcb.priority
-            )));
-        }
-        if let Some(target) = a.pipe_to {
-            if target != pcb.pid && !self.table.is_descendant(pcb.pid, target) {
-                return Err(SysError::acces(format!(
-                    "pipe_to {target}: only the parent itself or its descendants"
-                )));
-            }
-        }
-        let child = self
-            .spawn(SpawnSpec {
-                name: a.name,
-                ppid: pcb.pid,
-                owner: pcb.owner,
-                owner_gid: pcb.owner_gid,
-                profile: pcb.profile.clone(),
-                program,
-                args: a.args,
-                ro_binds: pcb.ro_binds.iter().map(PathBuf::from).collect(),
-                permissions,
-                limits,
-                pipe_to: a.pipe_to,
-                models: model.iter().cloned().collect(),
-                model,
-                role,
-                priority,
-            })
-            .await?;
+        let child = self.spawn(Ceiling::Agent(pcb), request).await?;
         Ok(json!({"pid": child.pid}))
     }
 
@@ -323,10 +237,4 @@ impl Kernel {
         self.journal_state(pid, from, to, Some("admin".into()));
         Ok(to)
     }
-}
-
-fn is_symlink(p: &std::path::Path) -> bool {
-    p.symlink_metadata()
-        .map(|m| m.file_type().is_symlink())
-        .unwrap_or(false)
 }
