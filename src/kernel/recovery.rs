@@ -1,4 +1,4 @@
-//! Recovery after a restart (DESIGN.md §6). Agents that were not
+//! Recovery after a restart (docs/DURABILITY.md). Agents that were not
 //! TERMINATED when the previous daemon stopped — crashed, killed or shut
 //! down — are started again in a fresh sandbox with the same pid, uid,
 //! workspace, permissions, limits, counters and parent/child links. Their
@@ -8,6 +8,9 @@
 
 use super::Kernel;
 use super::pcb::{ExitStatus, Pid, State, now_ms};
+use super::store::StoreError;
+use crate::abi::SysError;
+use crate::sandbox::profile::ProfileError;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,6 +18,23 @@ use std::time::Instant;
 
 /// Agents relaunched at once during recovery.
 const PARALLEL_RELAUNCHES: usize = 16;
+
+/// Why one agent could not be started again.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error("the PCB vanished")]
+    Vanished,
+    #[error("its uid {uid} is outside the configured range {first}-{last}")]
+    UidOutOfRange { uid: u32, first: u32, last: u32 },
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A model that is no longer configured, a bind that cannot be opened,
+    /// a sandbox that did not start.
+    #[error("{}", .0.message)]
+    Launch(SysError),
+}
 
 /// What recovery did, for the log and `agentos status`.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -78,7 +98,7 @@ impl Kernel {
         for t in tasks {
             match t.await {
                 Ok((_, Ok(()))) => summary.recovered += 1,
-                Ok((pid, Err(reason))) => summary.failed.push((pid, reason)),
+                Ok((pid, Err(e))) => summary.failed.push((pid, e.to_string())),
                 Err(e) => summary
                     .failed
                     .push((0, format!("recovery task failed: {e}"))),
@@ -100,7 +120,7 @@ impl Kernel {
     }
 
     /// Starts one agent again; on failure it becomes TERMINATED with why.
-    async fn relaunch(self: &Arc<Self>, pid: Pid) -> Result<(), String> {
+    async fn relaunch(self: &Arc<Self>, pid: Pid) -> Result<(), RecoveryError> {
         let result = self.try_relaunch(pid).await;
         if let Err(reason) = &result {
             self.mark_terminated(
@@ -116,50 +136,52 @@ impl Kernel {
         result
     }
 
-    async fn try_relaunch(self: &Arc<Self>, pid: Pid) -> Result<(), String> {
-        let pcb = self.table.get(pid).ok_or("the PCB vanished")?;
-        if !self.config.uid_range.contains(pcb.uid) {
-            return Err(format!(
-                "its uid {} is outside the configured range {}-{}",
-                pcb.uid, self.config.uid_range.first, self.config.uid_range.last
-            ));
+    async fn try_relaunch(self: &Arc<Self>, pid: Pid) -> Result<(), RecoveryError> {
+        let pcb = self.table.get(pid).ok_or(RecoveryError::Vanished)?;
+        let range = self.config.uid_range;
+        if !range.contains(pcb.uid) {
+            return Err(RecoveryError::UidOutOfRange {
+                uid: pcb.uid,
+                first: range.first,
+                last: range.last,
+            });
         }
-        let profile = self
-            .profiles
-            .get(&pcb.profile)
-            .map_err(|e| e.to_string())?
-            .clone();
+        let profile = self.profiles.get(&pcb.profile)?.clone();
         if let Some(m) = &pcb.model {
-            self.inference().model(m).map_err(|e| e.message)?;
+            self.inference().model(m).map_err(RecoveryError::Launch)?;
         }
         let mut paths = vec![PathBuf::from(&pcb.program)];
         paths.extend(pcb.ro_binds.iter().map(PathBuf::from));
         let binds = super::spawn::open_binds(&paths, pcb.owner, pcb.owner_gid)
             .await
-            .map_err(|e| e.message)?;
+            .map_err(RecoveryError::Launch)?;
         let pcb = self
             .table
             .update(pid, |p| {
                 p.recoveries += 1;
                 p.started_ms = Some(now_ms());
-            })
-            .map_err(|e| e.to_string())?
-            .ok_or("the PCB vanished")?;
+            })?
+            .ok_or(RecoveryError::Vanished)?;
         self.launch(&pcb, &profile, binds)
             .await
-            .map_err(|e| e.message)?;
-        self.store.durable().await.map_err(|e| e.to_string())
+            .map_err(RecoveryError::Launch)?;
+        Ok(self.store.durable().await?)
     }
 
     /// An agent stopped by a graceful shutdown: keep it live in the table
     /// (READY, no process) so the next start recovers it.
     pub(crate) async fn park_for_recovery(&self, pid: Pid) {
         let mut from = State::Ready;
-        let _ = self.table.update(pid, |p| {
+        let parked = self.table.update(pid, |p| {
             from = p.state;
             p.state = State::Ready;
             p.host_pid = None;
         });
+        if let Err(e) = parked {
+            // The table still says it runs; the next start's recovery
+            // relaunches it all the same.
+            tracing::error!(pid, "cannot record the agent as parked for recovery: {e}");
+        }
         self.journal_state(
             pid,
             from,
