@@ -21,6 +21,13 @@ pub enum ClientError {
     Io(#[from] std::io::Error),
     #[error("the daemon sent something unreadable: {0}")]
     Protocol(String),
+    #[error("the request could not be encoded: {0}")]
+    Encode(#[source] serde_json::Error),
+    #[error("the daemon sent something unreadable: {source}: {line}")]
+    Decode {
+        source: serde_json::Error,
+        line: String,
+    },
     #[error("the daemon closed the connection")]
     Closed,
     /// The daemon refused or failed the request.
@@ -47,7 +54,7 @@ impl Client {
     }
 
     fn send(&mut self, req: &AdminRequest) -> Result<(), ClientError> {
-        let mut line = serde_json::to_vec(req).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let mut line = serde_json::to_vec(req).map_err(ClientError::Encode)?;
         line.push(b'\n');
         self.writer.write_all(&line)?;
         Ok(())
@@ -58,7 +65,7 @@ impl Client {
         if self.reader.read_line(&mut line)? == 0 {
             return Err(ClientError::Closed);
         }
-        serde_json::from_str(&line).map_err(|e| ClientError::Protocol(format!("{e}: {line}")))
+        serde_json::from_str(&line).map_err(|source| ClientError::Decode { source, line })
     }
 
     /// Sends a request and returns its result.

@@ -22,7 +22,7 @@ const MAX_REQUEST: u64 = 1 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("{0}: {1}")]
-    Io(String, std::io::Error),
+    Io(String, #[source] std::io::Error),
     #[error("another agentosd is already listening on {0}")]
     InUse(PathBuf),
 }

@@ -20,7 +20,7 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
     #[error("{0}: {1}")]
-    Io(String, io::Error),
+    Io(String, #[source] io::Error),
     #[error("no usable cgroup hierarchy: {0}")]
     Unsupported(String),
 }

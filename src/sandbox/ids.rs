@@ -10,7 +10,7 @@ pub enum IdsError {
     #[error("{0}: {1}")]
     Caps(&'static str, caps::errors::CapsError),
     #[error("{0}: {1}")]
-    Sys(&'static str, nix::Error),
+    Sys(&'static str, #[source] nix::Error),
     #[error("capability set {0:?} still holds {1:?} after clearing")]
     Leftover(CapSet, Vec<Capability>),
     #[error("refusing to run an agent as uid/gid 0")]

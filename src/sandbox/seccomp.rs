@@ -24,10 +24,17 @@ const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
-    #[error("cannot read {0}: {1}")]
-    Read(String, std::io::Error),
+    #[error("cannot read {}: {source}", .path.display())]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("does not compile: {0}")]
-    Compile(String),
+    Compile(#[source] seccompiler::Error),
+    #[error("does not compile: {0:?}")]
+    Arch(#[source] seccompiler::BackendError),
+    #[error("does not compile: {0}")]
+    Json(#[source] serde_json::Error),
     #[error("filter {0:?} is missing")]
     Missing(&'static str),
     #[error("unexpected filter {0:?} (allowed: agent, clone3, runtime)")]
@@ -35,7 +42,7 @@ pub enum SeccompError {
     #[error("filter too long for the kernel ({0} instructions)")]
     TooLong(usize),
     #[error("installing the filter failed: {0}")]
-    Install(std::io::Error),
+    Install(#[source] std::io::Error),
 }
 
 /// Compiled filters, in installation order.
@@ -46,8 +53,10 @@ pub struct Filters {
 
 /// Compiles a policy file for the running architecture.
 pub fn compile_file(path: &Path) -> Result<Filters, SeccompError> {
-    let text =
-        std::fs::read(path).map_err(|e| SeccompError::Read(path.display().to_string(), e))?;
+    let text = std::fs::read(path).map_err(|source| SeccompError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     compile(&text)
 }
 
@@ -64,16 +73,14 @@ pub fn compile(json: &[u8]) -> Result<Filters, SeccompError> {
 
 /// Compiles a policy holding any of the known filters.
 pub fn compile_any(json: &[u8]) -> Result<Filters, SeccompError> {
-    let arch = seccompiler::TargetArch::try_from(std::env::consts::ARCH)
-        .map_err(|e| SeccompError::Compile(format!("{e:?}")))?;
-    let mut map = seccompiler::compile_from_json(json, arch)
-        .map_err(|e| SeccompError::Compile(e.to_string()))?;
+    let arch =
+        seccompiler::TargetArch::try_from(std::env::consts::ARCH).map_err(SeccompError::Arch)?;
+    let mut map = seccompiler::compile_from_json(json, arch).map_err(SeccompError::Compile)?;
     if let Some(extra) = map.keys().find(|k| !FILTER_ORDER.contains(&k.as_str())) {
         return Err(SeccompError::Unexpected(extra.clone()));
     }
     // Valid JSON: seccompiler just parsed it.
-    let policy: serde_json::Value =
-        serde_json::from_slice(json).map_err(|e| SeccompError::Compile(e.to_string()))?;
+    let policy: serde_json::Value = serde_json::from_slice(json).map_err(SeccompError::Json)?;
     let mut programs = Vec::new();
     for name in FILTER_ORDER {
         if let Some(prog) = map.remove(name) {
@@ -117,8 +124,8 @@ fn compact(
         let mut f = filter.clone();
         f["filter"] = serde_json::Value::Array(rules);
         let json = serde_json::json!({ "f": f }).to_string();
-        let mut map = seccompiler::compile_from_json(json.as_bytes(), arch)
-            .map_err(|e| SeccompError::Compile(e.to_string()))?;
+        let mut map =
+            seccompiler::compile_from_json(json.as_bytes(), arch).map_err(SeccompError::Compile)?;
         let prog = map.remove("f").unwrap_or_default();
         Ok(prog.iter().map(|f| Insn(f.code, f.jt, f.jf, f.k)).collect())
     };

@@ -38,7 +38,7 @@ const EXIT_LAUNCHER_GONE: i32 = 70;
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnerError {
     #[error("{0}: {1}")]
-    Io(&'static str, std::io::Error),
+    Io(&'static str, #[source] std::io::Error),
     #[error("handing the plan to the launcher: {0}")]
     Handoff(#[from] HandoffError),
     #[error("the launcher could not start the sandbox: {0}")]
