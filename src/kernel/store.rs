@@ -1,5 +1,5 @@
-//! The durable store: one sled database with the trees of DESIGN.md §5, and
-//! group commit. Writers apply their change (in one transaction where
+//! The durable store: one sled database with one tree per kind of record
+//! ([`Trees`]), and group commit. Writers apply their change (in one transaction where
 //! several trees change) and then await [`Store::durable`], which resolves
 //! once a flush that started after the change has completed. One flush
 //! serves every writer that queued while the previous one ran.
@@ -45,11 +45,31 @@ pub enum StoreError {
     #[error("encoding: {0}")]
     Json(#[from] serde_json::Error),
     #[error("flush failed: {0}")]
-    Flush(String),
+    Flush(#[from] FlushError),
     #[error("database schema version {found} is not supported (expected {SCHEMA_VERSION})")]
     Schema { found: u64 },
     #[error("transaction: {0}")]
     Transaction(String),
+}
+
+/// Why a group commit failed. Every writer of the group gets a copy.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FlushError {
+    #[error(transparent)]
+    Database(sled::Error),
+    #[error("fdatasync of the database: {0}")]
+    Sync(Arc<std::io::Error>),
+    #[error("committer poisoned")]
+    Poisoned,
+    #[error("committer stopped")]
+    Stopped,
+}
+
+/// A store error as a syscall sees it: EIO, with the error's own message.
+impl From<StoreError> for crate::abi::SysError {
+    fn from(e: StoreError) -> Self {
+        crate::abi::SysError::io(e.to_string())
+    }
 }
 
 /// Keys are big-endian so that sled's order is numeric order.
@@ -94,7 +114,7 @@ pub struct Trees {
     pub audit: sled::Tree,
 }
 
-type Waiter = oneshot::Sender<Result<(), String>>;
+type Waiter = oneshot::Sender<Result<(), FlushError>>;
 
 struct Queue {
     waiting: Vec<Waiter>,
@@ -120,7 +140,7 @@ impl Committer {
     fn lock(&self) -> Result<MutexGuard<'_, Queue>, StoreError> {
         self.queue
             .lock()
-            .map_err(|_| StoreError::Flush("committer poisoned".into()))
+            .map_err(|_| StoreError::Flush(FlushError::Poisoned))
     }
 }
 
@@ -321,11 +341,11 @@ impl Store {
                 let result = db
                     .flush()
                     .map(|_| ())
-                    .map_err(|e| e.to_string())
+                    .map_err(FlushError::Database)
                     .and_then(|()| {
                         data_file
                             .sync_data()
-                            .map_err(|e| format!("fdatasync of the database: {e}"))
+                            .map_err(|e| FlushError::Sync(Arc::new(e)))
                     });
                 c.flushes.fetch_add(1, Relaxed);
                 c.flush_us
@@ -378,7 +398,7 @@ impl Store {
         match rx.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(StoreError::Flush(e)),
-            Err(_) => Err(StoreError::Flush("committer stopped".into())),
+            Err(_) => Err(StoreError::Flush(FlushError::Stopped)),
         }
     }
 
