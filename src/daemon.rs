@@ -158,12 +158,26 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
     })
 }
 
-fn parse_mode(s: &str) -> Result<u32, String> {
-    let m = u32::from_str_radix(s, 8).map_err(|e| format!("{s}: not an octal mode: {e}"))?;
+/// A refused `--socket-mode`.
+#[derive(Debug, thiserror::Error)]
+pub enum ModeError {
+    #[error("{given}: not an octal mode: {source}")]
+    NotOctal {
+        given: String,
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    #[error("{0}: the admin socket must not be accessible to others; use 660 with --socket-group")]
+    OpenToOthers(String),
+}
+
+fn parse_mode(s: &str) -> Result<u32, ModeError> {
+    let m = u32::from_str_radix(s, 8).map_err(|source| ModeError::NotOctal {
+        given: s.to_string(),
+        source,
+    })?;
     if m & 0o7 != 0 {
-        return Err(format!(
-            "{s}: the admin socket must not be accessible to others; use 660 with --socket-group"
-        ));
+        return Err(ModeError::OpenToOthers(s.to_string()));
     }
     Ok(m)
 }
@@ -252,7 +266,7 @@ pub fn main() -> anyhow::Result<()> {
         let listener = server::bind(&socket, socket_mode, socket_gid)
             .with_context(|| format!("creating the admin socket {}", socket.display()))?;
         let features = crate::sandbox::features::detect(kernel.cgroups.describe());
-        kernel.sweep_exec_containers().await;
+        crate::kernel::syscalls::exec::sweep_leftover_containers(&kernel).await;
         crate::notify::status("recovering agents");
         let recovery = kernel.recover().await;
         kernel.start_timers();
@@ -262,7 +276,7 @@ pub fn main() -> anyhow::Result<()> {
                 .start_metrics(metrics)
                 .with_context(|| format!("cannot serve metrics on {metrics}"))?;
         }
-        crate::drivers::webhooks::start(&kernel)?;
+        crate::webhook_listener::start(&kernel)?;
         tracing::info!(
             socket = %socket.display(),
             state_dir = %config.state_dir.display(),

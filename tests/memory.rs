@@ -136,7 +136,7 @@ impl Env {
         let cfg = agentos::config::FileConfig::parse(&self.config, "test.toml").expect("config");
         let store = agentos::kernel::store::Store::open(&self.daemon.state_dir().join("db"))
             .expect("open the stopped daemon's database");
-        let memory = Memory::open(&cfg.memory, &store).expect("memory driver");
+        let memory = Memory::open(&cfg.memory, store.trees.memory.clone()).expect("memory driver");
         (store, memory)
     }
 }

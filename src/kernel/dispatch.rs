@@ -1,7 +1,8 @@
-//! The dispatcher: checks a call against the caller's PCB, runs its handler,
-//! journals the call with its result and timing, counts it, and — for calls
-//! that change state — waits for the group commit before the reply leaves.
-//! How long a call's reply waits is its [`Durability`] in the syscall table
+//! The dispatcher: runs a call through [`super::syscalls::handle`] (which
+//! checks it against the caller's PCB and runs its handler), journals the
+//! call with its result and timing, counts it, and — for calls that change
+//! state — waits for the group commit before the reply leaves. How long a
+//! call's reply waits is its [`Durability`] in the syscall table
 //! (`abi/calls/table.rs`).
 
 use super::Kernel;
@@ -10,7 +11,6 @@ use super::pcb::Pid;
 use crate::abi::calls::{Call, Durability};
 use crate::abi::wire::{Reply, Request};
 use crate::abi::{Errno, SysError};
-use crate::drivers::fs;
 use serde_json::Value;
 use std::future::Future;
 use std::pin::Pin;
@@ -134,59 +134,10 @@ async fn run(
         return (Err(SysError::srch("caller has no PCB")), false);
     };
     let has_model = pcb.model.is_some();
-    (handle(k, pid, call, &pcb, req).await, has_model)
-}
-
-async fn handle(
-    k: &Arc<Kernel>,
-    pid: Pid,
-    call: Call,
-    pcb: &super::pcb::Pcb,
-    req: &Request,
-) -> Result<Value, SysError> {
-    if !pcb.may(call) {
-        return Err(SysError::acces(format!(
-            "permission denied for syscall {}",
-            call.name()
-        )));
-    }
-    if !req.args.is_object() {
-        return Err(SysError::inval(format!(
-            "bad arguments for {}: args must be a JSON object",
-            call.name()
-        )));
-    }
-    let args = &req.args;
-    match call {
-        Call::GETPID => k.sys_getpid(pcb, args),
-        Call::SYS_EXIT => k.sys_exit(pcb, args).await,
-        Call::SPAWN_AGENT => k.sys_spawn(pcb, args).await,
-        Call::WAIT => k.sys_wait(pcb, args).await,
-        Call::KILL => k.sys_kill(pcb, args),
-        Call::PS => k.sys_ps(pcb, args),
-        Call::SLEEP => k.sys_sleep(pcb, args).await,
-        Call::SEND_MSG => k.sys_send(pcb, args),
-        Call::RECV_MSG => k.sys_recv(pcb, args).await,
-        Call::SYS_WRITE_STDOUT => k.sys_write_stdout(pcb, args),
-        Call::SYS_READ_STDIN => k.sys_read_stdin(pcb, args).await,
-        Call::FS_READ => fs_call(k, pid, args, fs::fs_read).await,
-        Call::FS_WRITE => fs_call(k, pid, args, fs::fs_write).await,
-        Call::FS_LIST => fs_call(k, pid, args, fs::fs_list).await,
-        Call::FS_DELETE => fs_call(k, pid, args, fs::fs_delete).await,
-        Call::LLM_INFER => k.sys_infer(pcb, args).await,
-        Call::AGENT_INFO => k.sys_agent_info(pcb, args),
-        Call::NET_WRITE | Call::MEM_SHARED => Err(SysError::new(
-            Errno::ENOSYS,
-            format!("{} is a permission, not a syscall", call.name()),
-        )),
-        Call::SYS_SCHEDULE => k.sys_schedule(pcb, args),
-        Call::EXEC_CMD => k.sys_exec(pcb, args).await,
-        Call::NET_FETCH => k.sys_net_fetch(pcb, args).await,
-        Call::MEM_WRITE => crate::drivers::memory::mem_write(k, pcb, args).await,
-        Call::MEM_READ => crate::drivers::memory::mem_read(k, pcb, args).await,
-        Call::SYS_REGISTER_WEBHOOK => k.sys_register_webhook(pcb, args),
-        Call::SYS_WEBHOOK_REPLY => k.sys_webhook_reply(pcb, args),
-    }
+    (
+        super::syscalls::handle(k, call, &pcb, &req.args).await,
+        has_model,
+    )
 }
 
 /// What the journal keeps of a call's arguments: everything, except for
@@ -194,7 +145,7 @@ async fn handle(
 /// SYS_REGISTER_WEBHOOK whose secret is redacted.
 fn journal_args(call: Option<Call>, args: &Value) -> Value {
     if call == Some(Call::SYS_REGISTER_WEBHOOK) {
-        return crate::drivers::webhooks::redact_args(args);
+        return super::syscalls::webhooks::redact_args(args);
     }
     if call == Some(Call::NET_FETCH) {
         return redact_credentials(args);
@@ -232,22 +183,6 @@ fn redact_credentials(args: &Value) -> Value {
         }
     }
     out
-}
-
-type FsOp = fn(&fs::Workspace, &Value) -> Result<Value, SysError>;
-
-/// File calls block (and switch the thread's fsuid), so they run on the
-/// blocking pool.
-async fn fs_call(k: &Arc<Kernel>, pid: Pid, args: &Value, op: FsOp) -> Result<Value, SysError> {
-    let live = k
-        .live
-        .get(pid)
-        .ok_or_else(|| SysError::srch("agent is not running"))?;
-    let ws = live.workspace.clone();
-    let args = args.clone();
-    tokio::task::spawn_blocking(move || op(&ws, &args))
-        .await
-        .map_err(|e| SysError::io(format!("file operation failed: {e}")))?
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //! waits for a scheduler slot, calls the provider (API keys never enter a
 //! sandbox), charges the tokens to the agent's budget and answers with the
 //! model's reply.
+//!
+//! The handlers follow the syscall convention of [`crate::kernel::syscalls`].
 
 use super::Kernel;
 use super::pcb::Pcb;
@@ -90,169 +92,165 @@ fn llm_error(e: LlmError, provider: &str) -> SysError {
     SysError::new(code, format!("provider {provider}: {e}"))
 }
 
-impl Kernel {
-    pub async fn sys_infer(&self, pcb: &Pcb, args: &Value) -> Result<Value, SysError> {
-        let a: InferArgs = typed_args("LLM_INFER", args)?;
-        let inf = self.inference();
-        let name = a
-            .model
-            .clone()
-            .or_else(|| pcb.model.clone())
-            .ok_or_else(|| {
-                SysError::inval("LLM_INFER needs a model: this agent has none; name one it may use")
-            })?;
-        if pcb.model.as_deref() != Some(name.as_str()) && !pcb.models.contains(&name) {
-            return Err(SysError::acces(format!(
-                "agent {} may not use model {name:?}",
-                pcb.pid
+/// LLM_INFER.
+pub async fn llm_infer(k: &Arc<Kernel>, pcb: &Pcb, args: &Value) -> Result<Value, SysError> {
+    let a: InferArgs = typed_args("LLM_INFER", args)?;
+    let inf = k.inference();
+    let name = a
+        .model
+        .clone()
+        .or_else(|| pcb.model.clone())
+        .ok_or_else(|| {
+            SysError::inval("LLM_INFER needs a model: this agent has none; name one it may use")
+        })?;
+    if pcb.model.as_deref() != Some(name.as_str()) && !pcb.models.contains(&name) {
+        return Err(SysError::acces(format!(
+            "agent {} may not use model {name:?}",
+            pcb.pid
+        )));
+    }
+    let model = inf.model(&name)?.clone();
+    let provider = inf
+        .providers
+        .get(&model.provider)
+        .ok_or_else(|| SysError::io(format!("provider {} is not available", model.provider)))?;
+    if a.messages.is_empty() {
+        return Err(SysError::inval(
+            "bad arguments for LLM_INFER: messages is empty",
+        ));
+    }
+
+    // Budget: refuse once spent; never let one reply overshoot it.
+    let live = k.table.get(pcb.pid).unwrap_or_else(|| pcb.clone());
+    let used = live.counters.tokens_in + live.counters.tokens_out;
+    let chars: usize = a.messages.iter().map(|m| m.content.len()).sum::<usize>()
+        + a.tools
+            .iter()
+            .map(|t| t.description.len() + t.parameters.to_string().len())
+            .sum::<usize>();
+    let prompt_estimate = estimate_tokens(chars, &model);
+    let mut max_tokens = a
+        .max_tokens
+        .unwrap_or(model.max_tokens)
+        .min(model.max_tokens);
+    let budget = pcb.limits.budget_tokens;
+    if budget > 0 {
+        let remaining = budget.saturating_sub(used);
+        if remaining <= prompt_estimate {
+            return Err(SysError::quota(format!(
+                "token budget of {budget} exhausted ({used} used, the prompt alone needs ~{prompt_estimate})"
             )));
         }
-        let model = inf.model(&name)?.clone();
-        let provider = inf
-            .providers
-            .get(&model.provider)
-            .ok_or_else(|| SysError::io(format!("provider {} is not available", model.provider)))?;
-        if a.messages.is_empty() {
-            return Err(SysError::inval(
-                "bad arguments for LLM_INFER: messages is empty",
-            ));
-        }
-
-        // Budget: refuse once spent; never let one reply overshoot it.
-        let live = self.table.get(pcb.pid).unwrap_or_else(|| pcb.clone());
-        let used = live.counters.tokens_in + live.counters.tokens_out;
-        let chars: usize = a.messages.iter().map(|m| m.content.len()).sum::<usize>()
-            + a.tools
-                .iter()
-                .map(|t| t.description.len() + t.parameters.to_string().len())
-                .sum::<usize>();
-        let prompt_estimate = estimate_tokens(chars, &model);
-        let mut max_tokens = a
-            .max_tokens
-            .unwrap_or(model.max_tokens)
-            .min(model.max_tokens);
-        let budget = pcb.limits.budget_tokens;
-        if budget > 0 {
-            let remaining = budget.saturating_sub(used);
-            if remaining <= prompt_estimate {
-                return Err(SysError::quota(format!(
-                    "token budget of {budget} exhausted ({used} used, the prompt alone needs ~{prompt_estimate})"
-                )));
-            }
-            max_tokens = max_tokens.min((remaining - prompt_estimate).min(u32::MAX as u64) as u32);
-        }
-
-        let req = InferRequest {
-            model: model.provider_model().to_string(),
-            messages: a.messages,
-            tools: a.tools,
-            max_tokens: Some(max_tokens),
-            temperature: a.temperature,
-            constraint: a.constraint,
-        };
-        let ctx = InferContext {
-            pid: pcb.pid,
-            agent_name: pcb.name.clone(),
-            turn: live.counters.llm_calls,
-        };
-        let live_handle = self.live.get(pcb.pid);
-        let estimate = prompt_estimate + u64::from(max_tokens) / 2;
-
-        let run = async {
-            let grant = inf
-                .scheduler
-                .acquire(&model.provider, pcb.pid, pcb.priority, estimate)
-                .await;
-            let waited = grant.queued.elapsed();
-            inf.scheduler.record_wait(&model.provider, waited);
-            let called = std::time::Instant::now();
-            let result = tokio::time::timeout(inf.timeout, provider.infer(&req, &ctx)).await;
-            super::metrics::Metrics::add(
-                &self.metrics.llm_latency_us,
-                called.elapsed().as_micros() as u64,
-            );
-            let result = match result {
-                Ok(r) => r,
-                Err(_) => Err(LlmError::Timeout(inf.timeout)),
-            };
-            match &result {
-                Ok(resp) => grant.complete(resp.usage.total()),
-                Err(_) => drop(grant),
-            }
-            (result, waited)
-        };
-        let (result, waited) = match &live_handle {
-            Some(l) => {
-                let killed = l.dying.notified();
-                tokio::select! {
-                    r = run => r,
-                    _ = killed => return Err(SysError::intr("LLM_INFER interrupted: the agent is being killed")),
-                }
-            }
-            None => run.await,
-        };
-        super::metrics::Metrics::add(&self.metrics.llm_requests, 1);
-        super::metrics::Metrics::add(&self.metrics.llm_wait_us, waited.as_micros() as u64);
-        let resp = result.map_err(|e| llm_error(e, &model.provider))?;
-        let usage = resp.usage;
-        // Persisted with the reply (the dispatcher flushes before answering):
-        // budgets and the turn count survive a crash.
-        self.table
-            .update(pcb.pid, |p| {
-                p.counters.tokens_in += usage.prompt_tokens;
-                p.counters.tokens_out += usage.completion_tokens;
-                p.counters.llm_calls += 1;
-                p.counters.llm_wait_ms += waited.as_millis() as u64;
-            })
-            .map_err(|e| SysError::io(e.to_string()))?;
-        let spent = used + usage.total();
-        Ok(json!({
-            "content": resp.content,
-            "tool_calls": resp.tool_calls,
-            "usage": usage,
-            "finish_reason": resp.finish_reason,
-            "model": name,
-            "queue_ms": waited.as_millis() as u64,
-            "budget_remaining": if budget > 0 { Some(budget.saturating_sub(spent)) } else { None },
-        }))
+        max_tokens = max_tokens.min((remaining - prompt_estimate).min(u32::MAX as u64) as u32);
     }
 
-    /// What the built-in runtime needs to know about itself; with
-    /// `{"history": true}` also its turns so far (to rebuild its context
-    /// after a restart).
-    pub fn sys_agent_info(&self, pcb: &Pcb, args: &Value) -> Result<Value, SysError> {
-        let history = if args.get("history").and_then(Value::as_bool) == Some(true) {
-            let turns: Vec<(u64, Value)> = self
-                .store
-                .range(&self.store.trees.turns, pcb.pid, None, usize::MAX)
-                .map_err(|e| SysError::io(e.to_string()))?;
-            Some(turns.into_iter().map(|(_, t)| t).collect::<Vec<_>>())
-        } else {
-            None
+    let req = InferRequest {
+        model: model.provider_model().to_string(),
+        messages: a.messages,
+        tools: a.tools,
+        max_tokens: Some(max_tokens),
+        temperature: a.temperature,
+        constraint: a.constraint,
+    };
+    let ctx = InferContext {
+        pid: pcb.pid,
+        agent_name: pcb.name.clone(),
+        turn: live.counters.llm_calls,
+    };
+    let live_handle = k.live.get(pcb.pid);
+    let estimate = prompt_estimate + u64::from(max_tokens) / 2;
+
+    let run = async {
+        let grant = inf
+            .scheduler
+            .acquire(&model.provider, pcb.pid, pcb.priority, estimate)
+            .await;
+        let waited = grant.queued.elapsed();
+        inf.scheduler.record_wait(&model.provider, waited);
+        let called = std::time::Instant::now();
+        let result = tokio::time::timeout(inf.timeout, provider.infer(&req, &ctx)).await;
+        super::metrics::Metrics::add(
+            &k.metrics.llm_latency_us,
+            called.elapsed().as_micros() as u64,
+        );
+        let result = match result {
+            Ok(r) => r,
+            Err(_) => Err(LlmError::Timeout(inf.timeout)),
         };
-        let inf = self.inference();
-        let model = match &pcb.model {
-            Some(m) => Some(inf.model(m)?.clone()),
-            None => None,
-        };
-        let permitted: Vec<&str> = pcb
-            .permissions
-            .iter()
-            .chain([Call::GETPID, Call::SYS_EXIT].iter())
-            .map(|c| c.name())
-            .collect();
-        Ok(json!({
-            "pid": pcb.pid,
-            "ppid": pcb.ppid,
-            "name": pcb.name,
-            "role": pcb.role,
-            "model": model,
-            "permissions": permitted,
-            "limits": pcb.limits,
-            "tokens_used": pcb.counters.tokens_in + pcb.counters.tokens_out,
-            "llm_calls": pcb.counters.llm_calls,
-            "recoveries": pcb.recoveries,
-            "history": history,
-        }))
-    }
+        match &result {
+            Ok(resp) => grant.complete(resp.usage.total()),
+            Err(_) => drop(grant),
+        }
+        (result, waited)
+    };
+    let (result, waited) = match &live_handle {
+        Some(l) => {
+            let killed = l.dying.notified();
+            tokio::select! {
+                r = run => r,
+                _ = killed => return Err(SysError::intr("LLM_INFER interrupted: the agent is being killed")),
+            }
+        }
+        None => run.await,
+    };
+    super::metrics::Metrics::add(&k.metrics.llm_requests, 1);
+    super::metrics::Metrics::add(&k.metrics.llm_wait_us, waited.as_micros() as u64);
+    let resp = result.map_err(|e| llm_error(e, &model.provider))?;
+    let usage = resp.usage;
+    // Persisted with the reply (the dispatcher flushes before answering):
+    // budgets and the turn count survive a crash.
+    k.table.update(pcb.pid, |p| {
+        p.counters.tokens_in += usage.prompt_tokens;
+        p.counters.tokens_out += usage.completion_tokens;
+        p.counters.llm_calls += 1;
+        p.counters.llm_wait_ms += waited.as_millis() as u64;
+    })?;
+    let spent = used + usage.total();
+    Ok(json!({
+        "content": resp.content,
+        "tool_calls": resp.tool_calls,
+        "usage": usage,
+        "finish_reason": resp.finish_reason,
+        "model": name,
+        "queue_ms": waited.as_millis() as u64,
+        "budget_remaining": if budget > 0 { Some(budget.saturating_sub(spent)) } else { None },
+    }))
+}
+
+/// What the built-in runtime needs to know about itself; with
+/// `{"history": true}` also its turns so far (to rebuild its context
+/// after a restart).
+pub fn agent_info(k: &Arc<Kernel>, pcb: &Pcb, args: &Value) -> Result<Value, SysError> {
+    let history = if args.get("history").and_then(Value::as_bool) == Some(true) {
+        let turns: Vec<(u64, Value)> =
+            k.store
+                .range(&k.store.trees.turns, pcb.pid, None, usize::MAX)?;
+        Some(turns.into_iter().map(|(_, t)| t).collect::<Vec<_>>())
+    } else {
+        None
+    };
+    let inf = k.inference();
+    let model = match &pcb.model {
+        Some(m) => Some(inf.model(m)?.clone()),
+        None => None,
+    };
+    let permitted: Vec<&str> = pcb
+        .permissions
+        .iter()
+        .chain([Call::GETPID, Call::SYS_EXIT].iter())
+        .map(|c| c.name())
+        .collect();
+    Ok(json!({
+        "pid": pcb.pid,
+        "ppid": pcb.ppid,
+        "name": pcb.name,
+        "role": pcb.role,
+        "model": model,
+        "permissions": permitted,
+        "limits": pcb.limits,
+        "tokens_used": pcb.counters.tokens_in + pcb.counters.tokens_out,
+        "llm_calls": pcb.counters.llm_calls,
+        "recoveries": pcb.recoveries,
+        "history": history,
+    }))
 }

@@ -1,6 +1,7 @@
 //! The supervisor's core: the process table, spawning and reaping agents,
-//! the per-agent syscall connection and the dispatcher that routes calls to
-//! their handlers.
+//! the per-agent syscall connection, the dispatcher and the syscall
+//! handlers ([`syscalls`]), which call the drivers (`crate::drivers`) with
+//! what each call acts on.
 
 pub mod audit;
 pub mod conn;
@@ -16,8 +17,10 @@ pub mod recovery;
 pub mod scheduler;
 pub mod spawn;
 pub mod store;
+pub mod syscalls;
 pub mod table;
 pub mod timers;
+pub mod webhooks;
 
 use crate::sandbox::cgroup::Cgroups;
 use crate::sandbox::profile::Profiles;
@@ -69,6 +72,8 @@ pub enum KernelError {
     Spawner(#[from] crate::sandbox::spawner::SpawnerError),
     #[error("LLM providers: {0}")]
     Llm(#[from] crate::llm::LlmError),
+    #[error("[memory] configuration: {0}")]
+    Memory(#[from] crate::drivers::memory::OpenError),
 }
 
 /// Everything the supervisor holds; shared as `Arc<Kernel>`.
@@ -99,7 +104,7 @@ pub struct Kernel {
     /// Woken when a timer is added (it may be the earliest).
     pub timers_changed: tokio::sync::Notify,
     /// Webhook requests waiting for their agent's reply.
-    pub webhooks: crate::drivers::webhooks::Webhooks,
+    pub webhooks: webhooks::Webhooks,
 }
 
 impl Kernel {
@@ -127,7 +132,8 @@ impl Kernel {
         let cgroups = Cgroups::setup(&config.cgroup_name)?;
         let spawner = Arc::new(Spawner::start(&config.launcher)?);
         let inference = infer::Inference::from_config(&config.file, config.runtime.clone())?;
-        let memory = crate::drivers::memory::Memory::open(&config.file.memory, &store)?;
+        let memory =
+            crate::drivers::memory::Memory::open(&config.file.memory, store.trees.memory.clone())?;
         let (logs, _) = tokio::sync::broadcast::channel(4096);
         let kernel = Arc::new(Kernel {
             uids: Mutex::new(UidAllocator::new(config.uid_range)),

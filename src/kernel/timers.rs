@@ -1,19 +1,22 @@
 //! Durable timers: SYS_SCHEDULE stores `(due time, id) → timer` in the
 //! `timers` tree; one task fires timers when they come due by moving them
 //! into the agent's inbox as a `timer` event — the inbox insert and the
-//! timer removal are one transaction, so a timer fires exactly once even
-//! across crashes. Timers that came due while the daemon was down fire as
-//! soon as it starts. An agent's timers are cancelled when it terminates.
+//! timer removal are one transaction ([`InboxSlot::deliver_removing`]), so
+//! a timer fires exactly once even across crashes. Timer events are not
+//! refused for a full inbox (an agent has at most 1000 pending timers).
+//! Timers that came due while the daemon was down fire as soon as it
+//! starts. An agent's timers are cancelled when it terminates.
+//!
+//! [`InboxSlot::deliver_removing`]: super::ipc::InboxSlot::deliver_removing
 
 use super::Kernel;
-use super::ipc::Message;
+use super::ipc::NewMessage;
 use super::pcb::{Pcb, Pid, now_ms};
-use super::store::key;
+use super::store::{StoreError, key};
 use crate::abi::SysError;
 use crate::abi::wire::typed_args;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sled::Transactional;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,60 +41,63 @@ pub struct Timer {
     pub prompt: String,
 }
 
-impl Kernel {
-    pub fn sys_schedule(&self, pcb: &Pcb, args: &Value) -> Result<Value, SysError> {
-        let a: ScheduleArgs = typed_args("SYS_SCHEDULE", args)?;
-        if a.seconds > MAX_DELAY_S {
-            return Err(SysError::inval(format!(
-                "seconds must be at most {MAX_DELAY_S}"
-            )));
-        }
-        if a.prompt.len() > super::ipc::MAX_MESSAGE_BYTES {
-            return Err(SysError::msgsize("prompt too long"));
-        }
-        if self.timers_of(pcb.pid).len() >= MAX_TIMERS_PER_AGENT {
-            return Err(SysError::new(
-                crate::abi::Errno::EAGAIN,
-                "too many pending timers",
-            ));
-        }
-        let id = self
-            .store
-            .next_seq()
-            .map_err(|e| SysError::io(e.to_string()))?;
-        let timer = Timer {
-            id,
-            pid: pcb.pid,
-            due_ms: now_ms() + a.seconds * 1000,
-            prompt: a.prompt,
-        };
-        let bytes = serde_json::to_vec(&timer).map_err(|e| SysError::io(e.to_string()))?;
-        self.store
-            .trees
-            .timers
-            .insert(key(timer.due_ms, id), bytes)
-            .map_err(|e| SysError::io(e.to_string()))?;
-        self.timers_changed.notify_one();
-        Ok(json!({"timer": id, "due_ms": timer.due_ms}))
+/// SYS_SCHEDULE.
+pub fn schedule(k: &Arc<Kernel>, pcb: &Pcb, args: &Value) -> Result<Value, SysError> {
+    let a: ScheduleArgs = typed_args("SYS_SCHEDULE", args)?;
+    if a.seconds > MAX_DELAY_S {
+        return Err(SysError::inval(format!(
+            "seconds must be at most {MAX_DELAY_S}"
+        )));
     }
+    if a.prompt.len() > super::ipc::MAX_MESSAGE_BYTES {
+        return Err(SysError::msgsize("prompt too long"));
+    }
+    if k.timers_of(pcb.pid).len() >= MAX_TIMERS_PER_AGENT {
+        return Err(SysError::new(
+            crate::abi::Errno::EAGAIN,
+            "too many pending timers",
+        ));
+    }
+    let id = k.store.next_seq()?;
+    let timer = Timer {
+        id,
+        pid: pcb.pid,
+        due_ms: now_ms() + a.seconds * 1000,
+        prompt: a.prompt,
+    };
+    let bytes = serde_json::to_vec(&timer).map_err(StoreError::from)?;
+    k.store
+        .trees
+        .timers
+        .insert(key(timer.due_ms, id), bytes)
+        .map_err(StoreError::from)?;
+    k.timers_changed.notify_one();
+    Ok(json!({"timer": id, "due_ms": timer.due_ms}))
+}
 
+impl Kernel {
     /// Pending timers of one agent.
     pub fn timers_of(&self, pid: Pid) -> Vec<Timer> {
-        self.store
-            .trees
-            .timers
-            .iter()
-            .values()
-            .filter_map(|v| v.ok())
-            .filter_map(|v| serde_json::from_slice::<Timer>(&v).ok())
-            .filter(|t| t.pid == pid)
-            .collect()
+        let mut timers = Vec::new();
+        for entry in self.store.trees.timers.iter().values() {
+            match entry {
+                Ok(v) => match serde_json::from_slice::<Timer>(&v) {
+                    Ok(t) if t.pid == pid => timers.push(t),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("skipping an unreadable timer: {e}"),
+                },
+                Err(e) => tracing::error!(pid, "reading the timers: {e}"),
+            }
+        }
+        timers
     }
 
     /// Drops an agent's pending timers (it terminated).
     pub fn cancel_timers(&self, pid: Pid) {
         for t in self.timers_of(pid) {
-            let _ = self.store.trees.timers.remove(key(t.due_ms, t.id));
+            if let Err(e) = self.store.trees.timers.remove(key(t.due_ms, t.id)) {
+                tracing::error!(pid, "cancelling timer {}: {e}", t.id);
+            }
         }
     }
 
@@ -114,68 +120,66 @@ impl Kernel {
         });
     }
 
-    /// Fires every timer that is due; returns when the next one is due.
+    /// Fires every timer that is due; returns when the next one is due (or
+    /// when to retry after a database error).
     async fn fire_due_timers(&self) -> Option<u64> {
-        let trees = &self.store.trees;
+        let retry = || Some(now_ms() + 1000);
+        let timers = &self.store.trees.timers;
         let mut fired = false;
-        loop {
-            let first = trees.timers.iter().next();
-            let Some(Ok((k, v))) = first else { break };
-            let Ok(timer) = serde_json::from_slice::<Timer>(&v) else {
-                let _ = trees.timers.remove(&k);
-                continue;
+        let next = loop {
+            let (k, v) = match timers.iter().next() {
+                None => break None,
+                Some(Ok(entry)) => entry,
+                Some(Err(e)) => {
+                    tracing::error!("reading the timers: {e}");
+                    break retry();
+                }
+            };
+            let timer = match serde_json::from_slice::<Timer>(&v) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!("dropping an unreadable timer: {e}");
+                    if let Err(e) = timers.remove(&k) {
+                        tracing::error!("dropping an unreadable timer: {e}");
+                        break retry();
+                    }
+                    continue;
+                }
             };
             if timer.due_ms > now_ms() {
-                if fired {
-                    let _ = self.store.durable().await;
-                }
-                return Some(timer.due_ms);
+                break Some(timer.due_ms);
             }
-            let live = self.table.get(timer.pid).is_some_and(|p| p.is_live());
-            if !live {
-                let _ = trees.timers.remove(&k);
+            let Some(target) = self.table.get(timer.pid).filter(|p| p.is_live()) else {
+                if let Err(e) = timers.remove(&k) {
+                    tracing::error!(pid = timer.pid, "dropping timer {}: {e}", timer.id);
+                    break retry();
+                }
                 continue;
-            }
-            let seq = match self.store.next_seq() {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!("timer: {e}");
-                    return Some(now_ms() + 1000);
-                }
             };
-            let msg = Message {
-                seq,
+            let msg = NewMessage {
                 from: timer.pid,
                 from_uid: None,
                 body: timer.prompt.clone(),
-                ts_ms: now_ms(),
                 kind: Some("timer".into()),
                 event: Some(json!({"timer": timer.id, "due_ms": timer.due_ms})),
             };
-            let Ok(bytes) = serde_json::to_vec(&msg) else {
-                continue;
-            };
             // Deliver and forget in one transaction: exactly once.
-            let result: sled::transaction::TransactionResult<(), ()> =
-                (&trees.inbox, &trees.timers).transaction(|(inbox, timers)| {
-                    inbox.insert(&key(timer.pid, seq), bytes.as_slice())?;
-                    timers.remove(&k)?;
-                    Ok(())
-                });
-            if let Err(e) = result {
-                tracing::error!(pid = timer.pid, "firing timer {}: {e:?}", timer.id);
-                return Some(now_ms() + 1000);
+            let delivered = self
+                .inboxes()
+                .reserve_uncapped(&target)
+                .and_then(|slot| slot.deliver_removing(msg, timers, &k));
+            if let Err(e) = delivered {
+                tracing::error!(pid = timer.pid, "firing timer {}: {e}", timer.id);
+                break retry();
             }
             fired = true;
-            self.store.queues.inbox.add(timer.pid, 1);
-            if let Some(l) = self.live.get(timer.pid) {
-                l.inbox.notify_waiters();
-            }
             tracing::debug!(pid = timer.pid, timer = timer.id, "timer fired");
-        }
+        };
         if fired {
-            let _ = self.store.durable().await;
+            if let Err(e) = self.store.durable().await {
+                tracing::error!("timer events: {e}");
+            }
         }
-        None
+        next
     }
 }

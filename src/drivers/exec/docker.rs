@@ -20,7 +20,7 @@
 
 use super::{Abort, Capture, ExecOutput};
 use crate::abi::SysError;
-use crate::kernel::pcb::{Limits, Pid};
+use crate::abi::limits::Limits;
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
@@ -64,7 +64,7 @@ pub struct ContainerSpec {
     pub image: String,
     pub cmd: String,
     /// The agent's pid (hostname and label).
-    pub pid: Pid,
+    pub pid: u64,
     pub uid: u32,
     pub gid: u32,
     /// Host path of the agent's workspace.
@@ -125,11 +125,7 @@ pub fn host_config(spec: &ContainerSpec) -> Result<HostConfig, SysError> {
         auto_remove: Some(false),
         ..Default::default()
     };
-    check_host_config(&hc, &spec.workspace, spec.allow_network).map_err(|e| {
-        SysError::io(format!(
-            "refusing to create the container: {e} (this is a bug in the daemon)"
-        ))
-    })?;
+    check_host_config(&hc, &spec.workspace, spec.allow_network)?;
     Ok(hc)
 }
 
@@ -142,6 +138,50 @@ fn ulimit(name: &str, value: u64) -> ResourcesUlimits {
     }
 }
 
+/// Why [`check_host_config`] refused a host configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnsafeHostConfig {
+    #[error("the container must not be privileged")]
+    Privileged,
+    #[error(
+        "network mode {0:?} is not allowed (only \"none\", or \"bridge\" when the profile allows a network)"
+    )]
+    NetworkMode(Option<String>),
+    #[error("{what} mode {mode:?} would share a namespace")]
+    SharedNamespace { what: &'static str, mode: String },
+    #[error("the cgroup namespace must be private")]
+    CgroupNamespace,
+    #[error("capabilities may not be added: {0:?}")]
+    AddedCapabilities(Option<Vec<String>>),
+    #[error("every capability must be dropped (cap_drop ALL)")]
+    CapabilitiesKept,
+    #[error("{0} are not allowed")]
+    NotAllowed(&'static str),
+    #[error("the only mount must be the workspace {workspace} bound at {WORKSPACE}, not {mount}")]
+    WrongMount { workspace: String, mount: String },
+    #[error("exactly one mount (the workspace) is allowed, not {0:?}")]
+    MountCount(Option<usize>),
+    #[error("tmpfs mounts other than /tmp: {0:?}")]
+    Tmpfs(Vec<String>),
+    #[error("the root filesystem must be read-only")]
+    WritableRoot,
+    #[error("security options must be exactly [{NO_NEW_PRIVILEGES:?}], not {0:?}")]
+    SecurityOptions(Option<Vec<String>>),
+    #[error("{0} must be limited")]
+    Unlimited(&'static str),
+    #[error("memory_swap must equal memory (no swap)")]
+    Swap,
+}
+
+/// A refused host configuration is the daemon's own mistake: EIO.
+impl From<UnsafeHostConfig> for SysError {
+    fn from(e: UnsafeHostConfig) -> Self {
+        SysError::io(format!(
+            "refusing to create the container: {e} (this is a bug in the daemon)"
+        ))
+    }
+}
+
 /// Refuses any host configuration that would weaken the container: a
 /// privileged container, host (or another container's) namespaces, added
 /// capabilities or devices, host paths other than the workspace, a
@@ -151,44 +191,45 @@ pub fn check_host_config(
     hc: &HostConfig,
     workspace: &Path,
     allow_network: bool,
-) -> Result<(), String> {
+) -> Result<(), UnsafeHostConfig> {
+    use UnsafeHostConfig as Unsafe;
     if hc.privileged != Some(false) {
-        return Err("the container must not be privileged".into());
+        return Err(Unsafe::Privileged);
     }
     match hc.network_mode.as_deref() {
         Some("none") => {}
         Some("bridge") if allow_network => {}
-        other => {
-            return Err(format!(
-                "network mode {other:?} is not allowed (only \"none\", or \"bridge\" when the profile allows a network)"
-            ));
-        }
+        other => return Err(Unsafe::NetworkMode(other.map(str::to_string))),
     }
-    let private = |what: &str, mode: &Option<String>, allowed: &[&str]| match mode.as_deref() {
-        None | Some("") => Ok(()),
-        Some(m) if allowed.contains(&m) => Ok(()),
-        Some(m) => Err(format!("{what} mode {m:?} would share a namespace")),
-    };
+    let private =
+        |what: &'static str, mode: &Option<String>, allowed: &[&str]| match mode.as_deref() {
+            None | Some("") => Ok(()),
+            Some(m) if allowed.contains(&m) => Ok(()),
+            Some(m) => Err(Unsafe::SharedNamespace {
+                what,
+                mode: m.to_string(),
+            }),
+        };
     private("pid", &hc.pid_mode, &[])?;
     private("ipc", &hc.ipc_mode, &["private", "none"])?;
     private("uts", &hc.uts_mode, &[])?;
     private("user namespace", &hc.userns_mode, &[])?;
     if hc.cgroupns_mode != Some(HostConfigCgroupnsModeEnum::PRIVATE) {
-        return Err("the cgroup namespace must be private".into());
+        return Err(Unsafe::CgroupNamespace);
     }
     if hc.cap_add.as_ref().is_some_and(|c| !c.is_empty()) {
-        return Err(format!("capabilities may not be added: {:?}", hc.cap_add));
+        return Err(Unsafe::AddedCapabilities(hc.cap_add.clone()));
     }
     if !hc
         .cap_drop
         .as_ref()
         .is_some_and(|c| c.iter().any(|x| x.eq_ignore_ascii_case("ALL")))
     {
-        return Err("every capability must be dropped (cap_drop ALL)".into());
+        return Err(Unsafe::CapabilitiesKept);
     }
-    let nonempty = |v: bool, what: &str| {
+    let nonempty = |v: bool, what: &'static str| {
         if v {
-            Err(format!("{what} are not allowed"))
+            Err(Unsafe::NotAllowed(what))
         } else {
             Ok(())
         }
@@ -257,35 +298,24 @@ pub fn check_host_config(
                     .components()
                     .any(|c| matches!(c, std::path::Component::ParentDir));
             if !ok {
-                return Err(format!(
-                    "the only mount must be the workspace {} bound at {WORKSPACE}, not {m:?}",
-                    workspace.display()
-                ));
+                return Err(Unsafe::WrongMount {
+                    workspace: workspace.display().to_string(),
+                    mount: format!("{m:?}"),
+                });
             }
         }
-        other => {
-            return Err(format!(
-                "exactly one mount (the workspace) is allowed, not {:?}",
-                other.map(|m| m.len())
-            ));
-        }
+        other => return Err(Unsafe::MountCount(other.map(|m| m.len()))),
     }
     if let Some(t) = &hc.tmpfs {
         if t.keys().any(|k| k != "/tmp") {
-            return Err(format!(
-                "tmpfs mounts other than /tmp: {:?}",
-                t.keys().collect::<Vec<_>>()
-            ));
+            return Err(Unsafe::Tmpfs(t.keys().cloned().collect()));
         }
     }
     if hc.readonly_rootfs != Some(true) {
-        return Err("the root filesystem must be read-only".into());
+        return Err(Unsafe::WritableRoot);
     }
     if hc.security_opt.as_deref() != Some(&[NO_NEW_PRIVILEGES.to_string()][..]) {
-        return Err(format!(
-            "security options must be exactly [{NO_NEW_PRIVILEGES:?}], not {:?}",
-            hc.security_opt
-        ));
+        return Err(Unsafe::SecurityOptions(hc.security_opt.clone()));
     }
     for (what, v) in [
         ("memory", hc.memory),
@@ -294,11 +324,11 @@ pub fn check_host_config(
         ("nano_cpus", hc.nano_cpus),
     ] {
         if v.is_none_or(|v| v <= 0) {
-            return Err(format!("{what} must be limited"));
+            return Err(Unsafe::Unlimited(what));
         }
     }
     if hc.memory_swap != hc.memory {
-        return Err("memory_swap must equal memory (no swap)".into());
+        return Err(Unsafe::Swap);
     }
     Ok(())
 }
@@ -554,258 +584,4 @@ fn engine_message(e: &DockerError) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec() -> ContainerSpec {
-        ContainerSpec {
-            image: "busybox".into(),
-            cmd: "id -u".into(),
-            pid: 7,
-            uid: 600_123,
-            gid: 600_123,
-            workspace: PathBuf::from("/var/lib/agentos/workspaces/7"),
-            limits: Limits {
-                memory_bytes: 64 << 20,
-                pids: 64,
-                cpu_percent: 50,
-                wall_time_s: 0,
-                workspace_bytes: 1 << 30,
-                max_file_bytes: 1 << 20,
-                max_read_bytes: 1 << 20,
-                nofile: 64,
-                syscalls_per_s: 0,
-                tmp_bytes: 16 << 20,
-                budget_tokens: 0,
-            },
-            allow_network: false,
-            name: "t".into(),
-            owner: "/var/lib/agentos".into(),
-        }
-    }
-
-    fn ws() -> PathBuf {
-        spec().workspace
-    }
-
-    #[test]
-    fn the_built_configuration_is_locked_down() {
-        let hc = host_config(&spec()).expect("the daemon's own configuration passes");
-        assert_eq!(hc.privileged, Some(false));
-        assert_eq!(hc.network_mode.as_deref(), Some("none"));
-        assert_eq!(hc.readonly_rootfs, Some(true));
-        assert_eq!(hc.cap_drop, Some(vec!["ALL".to_string()]));
-        assert_eq!(hc.security_opt, Some(vec!["no-new-privileges".to_string()]));
-        assert_eq!(hc.memory, Some(64 << 20));
-        assert_eq!(hc.pids_limit, Some(64));
-        assert_eq!(hc.nano_cpus, Some(500_000_000));
-        let mounts = hc.mounts.expect("mounts");
-        assert_eq!(mounts.len(), 1);
-        assert_eq!(mounts[0].target.as_deref(), Some("/workspace"));
-        assert!(hc.tmpfs.expect("tmpfs").contains_key("/tmp"));
-
-        let mut networked = spec();
-        networked.allow_network = true;
-        let hc = host_config(&networked).expect("networked");
-        assert_eq!(hc.network_mode.as_deref(), Some("bridge"));
-
-        let body = create_body(&spec()).expect("body");
-        assert_eq!(body.user.as_deref(), Some("600123:600123"));
-        assert_eq!(body.working_dir.as_deref(), Some("/workspace"));
-        let mut root = spec();
-        root.uid = 0;
-        assert!(create_body(&root).is_err(), "root is refused");
-    }
-
-    /// Every weakening of the configuration is refused.
-    #[test]
-    fn weakened_configurations_are_refused() {
-        let good = host_config(&spec()).expect("good");
-        type Change = Box<dyn Fn(&mut HostConfig)>;
-        let cases: Vec<(&str, Change)> = vec![
-            ("privileged", Box::new(|h| h.privileged = Some(true))),
-            ("privileged unset", Box::new(|h| h.privileged = None)),
-            (
-                "host network",
-                Box::new(|h| h.network_mode = Some("host".into())),
-            ),
-            (
-                "another container's network",
-                Box::new(|h| h.network_mode = Some("container:abc".into())),
-            ),
-            (
-                "bridge without permission",
-                Box::new(|h| h.network_mode = Some("bridge".into())),
-            ),
-            ("default network", Box::new(|h| h.network_mode = None)),
-            ("host pid", Box::new(|h| h.pid_mode = Some("host".into()))),
-            (
-                "another container's pid",
-                Box::new(|h| h.pid_mode = Some("container:abc".into())),
-            ),
-            ("host ipc", Box::new(|h| h.ipc_mode = Some("host".into()))),
-            (
-                "shareable ipc",
-                Box::new(|h| h.ipc_mode = Some("shareable".into())),
-            ),
-            ("host uts", Box::new(|h| h.uts_mode = Some("host".into()))),
-            (
-                "host userns",
-                Box::new(|h| h.userns_mode = Some("host".into())),
-            ),
-            (
-                "host cgroupns",
-                Box::new(|h| h.cgroupns_mode = Some(HostConfigCgroupnsModeEnum::HOST)),
-            ),
-            (
-                "added capability",
-                Box::new(|h| h.cap_add = Some(vec!["SYS_ADMIN".into()])),
-            ),
-            ("capabilities kept", Box::new(|h| h.cap_drop = None)),
-            (
-                "some capabilities kept",
-                Box::new(|h| h.cap_drop = Some(vec!["NET_RAW".into()])),
-            ),
-            (
-                "a device",
-                Box::new(|h| {
-                    h.devices = Some(vec![bollard::models::DeviceMapping {
-                        path_on_host: Some("/dev/sda".into()),
-                        path_in_container: Some("/dev/sda".into()),
-                        cgroup_permissions: Some("rwm".into()),
-                    }])
-                }),
-            ),
-            (
-                "a device request",
-                Box::new(|h| h.device_requests = Some(vec![Default::default()])),
-            ),
-            (
-                "device cgroup rule",
-                Box::new(|h| h.device_cgroup_rules = Some(vec!["a *:* rwm".into()])),
-            ),
-            (
-                "a host bind",
-                Box::new(|h| h.binds = Some(vec!["/:/host".into()])),
-            ),
-            (
-                "the docker socket",
-                Box::new(|h| {
-                    h.binds = Some(vec!["/var/run/docker.sock:/var/run/docker.sock".into()])
-                }),
-            ),
-            (
-                "a second mount",
-                Box::new(|h| {
-                    let mut m = h.mounts.clone().unwrap_or_default();
-                    m.push(Mount {
-                        typ: Some(MountType::BIND),
-                        source: Some("/etc".into()),
-                        target: Some("/etc".into()),
-                        ..Default::default()
-                    });
-                    h.mounts = Some(m);
-                }),
-            ),
-            (
-                "another host path as the workspace",
-                Box::new(|h| {
-                    h.mounts = Some(vec![Mount {
-                        typ: Some(MountType::BIND),
-                        source: Some("/root".into()),
-                        target: Some("/workspace".into()),
-                        ..Default::default()
-                    }])
-                }),
-            ),
-            (
-                "a volume as the workspace",
-                Box::new(|h| {
-                    if let Some(m) = h.mounts.as_mut() {
-                        m[0].typ = Some(MountType::VOLUME);
-                    }
-                }),
-            ),
-            ("no mount", Box::new(|h| h.mounts = None)),
-            (
-                "volumes from",
-                Box::new(|h| h.volumes_from = Some(vec!["other".into()])),
-            ),
-            (
-                "writable root",
-                Box::new(|h| h.readonly_rootfs = Some(false)),
-            ),
-            (
-                "seccomp unconfined",
-                Box::new(|h| {
-                    h.security_opt =
-                        Some(vec![NO_NEW_PRIVILEGES.into(), "seccomp=unconfined".into()])
-                }),
-            ),
-            (
-                "apparmor unconfined",
-                Box::new(|h| h.security_opt = Some(vec!["apparmor=unconfined".into()])),
-            ),
-            ("new privileges", Box::new(|h| h.security_opt = None)),
-            (
-                "unmasked /proc",
-                Box::new(|h| h.masked_paths = Some(Vec::new())),
-            ),
-            (
-                "writable /proc/sys",
-                Box::new(|h| h.readonly_paths = Some(Vec::new())),
-            ),
-            (
-                "sysctl",
-                Box::new(|h| {
-                    h.sysctls = Some(HashMap::from([("net.ipv4.ip_forward".into(), "1".into())]))
-                }),
-            ),
-            (
-                "extra tmpfs",
-                Box::new(|h| {
-                    if let Some(t) = h.tmpfs.as_mut() {
-                        t.insert("/etc".into(), String::new());
-                    }
-                }),
-            ),
-            (
-                "root group",
-                Box::new(|h| h.group_add = Some(vec!["0".into()])),
-            ),
-            ("no memory limit", Box::new(|h| h.memory = None)),
-            ("swap", Box::new(|h| h.memory_swap = Some(-1))),
-            ("no pids limit", Box::new(|h| h.pids_limit = Some(0))),
-            ("no cpu limit", Box::new(|h| h.nano_cpus = None)),
-            (
-                "no OOM killer",
-                Box::new(|h| h.oom_kill_disable = Some(true)),
-            ),
-            (
-                "other runtime",
-                Box::new(|h| h.runtime = Some("runsc-debug".into())),
-            ),
-            (
-                "cgroup parent",
-                Box::new(|h| h.cgroup_parent = Some("/".into())),
-            ),
-            (
-                "published ports",
-                Box::new(|h| h.publish_all_ports = Some(true)),
-            ),
-        ];
-        for (name, change) in cases {
-            let mut hc = good.clone();
-            change(&mut hc);
-            assert!(
-                check_host_config(&hc, &ws(), false).is_err(),
-                "{name} was accepted: {hc:?}"
-            );
-        }
-        assert!(check_host_config(&good, &ws(), false).is_ok());
-        assert!(
-            check_host_config(&good, Path::new("/var/lib/agentos/workspaces/8"), false).is_err(),
-            "another agent's workspace"
-        );
-    }
-}
+mod tests;

@@ -7,18 +7,22 @@
 //! full pipe), and clean up after themselves whatever happens to the caller.
 //!
 //! The command never gets a syscall socket: it cannot act as its agent.
+//!
+//! The kernel's EXEC_CMD handler checks the arguments ([`ExecRequest`]),
+//! builds a [`Job`] from the caller's identity, limits and profile, and
+//! hands it to [`run`], which takes one of the agent's command slots and
+//! runs the job as its own task.
 
 pub mod docker;
 pub mod sandbox;
 
 use crate::abi::SysError;
 use crate::abi::wire::typed_args;
-use crate::kernel::Kernel;
-use crate::kernel::pcb::{Pcb, Pid};
+use crate::sandbox::profile::Profile;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::future::Future;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -161,16 +165,16 @@ impl ExecOutput {
 /// dropped its sender because its own future was dropped).
 pub type Abort = oneshot::Receiver<()>;
 
-/// Commands running per agent.
-static RUNNING: Mutex<Option<HashMap<Pid, usize>>> = Mutex::new(None);
+/// Commands running per agent (by pid).
+static RUNNING: Mutex<Option<HashMap<u64, usize>>> = Mutex::new(None);
 /// Numbers the commands (cgroup and container names).
 static NEXT: AtomicU64 = AtomicU64::new(1);
 
 /// One of an agent's [`MAX_RUNNING_PER_AGENT`] command slots.
-struct Slot(Pid);
+struct Slot(u64);
 
 impl Slot {
-    fn take(pid: Pid) -> Result<Slot, SysError> {
+    fn take(pid: u64) -> Result<Slot, SysError> {
         let mut map = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
         let n = map.get_or_insert_with(HashMap::new).entry(pid).or_insert(0);
         if *n >= MAX_RUNNING_PER_AGENT {
@@ -200,148 +204,60 @@ impl Drop for Slot {
     }
 }
 
-impl Kernel {
-    /// At start: removes the containers of EXEC_CMD calls that an earlier
-    /// run of this daemon left behind (a crash does not stop them). Only
-    /// when the docker driver is configured; an engine that does not answer
-    /// is logged, not fatal.
-    pub async fn sweep_exec_containers(&self) {
-        let cfg = &self.config.file.exec;
-        if cfg.docker_image.is_none() {
-            return;
-        }
-        let owner = self.config.state_dir.display().to_string();
-        let swept = tokio::time::timeout(
-            std::time::Duration::from_secs(15),
-            docker::sweep(&cfg.docker_socket, &owner),
-        )
-        .await;
-        match swept {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::warn!(
-                removed = n,
-                "removed EXEC_CMD containers left by an earlier run"
-            ),
-            Ok(Err(e)) => tracing::warn!("cannot look for leftover EXEC_CMD containers: {e}"),
-            Err(_) => tracing::warn!(
-                "the docker engine did not answer; leftover EXEC_CMD containers were not looked for"
-            ),
-        }
-    }
-
-    /// EXEC_CMD: runs `cmd` with the chosen driver and returns its output.
-    /// The permission check, journal and counters are the dispatcher's.
-    pub async fn sys_exec(&self, pcb: &Pcb, args: &Value) -> Result<Value, SysError> {
-        let cfg = &self.config.file.exec;
-        let req = ExecRequest::check(args, cfg)?;
-        let live = self
-            .live
-            .get(pcb.pid)
-            .ok_or_else(|| SysError::srch("agent is not running"))?;
-        let profile = self
-            .profiles
-            .get(&pcb.profile)
-            .map_err(|e| SysError::io(format!("profile of the agent: {e}")))?
-            .clone();
-        let workspace = PathBuf::from(&pcb.workspace);
-        let max_output = usize::try_from(cfg.max_output_bytes).unwrap_or(usize::MAX);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-
-        // Validate the driver's own settings before taking a slot.
-        let job = match req.driver {
-            Driver::Sandbox => {
-                if profile.exec.allow_network
-                    && crate::sandbox::features::landlock_abi()
-                        < sandbox::MIN_ABI_FOR_SHARED_NETWORK
-                {
-                    return Err(SysError::perm(format!(
-                        "profile {} allows EXEC_CMD a network, but this kernel's Landlock (ABI {}) cannot scope abstract Unix sockets (ABI {} needed); refusing to share the host network namespace",
-                        profile.name,
-                        crate::sandbox::features::landlock_abi(),
-                        sandbox::MIN_ABI_FOR_SHARED_NETWORK
-                    )));
-                }
-                Job::Sandbox(Box::new(sandbox::SandboxJob {
-                    plan: sandbox::plan(
-                        crate::sandbox::plan::Identity {
-                            pid: pcb.pid,
-                            uid: pcb.uid,
-                            gid: pcb.gid,
-                        },
-                        &pcb.limits,
-                        &profile,
-                        &req.cmd,
-                        self.config.state_dir.join("root"),
-                        workspace,
-                    ),
-                    spawner: self.spawner.clone(),
-                    cgroups: self.cgroups.clone(),
-                    cgroup_leaf: format!("exec-{}-{n}", pcb.pid),
-                    limits: pcb.limits,
-                    timeout: req.timeout,
-                    max_output,
-                }))
-            }
-            Driver::Docker => {
-                let image = cfg.docker_image.clone().ok_or_else(|| {
-                    SysError::inval(
-                        "the docker driver is not configured (no exec.docker_image in the daemon's configuration)",
-                    )
-                })?;
-                Job::Docker(Box::new(docker::DockerJob {
-                    socket: cfg.docker_socket.clone(),
-                    spec: docker::ContainerSpec {
-                        image,
-                        cmd: req.cmd.clone(),
-                        pid: pcb.pid,
-                        uid: pcb.uid,
-                        gid: pcb.gid,
-                        workspace,
-                        limits: pcb.limits,
-                        allow_network: profile.exec.allow_network,
-                        name: format!(
-                            "agentos-exec-{}-{n}-{}-{}",
-                            pcb.pid,
-                            std::process::id(),
-                            crate::kernel::pcb::now_ms()
-                        ),
-                        owner: self.config.state_dir.display().to_string(),
-                    },
-                    timeout: req.timeout,
-                    max_output,
-                }))
-            }
-        };
-        let slot = Slot::take(pcb.pid)?;
-
-        // The job runs as its own task: whatever happens to this call (the
-        // agent dies, the connection goes), the task still kills and
-        // removes what it started.
-        let (abort_tx, abort_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let _slot = slot;
-            match job {
-                Job::Sandbox(j) => sandbox::run(*j, abort_rx).await,
-                Job::Docker(j) => docker::run(*j, abort_rx).await,
-            }
-        });
-        tokio::pin!(task);
-        let dying = live.dying.notified();
-        let outcome = tokio::select! {
-            r = &mut task => r,
-            _ = dying => {
-                let _ = abort_tx.send(());
-                let _ = (&mut task).await;
-                return Err(SysError::intr("EXEC_CMD interrupted: the agent is being killed"));
-            }
-        };
-        drop(abort_tx);
-        let out = outcome.map_err(|e| SysError::io(format!("EXEC_CMD task failed: {e}")))??;
-        Ok(out.to_json())
-    }
+/// A number for the next command, unique in this daemon (for the names of
+/// its cgroup and container).
+pub fn next_command_number() -> u64 {
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-enum Job {
+/// Refuses a sandboxed command that would share the daemon's network
+/// namespace on a kernel whose Landlock cannot scope abstract Unix sockets.
+pub fn check_shared_network(profile: &Profile) -> Result<(), SysError> {
+    let abi = crate::sandbox::features::landlock_abi();
+    if profile.exec.allow_network && abi < sandbox::MIN_ABI_FOR_SHARED_NETWORK {
+        return Err(SysError::perm(format!(
+            "profile {} allows EXEC_CMD a network, but this kernel's Landlock (ABI {abi}) cannot scope abstract Unix sockets (ABI {} needed); refusing to share the host network namespace",
+            profile.name,
+            sandbox::MIN_ABI_FOR_SHARED_NETWORK
+        )));
+    }
+    Ok(())
+}
+
+/// Runs `job`, a command of agent `pid`, in one of the agent's command
+/// slots (EAGAIN when they are all taken). The job runs as its own task:
+/// whatever happens to this call (the agent dies, the connection goes), the
+/// task still kills and removes what it started. When `dying` resolves
+/// (the agent is being killed) the job is aborted and the call is EINTR.
+pub async fn run(
+    pid: u64,
+    job: Job,
+    dying: impl Future<Output = ()>,
+) -> Result<ExecOutput, SysError> {
+    let slot = Slot::take(pid)?;
+    let (abort_tx, abort_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _slot = slot;
+        match job {
+            Job::Sandbox(j) => sandbox::run(*j, abort_rx).await,
+            Job::Docker(j) => docker::run(*j, abort_rx).await,
+        }
+    });
+    tokio::pin!(task);
+    let outcome = tokio::select! {
+        r = &mut task => r,
+        _ = dying => {
+            let _ = abort_tx.send(());
+            let _ = (&mut task).await;
+            return Err(SysError::intr("EXEC_CMD interrupted: the agent is being killed"));
+        }
+    };
+    drop(abort_tx);
+    outcome.map_err(|e| SysError::io(format!("EXEC_CMD task failed: {e}")))?
+}
+
+/// A command ready to run, with everything its driver needs.
+pub enum Job {
     Sandbox(Box<sandbox::SandboxJob>),
     Docker(Box<docker::DockerJob>),
 }

@@ -45,6 +45,21 @@ const META_JSON: &str = "agentos:metadata";
 /// Collection metadata key holding the embedding fingerprint.
 const META_EMBEDDING: &str = "agentos:embedding";
 
+/// Why `[memory]`'s ChromaDB settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("chroma_url {0:?} is not an http(s) URL")]
+    NotHttp(String),
+    #[error("{what} {value:?} must be ASCII letters, digits, '_', '-' or '.'")]
+    BadName { what: &'static str, value: String },
+    #[error("cannot build the HTTP client for {url}: {source}")]
+    Client {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
 /// A ChromaDB server.
 pub struct Chroma {
     /// The server, without a trailing slash.
@@ -73,10 +88,10 @@ impl Chroma {
         database: &str,
         instance: &str,
         fingerprint: &str,
-    ) -> Result<Chroma, String> {
+    ) -> Result<Chroma, ConfigError> {
         let url = url.trim().trim_end_matches('/').to_string();
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(format!("chroma_url {url:?} is not an http(s) URL"));
+            return Err(ConfigError::NotHttp(url));
         }
         for (what, v) in [("chroma_tenant", tenant), ("chroma_database", database)] {
             if v.is_empty()
@@ -84,14 +99,18 @@ impl Chroma {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
             {
-                return Err(format!(
-                    "{what} {v:?} must be ASCII letters, digits, '_', '-' or '.'"
-                ));
+                return Err(ConfigError::BadName {
+                    what,
+                    value: v.to_string(),
+                });
             }
         }
         let client = crate::llm::http::client_builder(TIMEOUT)
             .build()
-            .map_err(|e| format!("cannot build the HTTP client for {url}: {e}"))?;
+            .map_err(|source| ConfigError::Client {
+                url: url.clone(),
+                source,
+            })?;
         Ok(Chroma {
             url,
             tenant: tenant.to_string(),

@@ -32,6 +32,7 @@
 
 use crate::abi::SysError;
 use crate::config::MemoryConfig;
+use crate::llm::LlmError;
 use crate::llm::http::{RetryPolicy, client_builder, post_json, resolve_api_key};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -48,6 +49,69 @@ pub const MIN_DIMENSIONS: usize = 16;
 /// Seconds one embeddings request may take.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Why `[memory]`'s embedding settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0} is set but embeddings_url is not (the built-in lexical embedding needs neither)")]
+    WithoutUrl(&'static str),
+    #[error("dimensions must be between {MIN_DIMENSIONS} and {MAX_DIMENSIONS}, not {0}")]
+    Dimensions(usize),
+    #[error("embeddings_url {0:?} is not an http(s) URL")]
+    NotHttp(String),
+    #[error("embeddings_url needs embeddings_model (the model id the endpoint serves)")]
+    NoModel,
+    #[error("embeddings credentials: {0}")]
+    Credentials(#[source] serde_json::Error),
+    #[error(transparent)]
+    Key(LlmError),
+    #[error("cannot build the HTTP client for {url}: {source}")]
+    Client {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+/// What is wrong with an embeddings endpoint's answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadAnswer {
+    #[error("the answer has no \"data\" array")]
+    NoData,
+    #[error("the answer's \"data\" is empty")]
+    EmptyData,
+    #[error("data[0] has no \"embedding\" array of numbers")]
+    NoEmbedding,
+    #[error("the embedding has {0} dimensions (1 to {MAX_DIMENSIONS} accepted)")]
+    Dimensions(usize),
+    #[error("the embedding holds something other than finite numbers")]
+    NotFinite,
+    #[error("the embedding is the zero vector")]
+    Zero,
+}
+
+/// A failed embedding, naming the endpoint; EIO for the caller.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    #[error("embeddings endpoint {url}: {source}")]
+    Endpoint {
+        url: String,
+        #[source]
+        source: LlmError,
+    },
+    #[error("embeddings endpoint {url}: {source}")]
+    Answer {
+        url: String,
+        #[source]
+        source: BadAnswer,
+    },
+}
+
+impl From<EmbedError> for SysError {
+    fn from(e: EmbedError) -> Self {
+        SysError::io(e.to_string())
+    }
+}
+
 /// Turns text into unit vectors.
 pub enum Embedder {
     Lexical { dimensions: usize },
@@ -57,7 +121,7 @@ pub enum Embedder {
 impl Embedder {
     /// The embedder `[memory]` configures: the endpoint when
     /// `embeddings_url` is set, the built-in lexical embedding otherwise.
-    pub fn from_config(cfg: &MemoryConfig) -> Result<Embedder, String> {
+    pub fn from_config(cfg: &MemoryConfig) -> Result<Embedder, ConfigError> {
         match &cfg.embeddings_url {
             None => {
                 for (set, key) in [
@@ -72,16 +136,11 @@ impl Embedder {
                     ),
                 ] {
                     if set {
-                        return Err(format!(
-                            "{key} is set but embeddings_url is not (the built-in lexical embedding needs neither)"
-                        ));
+                        return Err(ConfigError::WithoutUrl(key));
                     }
                 }
                 if !(MIN_DIMENSIONS..=MAX_DIMENSIONS).contains(&cfg.dimensions) {
-                    return Err(format!(
-                        "dimensions must be between {MIN_DIMENSIONS} and {MAX_DIMENSIONS}, not {}",
-                        cfg.dimensions
-                    ));
+                    return Err(ConfigError::Dimensions(cfg.dimensions));
                 }
                 Ok(Embedder::Lexical {
                     dimensions: cfg.dimensions,
@@ -139,10 +198,10 @@ pub struct HttpEmbedder {
 impl HttpEmbedder {
     /// `url` is either the endpoint itself (`…/v1/embeddings`) or the API
     /// base (`…/v1`), to which `/embeddings` is appended.
-    pub fn from_config(url: &str, cfg: &MemoryConfig) -> Result<HttpEmbedder, String> {
+    pub fn from_config(url: &str, cfg: &MemoryConfig) -> Result<HttpEmbedder, ConfigError> {
         let url = url.trim().trim_end_matches('/');
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(format!("embeddings_url {url:?} is not an http(s) URL"));
+            return Err(ConfigError::NotHttp(url.to_string()));
         }
         let url = if url.ends_with("/embeddings") {
             url.to_string()
@@ -153,7 +212,7 @@ impl HttpEmbedder {
             .embeddings_model
             .clone()
             .filter(|m| !m.trim().is_empty())
-            .ok_or("embeddings_url needs embeddings_model (the model id the endpoint serves)")?;
+            .ok_or(ConfigError::NoModel)?;
         // The key is resolved as a provider's is: environment variable or
         // file ($CREDENTIALS_DIRECTORY expanded); never logged.
         let provider: crate::llm::config::ProviderConfig = serde_json::from_value(json!({
@@ -162,11 +221,15 @@ impl HttpEmbedder {
             "api_key_env": cfg.embeddings_api_key_env,
             "api_key_file": cfg.embeddings_api_key_file,
         }))
-        .map_err(|e| format!("embeddings credentials: {e}"))?;
-        let key = resolve_api_key(&provider).map_err(|e| e.to_string())?;
-        let client = client_builder(HTTP_TIMEOUT)
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client for {url}: {e}"))?;
+        .map_err(ConfigError::Credentials)?;
+        let key = resolve_api_key(&provider).map_err(ConfigError::Key)?;
+        let client =
+            client_builder(HTTP_TIMEOUT)
+                .build()
+                .map_err(|source| ConfigError::Client {
+                    url: url.clone(),
+                    source,
+                })?;
         Ok(HttpEmbedder {
             url,
             model,
@@ -190,43 +253,47 @@ impl HttpEmbedder {
             .collect();
         let answer = post_json(&self.client, &self.url, &headers, &body, &self.policy)
             .await
-            .map_err(|e| SysError::io(format!("embeddings endpoint {}: {e}", self.url)))?;
-        parse_embedding(&answer)
-            .map_err(|why| SysError::io(format!("embeddings endpoint {}: {why}", self.url)))
+            .map_err(|source| EmbedError::Endpoint {
+                url: self.url.clone(),
+                source,
+            })?;
+        Ok(
+            parse_embedding(&answer).map_err(|source| EmbedError::Answer {
+                url: self.url.clone(),
+                source,
+            })?,
+        )
     }
 }
 
 /// The first vector of an OpenAI-style answer
 /// (`{"data": [{"embedding": [...], "index": 0}]}`), normalised.
-pub fn parse_embedding(answer: &Value) -> Result<Vec<f32>, String> {
+pub fn parse_embedding(answer: &Value) -> Result<Vec<f32>, BadAnswer> {
     let data = answer
         .get("data")
         .and_then(Value::as_array)
-        .ok_or("the answer has no \"data\" array")?;
+        .ok_or(BadAnswer::NoData)?;
     let item = data
         .iter()
         .find(|d| d.get("index").and_then(Value::as_u64).unwrap_or(0) == 0)
-        .ok_or("the answer's \"data\" is empty")?;
+        .ok_or(BadAnswer::EmptyData)?;
     let raw = item
         .get("embedding")
         .and_then(Value::as_array)
-        .ok_or("data[0] has no \"embedding\" array of numbers")?;
+        .ok_or(BadAnswer::NoEmbedding)?;
     if raw.is_empty() || raw.len() > MAX_DIMENSIONS {
-        return Err(format!(
-            "the embedding has {} dimensions (1 to {MAX_DIMENSIONS} accepted)",
-            raw.len()
-        ));
+        return Err(BadAnswer::Dimensions(raw.len()));
     }
     let mut v = Vec::with_capacity(raw.len());
     for x in raw {
         let x = x
             .as_f64()
             .filter(|x| x.is_finite())
-            .ok_or("the embedding holds something other than finite numbers")?;
+            .ok_or(BadAnswer::NotFinite)?;
         v.push(x as f32);
     }
     if !normalize(&mut v) {
-        return Err("the embedding is the zero vector".into());
+        return Err(BadAnswer::Zero);
     }
     Ok(v)
 }
@@ -483,6 +550,7 @@ mod tests {
         cfg.embeddings_model = Some("m".into());
         cfg.embeddings_api_key_env = Some("AGENTOS_TEST_SURELY_UNSET_VARIABLE".into());
         let err = Embedder::from_config(&cfg).err().expect("unset variable");
+        let err = err.to_string();
         assert!(err.contains("AGENTOS_TEST_SURELY_UNSET_VARIABLE"), "{err}");
     }
 }

@@ -52,8 +52,34 @@ pub struct Embedded {
     fingerprint: u64,
 }
 
-fn io(e: impl std::fmt::Display) -> SysError {
-    SysError::io(format!("memory backend embedded: {e}"))
+/// A failure of the embedded backend; EIO for the caller.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    #[error("database: {0}")]
+    Database(#[from] sled::Error),
+    #[error("{0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("corrupt record in collection {collection}: {source}")]
+    Corrupt {
+        collection: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl From<EmbeddedError> for SysError {
+    fn from(e: EmbeddedError) -> Self {
+        SysError::io(format!("memory backend embedded: {e}"))
+    }
+}
+
+/// Milliseconds since the Unix epoch (when a memory was written).
+fn written_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Embedded {
@@ -77,15 +103,15 @@ impl Embedded {
             key: key.to_string(),
             value: value.to_string(),
             metadata: metadata.clone(),
-            written_ms: crate::kernel::pcb::now_ms(),
+            written_ms: written_now_ms(),
         };
-        let record = encode(self.fingerprint, vector, &doc).map_err(io)?;
+        let record = encode(self.fingerprint, vector, &doc).map_err(EmbeddedError::from)?;
         let k = record_key(coll, key);
         let tree = self.tree.clone();
         tokio::task::spawn_blocking(move || tree.insert(k, record))
             .await
-            .map_err(io)?
-            .map_err(|e| io(format!("database: {e}")))?;
+            .map_err(EmbeddedError::from)?
+            .map_err(EmbeddedError::from)?;
         Ok(())
     }
 
@@ -100,9 +126,12 @@ impl Embedded {
         let query = query.to_vec();
         let fingerprint = self.fingerprint;
         let name = coll.name();
-        tokio::task::spawn_blocking(move || scan(&tree, &prefix, &query, k, fingerprint, &name))
-            .await
-            .map_err(io)?
+        let hits = tokio::task::spawn_blocking(move || {
+            scan(&tree, &prefix, &query, k, fingerprint, &name)
+        })
+        .await
+        .map_err(EmbeddedError::from)??;
+        Ok(hits)
     }
 }
 
@@ -113,11 +142,11 @@ fn scan(
     k: usize,
     fingerprint: u64,
     name: &str,
-) -> Result<Vec<Hit>, SysError> {
+) -> Result<Vec<Hit>, EmbeddedError> {
     let mut skipped = 0usize;
     let mut best = TopK::new(k);
     for kv in tree.scan_prefix(prefix) {
-        let (key, record) = kv.map_err(|e| io(format!("database: {e}")))?;
+        let (key, record) = kv?;
         match score(&record, query, fingerprint) {
             Some(s) => best.push(Ranked::new(s, key, record)),
             None => skipped += 1,
@@ -133,8 +162,12 @@ fn scan(
     let best = best.into_sorted();
     best.into_iter()
         .map(|r| {
-            let doc: Doc = serde_json::from_slice(&r.payload[json_offset(&r.payload)..])
-                .map_err(|e| io(format!("corrupt record in collection {name}: {e}")))?;
+            let doc: Doc = serde_json::from_slice(&r.payload[json_offset(&r.payload)..]).map_err(
+                |source| EmbeddedError::Corrupt {
+                    collection: name.to_string(),
+                    source,
+                },
+            )?;
             Ok(Hit {
                 key: doc.key,
                 value: doc.value,

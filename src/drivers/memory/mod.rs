@@ -35,17 +35,17 @@
 //! MEM_WRITE answers only once the memory is durable: the dispatcher
 //! flushes the daemon's database before replying to a state change, and a
 //! ChromaDB upsert has been acknowledged by the server.
+//!
+//! The kernel's MEM_WRITE / MEM_READ handlers parse the arguments
+//! ([`WriteArgs`], [`ReadArgs`]), resolve the collection with
+//! [`authorize`] and call [`Memory::write`] / [`Memory::search`].
 
 pub mod chroma;
 pub mod embed;
 pub mod embedded;
 
 use crate::abi::SysError;
-use crate::abi::calls::Call;
 use crate::config::MemoryConfig;
-use crate::kernel::pcb::{Pcb, Pid};
-use crate::kernel::store::Store;
-use crate::kernel::{Kernel, KernelError};
 use embed::Embedder;
 use serde_json::{Map, Value, json};
 
@@ -76,8 +76,8 @@ const INSTANCE_KEY: &[u8] = b"\xffinstance";
 /// A collection, resolved and authorised.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Collection {
-    /// An agent's private collection.
-    Agent(Pid),
+    /// An agent's private collection (by pid).
+    Agent(u64),
     /// A shared collection (name validated).
     Shared(String),
 }
@@ -135,33 +135,49 @@ pub struct Memory {
     backend: Backend,
 }
 
+/// Why the memory store `[memory]` configures cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("chroma_url is set but backend is \"embedded\" (set backend = \"chroma\")")]
+    ChromaUrlWithoutChroma,
+    #[error("backend \"chroma\" needs chroma_url (e.g. \"http://127.0.0.1:8000\")")]
+    ChromaWithoutUrl,
+    #[error("backend {0:?} is unknown (\"embedded\" or \"chroma\")")]
+    UnknownBackend(String),
+    #[error(transparent)]
+    Embedder(#[from] embed::ConfigError),
+    #[error(transparent)]
+    Chroma(#[from] chroma::ConfigError),
+    #[error("the daemon's database: {0}")]
+    Database(#[from] sled::Error),
+    #[error("corrupt memory instance id")]
+    CorruptInstanceId,
+    #[error("lost the instance id")]
+    LostInstanceId,
+    #[error("/dev/urandom: {0}")]
+    Random(#[source] std::io::Error),
+}
+
 impl Memory {
-    /// Builds the driver `[memory]` configures. Nothing is contacted yet (a
+    /// Builds the store `[memory]` configures; `tree` is the daemon's
+    /// `memory` tree (the embedded backend's vectors, and the instance id
+    /// that names ChromaDB collections). Nothing is contacted yet (a
     /// ChromaDB server may come up after the daemon); configuration errors
     /// stop the daemon at start.
-    pub fn open(cfg: &MemoryConfig, store: &Store) -> Result<Memory, KernelError> {
-        Self::build(cfg, store).map_err(|msg| {
-            KernelError::Io("[memory] configuration".into(), std::io::Error::other(msg))
-        })
-    }
-
-    fn build(cfg: &MemoryConfig, store: &Store) -> Result<Memory, String> {
+    pub fn open(cfg: &MemoryConfig, tree: sled::Tree) -> Result<Memory, OpenError> {
         let embedder = Embedder::from_config(cfg)?;
-        let tree = store.trees.memory.clone();
         let backend = match cfg.backend.as_str() {
             "embedded" => {
                 if cfg.chroma_url.is_some() {
-                    return Err(
-                        "chroma_url is set but backend is \"embedded\" (set backend = \"chroma\")"
-                            .into(),
-                    );
+                    return Err(OpenError::ChromaUrlWithoutChroma);
                 }
                 Backend::Embedded(embedded::Embedded::new(tree, &embedder.fingerprint()))
             }
             "chroma" => {
-                let url = cfg.chroma_url.as_deref().ok_or(
-                    "backend \"chroma\" needs chroma_url (e.g. \"http://127.0.0.1:8000\")",
-                )?;
+                let url = cfg
+                    .chroma_url
+                    .as_deref()
+                    .ok_or(OpenError::ChromaWithoutUrl)?;
                 let instance = instance_id(&tree)?;
                 Backend::Chroma(Box::new(chroma::Chroma::new(
                     url,
@@ -171,11 +187,7 @@ impl Memory {
                     &embedder.fingerprint(),
                 )?))
             }
-            other => {
-                return Err(format!(
-                    "backend {other:?} is unknown (\"embedded\" or \"chroma\")"
-                ));
-            }
+            other => return Err(OpenError::UnknownBackend(other.to_string())),
         };
         let memory = Memory { embedder, backend };
         tracing::info!(backend = %memory.describe(), embedding = %memory.embedder.describe(), "memory driver ready");
@@ -224,70 +236,32 @@ impl Memory {
 /// the names of ChromaDB collections so that two daemons (or one whose
 /// state directory was reset, restarting pids at 1) sharing a server never
 /// share an `agent-<pid>` collection.
-fn instance_id(tree: &sled::Tree) -> Result<String, String> {
-    let db = |e: sled::Error| format!("the daemon's database: {e}");
-    if let Some(v) = tree.get(INSTANCE_KEY).map_err(db)? {
-        return String::from_utf8(v.to_vec()).map_err(|_| "corrupt memory instance id".into());
+fn instance_id(tree: &sled::Tree) -> Result<String, OpenError> {
+    let text =
+        |v: sled::IVec| String::from_utf8(v.to_vec()).map_err(|_| OpenError::CorruptInstanceId);
+    if let Some(v) = tree.get(INSTANCE_KEY)? {
+        return text(v);
     }
     let mut bytes = [0u8; 8];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-        .map_err(|e| format!("/dev/urandom: {e}"))?;
+        .map_err(OpenError::Random)?;
     let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    // compare_and_swap: of two racing first starts, one id wins.
-    let _ = tree
-        .compare_and_swap(INSTANCE_KEY, None as Option<&[u8]>, Some(id.as_bytes()))
-        .map_err(db)?;
-    tree.flush().map_err(db)?;
-    let v = tree
-        .get(INSTANCE_KEY)
-        .map_err(db)?
-        .ok_or("lost the instance id")?;
-    String::from_utf8(v.to_vec()).map_err(|_| "corrupt memory instance id".into())
+    // compare_and_swap: of two racing first starts, one id wins; the loser
+    // reads the winner's below.
+    let _lost_race =
+        tree.compare_and_swap(INSTANCE_KEY, None as Option<&[u8]>, Some(id.as_bytes()))?;
+    tree.flush()?;
+    text(tree.get(INSTANCE_KEY)?.ok_or(OpenError::LostInstanceId)?)
 }
 
-// ---- the syscalls ----------------------------------------------------------
+// ---- the access rule -------------------------------------------------------
 
-/// MEM_WRITE.
-pub async fn mem_write(k: &Kernel, pcb: &Pcb, args: &Value) -> Result<Value, SysError> {
-    let a = WriteArgs::parse(args)?;
-    let coll = resolve_collection(k, pcb, a.collection.as_deref())?;
-    k.memory.write(&coll, &a.key, &a.value, &a.metadata).await?;
-    Ok(json!({"key": a.key, "collection": coll.name()}))
-}
-
-/// MEM_READ.
-pub async fn mem_read(k: &Kernel, pcb: &Pcb, args: &Value) -> Result<Value, SysError> {
-    let a = ReadArgs::parse(args)?;
-    let coll = resolve_collection(k, pcb, a.collection.as_deref())?;
-    let hits = k.memory.search(&coll, &a.query, a.k).await?;
-    Ok(json!({"results": hits.iter().map(Hit::to_json).collect::<Vec<_>>()}))
-}
-
-/// The collection a call names, if the caller may use it.
-pub fn resolve_collection(
-    k: &Kernel,
-    pcb: &Pcb,
-    name: Option<&str>,
-) -> Result<Collection, SysError> {
-    let shared = k
-        .profiles
-        .get(&pcb.profile)
-        .map(|p| p.memory.shared.clone())
-        .unwrap_or_default();
-    authorize(
-        pcb.pid,
-        &pcb.profile,
-        &shared,
-        pcb.may(Call::MEM_SHARED),
-        name,
-    )
-}
-
-/// The access rule, without the kernel: `shared` is what the caller's
-/// profile lists, `may_share` whether it holds MEM_SHARED.
+/// The collection a memory call names, if the caller may use it: `pid` is
+/// the caller's, `profile` its profile's name, `shared` what that profile
+/// lists under `[memory] shared`, `may_share` whether it holds MEM_SHARED.
 pub fn authorize(
-    pid: Pid,
+    pid: u64,
     profile: &str,
     shared: &[String],
     may_share: bool,
