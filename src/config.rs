@@ -167,7 +167,7 @@ impl Default for WebhookConfig {
     }
 }
 
-/// The inference scheduler (DESIGN.md §7).
+/// The inference scheduler.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SchedulerConfig {

@@ -1,4 +1,4 @@
-//! The inference scheduler (DESIGN.md §7). LLM inference is the scarce
+//! The inference scheduler. LLM inference is the scarce
 //! resource: a request needs a global slot and a slot of its provider, and
 //! the provider's request and token rate limits must allow it.
 //!
