@@ -131,15 +131,9 @@ impl Workspace {
                 Ok(()) => note,
                 Err(_) => "the file may hold partially written data",
             };
-            return Err(io_path_err(
-                &e,
-                OP,
-                path,
-                &format!("writing failed ({note})"),
-            ));
+            return Err(write_failed(&e, path, note));
         }
-        let st = fstat(&file).map_err(|e| path_err(e, OP, path))?;
-        Ok(json!({ "bytes_written": len, "size": file_size(&st) }))
+        written(&file, len, path)
     }
 }
 
@@ -244,13 +238,19 @@ fn write_new(
         } else {
             "the new file was left empty"
         };
-        return Err(io_path_err(
-            &e,
-            OP,
-            path,
-            &format!("writing failed ({note})"),
-        ));
+        return Err(write_failed(&e, path, note));
     }
-    let st = fstat(&file).map_err(|e| path_err(e, OP, path))?;
-    Ok(json!({ "bytes_written": len_u64(data), "size": file_size(&st) }))
+    written(&file, len_u64(data), path)
+}
+
+/// FS_WRITE's error when writing the data failed; `note` says what was
+/// done about the partial file.
+fn write_failed(e: &std::io::Error, path: &WsPath<'_>, note: &str) -> SysError {
+    io_path_err(e, "FS_WRITE", path, &format!("writing failed ({note})"))
+}
+
+/// FS_WRITE's reply once `len` bytes are in `file`.
+fn written(file: &File, len: u64, path: &WsPath<'_>) -> Result<Value, SysError> {
+    let st = fstat(file).map_err(|e| path_err(e, "FS_WRITE", path))?;
+    Ok(json!({ "bytes_written": len, "size": file_size(&st) }))
 }

@@ -211,14 +211,14 @@ pub fn classify_v6(ip: Ipv6Addr) -> AddrClass {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn v4(s: &str) -> IpAddr {
+    pub(in crate::drivers::net) fn v4(s: &str) -> IpAddr {
         IpAddr::V4(s.parse().expect("must succeed"))
     }
 
-    fn v6(s: &str) -> IpAddr {
+    pub(in crate::drivers::net) fn v6(s: &str) -> IpAddr {
         IpAddr::V6(s.parse().expect("must succeed"))
     }
 

@@ -186,15 +186,8 @@ pub fn raw_host(url: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::addr::tests::{v4, v6};
     use super::*;
-
-    fn v4(s: &str) -> IpAddr {
-        IpAddr::V4(s.parse().expect("must succeed"))
-    }
-
-    fn v6(s: &str) -> IpAddr {
-        IpAddr::V6(s.parse().expect("must succeed"))
-    }
 
     fn ip_of(host: &str) -> IpAddr {
         match parse_host(host) {
