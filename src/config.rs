@@ -1,9 +1,10 @@
 //! The daemon's configuration file (`/etc/agentos/agentosd.toml`, or
 //! `--config PATH`): daemon settings, the inference scheduler, LLM providers
-//! and models. Command-line flags override the file; the file overrides the
+//! and models, workspace quotas. Command-line flags override the file; the file overrides the
 //! built-in defaults. Errors name the file, the line and the key.
 
 use crate::llm::config::{ModelConfig, ProviderConfig, ProviderKind};
+pub use crate::sandbox::quota::WorkspacesConfig;
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -61,6 +62,8 @@ pub struct FileConfig {
     pub webhooks: WebhookConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub workspaces: WorkspacesConfig,
 }
 
 /// The Prometheus endpoint — `[metrics]`. Off unless configured.
@@ -291,6 +294,9 @@ impl FileConfig {
                 ));
             }
         }
+        self.workspaces
+            .validate()
+            .map_err(|e| invalid(format!("workspaces.{}", e.key), e.message.clone()))?;
         if let Some(d) = &self.scheduler.default_model {
             if !models.contains(d.as_str()) {
                 return Err(invalid(
@@ -356,5 +362,32 @@ provider = "local"
         let e = FileConfig::parse(&GOOD.replace("http://127", "ftp://127"), "t.toml")
             .expect_err("bad url");
         assert!(e.to_string().contains("base_url"), "{e}");
+    }
+
+    #[test]
+    fn the_workspaces_section_is_checked() {
+        let c = FileConfig::parse(GOOD, "t.toml").expect("valid");
+        assert_eq!(c.workspaces, WorkspacesConfig::default());
+        let with = |section: &str| {
+            FileConfig::parse(&format!("{GOOD}\n[workspaces]\n{section}\n"), "t.toml")
+        };
+        let c = with("quota = \"off\"").expect("off");
+        assert_eq!(c.workspaces.quota, crate::sandbox::quota::QuotaMode::Off);
+        let e = with("quota = \"zfs\"")
+            .expect_err("unknown mode")
+            .to_string();
+        assert!(
+            e.starts_with("t.toml:") && e.contains("zfs") && e.contains("auto"),
+            "{e}"
+        );
+        let e = with("image_size = \"big\"")
+            .expect_err("bad size")
+            .to_string();
+        assert!(e.contains("image_size") && e.contains("not a size"), "{e}");
+        let e = with("image_size = \"64M\"").expect_err("small").to_string();
+        assert!(
+            e.contains("t.toml: workspaces.image_size:") && e.contains("too small"),
+            "{e}"
+        );
     }
 }

@@ -25,6 +25,7 @@ pub mod launcher;
 pub mod mounts;
 pub mod plan;
 pub mod profile;
+pub mod quota;
 pub mod seccomp;
 pub mod spawner;
 pub mod uids;
