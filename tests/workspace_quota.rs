@@ -392,6 +392,13 @@ fn a_restart_keeps_workspaces_data_and_limits() {
         std::fs::read(ws.join("kept.txt")).expect("kept"),
         b"survives restarts"
     );
+    // A graceful stop leaves a mount it found at start in place.
+    fx.quotas.take().expect("open").release().expect("release");
+    assert!(
+        is_mount_point(&fx.workspaces()),
+        "a mount found at start stays"
+    );
+    fx.open();
 
     // 2. The mount went away (reboot, or the daemon's mount namespace):
     //    the image is attached and mounted again, not recreated.
@@ -436,8 +443,22 @@ fn a_restart_keeps_workspaces_data_and_limits() {
         md.len()
     );
     assert_eq!(md.permissions().mode() & 0o777, 0o600);
-    let second_device = fx.unmount();
-    assert!(second_device.is_some(), "{first_device:?}");
+    // A graceful stop unmounts what it mounted; the loop device detaches.
+    let QuotaBackend::Image { device, .. } = fx.q().backend().clone() else {
+        panic!("image backend");
+    };
+    fx.quotas.take().expect("open").release().expect("release");
+    assert!(!is_mount_point(&fx.workspaces()), "unmounted by release");
+    assert!(
+        wait_detached(&device, &fx.image()),
+        "{} still attached",
+        device.display()
+    );
+    eprintln!(
+        "loop devices: {} then {}",
+        first_device.display(),
+        device.display()
+    );
 }
 
 #[test]

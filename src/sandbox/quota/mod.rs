@@ -488,6 +488,22 @@ impl WorkspaceQuotas {
         }))
     }
 
+    /// At a graceful shutdown: unmounts the image if this process mounted
+    /// it. The unmount is lazy (agents' mount namespaces, and this value's
+    /// own descriptor until it is dropped, may still hold it); the loop
+    /// device detaches once the last user is gone. An image
+    /// that was already mounted at start (a previous run that crashed, or
+    /// a mount unit of the administrator's) stays mounted, as does a
+    /// native workspaces directory.
+    pub fn release(&self) -> Result<(), QuotaError> {
+        let QuotaBackend::Image { reused: false, .. } = &self.backend else {
+            return Ok(());
+        };
+        nix::mount::umount2(&self.dir, nix::mount::MntFlags::MNT_DETACH).map_err(|e| {
+            QuotaError::io(format!("unmounting {}", self.dir.display()), e.into())
+        })
+    }
+
     /// One line for the daemon's log and `agentos status`.
     pub fn describe(&self) -> String {
         let free = || {
