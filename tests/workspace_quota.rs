@@ -137,15 +137,20 @@ impl Fixture {
 impl Drop for Fixture {
     fn drop(&mut self) {
         self.quotas = None;
-        for _ in 0..4 {
-            if !is_mount_point(&self.workspaces()) {
-                break;
+        let unmount_workspaces = || {
+            for _ in 0..4 {
+                if !is_mount_point(&self.workspaces()) {
+                    break;
+                }
+                unmount(&self.workspaces());
             }
-            unmount(&self.workspaces());
-        }
+        };
+        unmount_workspaces();
         for m in self.extra_mounts.iter().rev() {
             unmount(m);
         }
+        // Mounts that the extra ones hid.
+        unmount_workspaces();
         let _ = std::fs::remove_dir_all(&self.state);
     }
 }
@@ -516,6 +521,43 @@ fn a_btrfs_state_directory_is_used_natively_and_full_qgroups_are_refused() {
     // Dropped before `host`, which holds their images.
     drop(full);
     drop(fx);
+}
+
+#[test]
+fn a_hidden_mount_of_the_workspaces_directory_is_not_taken_for_one() {
+    if !require_btrfs("a_hidden_mount_of_the_workspaces_directory_is_not_taken_for_one") {
+        return;
+    }
+    let mut fx = Fixture::new("hidden", QuotaMode::Auto);
+    fx.open();
+    fx.quotas = None;
+    // A filesystem mounted over the state directory (tests/disk_full.rs
+    // moves a daemon onto a tmpfs this way) hides the image's mount, which
+    // the mount table still lists under <state>/workspaces.
+    nix::mount::mount(
+        Some("tmpfs"),
+        &fx.state,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=300m,mode=0711"),
+    )
+    .expect("tmpfs over the state directory");
+    fx.extra_mounts.push(fx.state.clone());
+    let q = fx.open();
+    match q.backend() {
+        QuotaBackend::Image {
+            created, reused, ..
+        } => {
+            assert!(*created && !*reused, "{:?}", q.backend())
+        }
+        other => panic!("{other:?}"),
+    }
+    fx.unmount();
+    unmount(&fx.state);
+    fx.extra_mounts.clear();
+    // The first image is visible again, and still mounted.
+    assert!(is_mount_point(&fx.workspaces()));
+    fx.unmount();
 }
 
 #[test]

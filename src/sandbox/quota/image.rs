@@ -86,6 +86,8 @@ impl LoopInfo64 {
 /// One line of `/proc/self/mountinfo`, the fields this module needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
+    /// The mount id (first field), as `statx` reports it in `stx_mnt_id`.
+    pub id: u64,
     pub mount_point: PathBuf,
     pub fs_type: String,
     pub source: String,
@@ -96,11 +98,14 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
     text.lines()
         .filter_map(|line| {
             let (left, right) = line.split_once(" - ")?;
-            let mount_point = left.split(' ').nth(4)?;
+            let mut left = left.split(' ');
+            let id = left.next()?.parse().ok()?;
+            let mount_point = left.nth(3)?;
             let mut right = right.split(' ');
             let fs_type = right.next()?;
             let source = right.next()?;
             Some(MountEntry {
+                id,
                 mount_point: PathBuf::from(unescape(mount_point)),
                 fs_type: unescape(fs_type),
                 source: unescape(source),
@@ -132,13 +137,50 @@ fn unescape(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The filesystem mounted on `dir` right now (the topmost mount), if any.
+/// The filesystem mounted on `dir` right now, if `dir` is a mount point:
+/// the mount that `dir` resolves to (its `statx` mount id), when its
+/// mount point is `dir` itself. A mount hidden by a later mount on a parent
+/// directory still appears in the mount table under `dir`'s path, but is
+/// not what `dir` resolves to.
 pub fn mounted_on(dir: &Path) -> Result<Option<MountEntry>, QuotaError> {
+    let id = mount_id(dir).map_err(|e| QuotaError::io(format!("statx {}", dir.display()), e))?;
     let text = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(|source| QuotaError::io("reading /proc/self/mountinfo", source))?;
     Ok(parse_mountinfo(&text)
         .into_iter()
-        .rfind(|m| m.mount_point == dir))
+        .find(|m| m.id == id)
+        .filter(|m| m.mount_point == dir))
+}
+
+/// The id of the mount `path` is on (`statx` `STATX_MNT_ID`, Linux 5.8+).
+fn mount_id(path: &Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: `c` is a NUL-terminated path, `stx` points to writable
+    // memory of the size of struct statx, which the kernel fills.
+    let rc = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            libc::STATX_MNT_ID,
+            stx.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statx succeeded and filled the struct (zeroed beforehand,
+    // and every bit pattern is a valid struct statx anyway).
+    let stx = unsafe { stx.assume_init() };
+    if stx.stx_mask & libc::STATX_MNT_ID == 0 {
+        return Err(io::Error::other(
+            "the kernel reports no mount id (statx STATX_MNT_ID)",
+        ));
+    }
+    Ok(stx.stx_mnt_id)
 }
 
 /// Whether loop device `device` is backed by the file `image`.

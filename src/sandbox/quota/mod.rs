@@ -499,9 +499,8 @@ impl WorkspaceQuotas {
         let QuotaBackend::Image { reused: false, .. } = &self.backend else {
             return Ok(());
         };
-        nix::mount::umount2(&self.dir, nix::mount::MntFlags::MNT_DETACH).map_err(|e| {
-            QuotaError::io(format!("unmounting {}", self.dir.display()), e.into())
-        })
+        nix::mount::umount2(&self.dir, nix::mount::MntFlags::MNT_DETACH)
+            .map_err(|e| QuotaError::io(format!("unmounting {}", self.dir.display()), e.into()))
     }
 
     /// One line for the daemon's log and `agentos status`.

@@ -92,7 +92,19 @@ fn mountinfo_lines_are_parsed_and_unescaped() {
     );
     assert_eq!(m[1].fs_type, "btrfs");
     assert_eq!(m[1].source, "/dev/loop3");
+    assert_eq!((m[0].id, m[1].id), (22, 98));
     assert_eq!(m[2].source, "tmpfs");
+}
+
+#[test]
+fn mount_points_are_told_from_plain_directories() {
+    let m = super::image::mounted_on(Path::new("/")).expect("mountinfo");
+    assert_eq!(m.map(|m| m.mount_point), Some(PathBuf::from("/")));
+    let plain = std::env::temp_dir().join(format!("agentos-mnt-{}", std::process::id()));
+    std::fs::create_dir_all(&plain).expect("dir");
+    let plain = plain.canonicalize().expect("canonical");
+    assert_eq!(super::image::mounted_on(&plain).expect("mountinfo"), None);
+    let _ = std::fs::remove_dir(&plain);
 }
 
 #[test]
