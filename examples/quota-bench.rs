@@ -58,7 +58,9 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--dir" => a.dir = PathBuf::from(value()?),
-            "--image-size" => a.image_size = ByteSize::parse(&value()?)?.0,
+            "--image-size" => {
+                a.image_size = ByteSize::parse(&value()?).map_err(|e| e.to_string())?.0
+            }
             "-h" | "--help" => {
                 return Err(
                     "usage: quota-bench [--count N] [--kind none|simple|full|all] [--dir DIR] [--image-size SIZE]"

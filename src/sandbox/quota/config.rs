@@ -35,6 +35,26 @@ pub enum QuotaMode {
     Off,
 }
 
+/// A quota mode that is none of `auto`, `native`, `image`, `off`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown quota mode {0:?}: use auto, native, image or off")]
+pub struct UnknownQuotaMode(pub String);
+
+impl std::str::FromStr for QuotaMode {
+    type Err = UnknownQuotaMode;
+    fn from_str(s: &str) -> Result<QuotaMode, UnknownQuotaMode> {
+        [
+            QuotaMode::Auto,
+            QuotaMode::Native,
+            QuotaMode::Image,
+            QuotaMode::Off,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == s)
+        .ok_or_else(|| UnknownQuotaMode(s.to_string()))
+    }
+}
+
 impl QuotaMode {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -54,17 +74,13 @@ pub struct ByteSize(pub u64);
 impl ByteSize {
     /// Parses `"<digits>[K|M|G|T][iB]"` or `"<digits>[B]"`, case-insensitive,
     /// spaces allowed between the number and the unit.
-    pub fn parse(text: &str) -> Result<ByteSize, String> {
-        let bad = || {
-            format!(
-                "{text:?} is not a size: give bytes, or a whole number with K, M, G or T \
-                 (powers of 1024), e.g. \"8G\""
-            )
-        };
+    pub fn parse(text: &str) -> Result<ByteSize, SizeError> {
         let t = text.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (digits, unit) = t.split_at(split);
-        let n: u64 = digits.parse().map_err(|_| bad())?;
+        let n: u64 = digits
+            .parse()
+            .map_err(|_| SizeError::NotASize(text.to_string()))?;
         let unit = unit.trim().to_ascii_lowercase();
         let shift = match unit.as_str() {
             "" | "b" => 0,
@@ -73,17 +89,34 @@ impl ByteSize {
             "g" | "gib" => 30,
             "t" | "tib" => 40,
             "kb" | "mb" | "gb" | "tb" => {
-                return Err(format!(
-                    "{text:?}: write {}, or {}iB: sizes are powers of 1024",
-                    &unit[..1].to_ascii_uppercase(),
-                    &unit[..1].to_ascii_uppercase()
-                ));
+                let letter = unit.chars().next().unwrap_or('G').to_ascii_uppercase();
+                return Err(SizeError::DecimalUnit(text.to_string(), letter));
             }
-            _ => return Err(bad()),
+            _ => return Err(SizeError::NotASize(text.to_string())),
         };
         n.checked_mul(1u64 << shift)
             .map(ByteSize)
-            .ok_or_else(|| format!("{text:?} is too large"))
+            .ok_or_else(|| SizeError::TooLarge(text.to_string()))
+    }
+}
+
+/// Why a size was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    #[error(
+        "{0:?} is not a size: give bytes, or a whole number with K, M, G or T (powers of 1024), e.g. \"8G\""
+    )]
+    NotASize(String),
+    #[error("{0:?}: write {1} or {1}iB: sizes are powers of 1024")]
+    DecimalUnit(String, char),
+    #[error("{0:?} is too large")]
+    TooLarge(String),
+}
+
+impl std::str::FromStr for ByteSize {
+    type Err = SizeError;
+    fn from_str(s: &str) -> Result<ByteSize, SizeError> {
+        ByteSize::parse(s)
     }
 }
 

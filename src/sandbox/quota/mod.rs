@@ -25,7 +25,9 @@ pub mod image;
 mod tests;
 
 use btrfs::{QgroupId, QuotaKind};
-pub use config::{ByteSize, QuotaMode, WorkspacesConfig, WorkspacesConfigError};
+pub use config::{
+    ByteSize, QuotaMode, SizeError, UnknownQuotaMode, WorkspacesConfig, WorkspacesConfigError,
+};
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 use std::fs::File;

@@ -18,11 +18,18 @@ fn sizes_parse_in_powers_of_1024() {
     assert_eq!(ok("2T"), 2 << 40);
     assert_eq!(ok("64KiB"), 64 << 10);
     for bad in ["", "G", "8 gigs", "-1G", "1.5G", "8X"] {
-        let e = ByteSize::parse(bad).expect_err(bad);
+        let e = ByteSize::parse(bad).expect_err(bad).to_string();
         assert!(e.contains("not a size"), "{bad}: {e}");
     }
-    let e = ByteSize::parse("8GB").expect_err("ambiguous");
-    assert!(e.contains("powers of 1024"), "{e}");
+    let e = ByteSize::parse("8GB").expect_err("ambiguous").to_string();
+    assert!(
+        e.contains("write G or GiB") && e.contains("powers of 1024"),
+        "{e}"
+    );
+    assert_eq!("512M".parse::<ByteSize>(), Ok(ByteSize(512 << 20)));
+    assert_eq!("off".parse::<QuotaMode>(), Ok(QuotaMode::Off));
+    let e = "xfs".parse::<QuotaMode>().expect_err("unknown").to_string();
+    assert!(e.contains("auto, native, image or off"), "{e}");
     assert!(ByteSize::parse("99999999999T").is_err());
     assert_eq!(show_bytes(8 << 30), "8.0 GiB");
     assert_eq!(show_bytes(300), "300 bytes");
