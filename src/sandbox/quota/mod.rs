@@ -24,6 +24,7 @@ pub mod image;
 #[cfg(test)]
 mod tests;
 
+use crate::abi::errno::SysError;
 use btrfs::{QgroupId, QuotaKind};
 pub use config::{
     ByteSize, QuotaMode, SizeError, UnknownQuotaMode, WorkspacesConfig, WorkspacesConfigError,
@@ -69,7 +70,7 @@ pub enum QuotaError {
     )]
     NoLoopDevice(#[source] io::Error),
     #[error(
-        "workspace quotas: the kernel has no btrfs (mounting {device} on {dir}: {source}); load it (modprobe btrfs) or set [workspaces] quota = \"off\""
+        "workspace quotas: the kernel has no btrfs (mounting {device} on {dir}); load it (modprobe btrfs) or set [workspaces] quota = \"off\""
     )]
     NoBtrfs {
         device: PathBuf,
@@ -141,6 +142,26 @@ impl QuotaError {
         QuotaError::Io {
             what: what.into(),
             source,
+        }
+    }
+}
+
+/// For the spawn path: a full image or a refused ioctl answers the closest
+/// code (`ENOSPC`/`EDQUOT` are `EQUOTA`), with the causes in the message.
+impl From<QuotaError> for SysError {
+    fn from(e: QuotaError) -> SysError {
+        match &e {
+            QuotaError::Workspace { source, .. } => SysError::from_io(source, &e.to_string()),
+            QuotaError::NoWorkspace { .. } => SysError::noent(e.to_string()),
+            _ => {
+                let mut message = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    message.push_str(&format!(": {c}"));
+                    cause = c.source();
+                }
+                SysError::io(message)
+            }
         }
     }
 }

@@ -190,3 +190,32 @@ fn an_image_inside_the_workspaces_directory_is_refused() {
     assert!(matches!(e, QuotaError::ImageInsideWorkspaces { .. }), "{e}");
     let _ = std::fs::remove_dir_all(&state);
 }
+
+#[test]
+fn errors_map_to_abi_codes_with_their_causes() {
+    use crate::abi::errno::{Errno, SysError};
+    let full = QuotaError::Workspace {
+        pid: 3,
+        what: "creating the subvolume".into(),
+        source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+    };
+    let e = SysError::from(full);
+    assert_eq!(e.code, Errno::EQUOTA);
+    assert!(
+        e.message
+            .starts_with("workspace of agent 3: creating the subvolume: "),
+        "{}",
+        e.message
+    );
+    let e = SysError::from(QuotaError::NoWorkspace { pid: 4 });
+    assert_eq!(e.code, Errno::ENOENT);
+    let e = SysError::from(QuotaError::NoLoopDevice(std::io::Error::from_raw_os_error(
+        libc::ENXIO,
+    )));
+    assert_eq!(e.code, Errno::EIO);
+    assert!(
+        e.message.contains("loop device") && e.message.contains("os error 6"),
+        "{}",
+        e.message
+    );
+}
