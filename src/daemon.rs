@@ -28,6 +28,12 @@ pub struct Args {
     /// Validate the configuration, the policies and the providers, then exit.
     #[arg(long)]
     pub check_config: bool,
+    /// Set up the workspace filesystem (create and mount the quota image
+    /// when the configuration needs one), then exit. The systemd unit runs
+    /// this before the daemon, outside its private mount namespace, so that
+    /// the mount is visible to the Docker engine too.
+    #[arg(long)]
+    pub prepare_workspaces: bool,
     /// State directory: the database, agent workspaces, the sandbox mount
     /// point [default: /var/lib/agentos].
     #[arg(long, env = "AGENTOS_STATE_DIR")]
@@ -75,6 +81,12 @@ pub struct Args {
     /// Address of the webhook listener, or "off" [default: 127.0.0.1:8088].
     #[arg(long)]
     pub webhooks_listen: Option<String>,
+    /// How workspace quotas are enforced: auto, native, image, off [default: auto].
+    #[arg(long)]
+    pub workspace_quota: Option<String>,
+    /// Size of the workspace image when it is created [default: 8G].
+    #[arg(long)]
+    pub workspace_image_size: Option<String>,
 }
 
 /// The settings in force: flags over the file over the defaults.
@@ -97,6 +109,15 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
     };
     if let Some(listen) = &args.webhooks_listen {
         file.webhooks.listen = listen.clone();
+    }
+    if let Some(mode) = &args.workspace_quota {
+        file.workspaces.quota = mode
+            .parse::<crate::sandbox::quota::QuotaMode>()
+            .map_err(|e| anyhow::anyhow!("--workspace-quota: {e}"))?;
+    }
+    if let Some(size) = &args.workspace_image_size {
+        file.workspaces.image_size = crate::sandbox::quota::ByteSize::parse(size)
+            .map_err(|e| anyhow::anyhow!("--workspace-image-size: {e}"))?;
     }
     let in_file = |key: &str| {
         format!(
@@ -238,6 +259,17 @@ pub fn main() -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("agentosd must run as root: it creates namespaces, cgroups and per-agent uids");
     }
+    if args.prepare_workspaces {
+        let state_dir = &settings.kernel.state_dir;
+        std::fs::create_dir_all(state_dir)
+            .with_context(|| format!("creating {}", state_dir.display()))?;
+        let quotas = crate::sandbox::quota::WorkspaceQuotas::open(
+            &settings.kernel.file.workspaces,
+            state_dir,
+        )?;
+        println!("{}", quotas.describe());
+        return Ok(());
+    }
     let socket_gid = match &settings.socket_group {
         Some(g) => Some(resolve_group(g)?.with_context(|| format!("no group named {g:?}"))?),
         None => resolve_group("agentos")?,
@@ -318,6 +350,9 @@ pub fn main() -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&socket);
         kernel.shutdown(std::time::Duration::from_secs(10)).await;
         kernel.store.durable().await?;
+        if let Err(e) = kernel.quotas.release() {
+            tracing::warn!("{e}");
+        }
         tracing::info!("stopped");
         anyhow::Ok(())
     })

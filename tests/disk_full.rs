@@ -48,7 +48,8 @@ fn a_full_disk_refuses_acknowledgements_and_loses_nothing() {
     if !require_root("a_full_disk_refuses_acknowledgements_and_loses_nothing") {
         return;
     }
-    let mut d = Daemon::start();
+    // The state directory itself is what fills: no workspace image.
+    let mut d = Daemon::start_with(&["--workspace-quota", "off"]);
     let state = d.state_dir();
     // Move the daemon onto a 48 MiB tmpfs.
     d.crash();

@@ -296,9 +296,15 @@ fn unit_matches_what_the_daemon_does() {
     // builds with default modes, unreadable to the agent; the database
     // directory is kept private explicitly instead.
     assert_eq!(one("UMask"), "0022");
+    // The database directory first, then the workspace filesystem, set up
+    // outside the unit's sandbox ("+") so that its loop device is reachable
+    // and its mount visible to the Docker engine.
     assert_eq!(
-        one("ExecStartPre"),
-        "/usr/bin/install -d -m 0700 -o root -g root /var/lib/agentos/db"
+        unit_values(&text, "ExecStartPre"),
+        [
+            "/usr/bin/install -d -m 0700 -o root -g root /var/lib/agentos/db",
+            "+/usr/bin/agentosd --prepare-workspaces --state-dir /var/lib/agentos",
+        ]
     );
     assert!(one("ExecReload").contains("kill -HUP ${MAINPID}"));
     assert_eq!(one("KillMode"), "mixed");

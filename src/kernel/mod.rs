@@ -74,6 +74,8 @@ pub enum KernelError {
     Llm(#[from] crate::llm::LlmError),
     #[error("[memory] configuration: {0}")]
     Memory(#[from] crate::drivers::memory::OpenError),
+    #[error(transparent)]
+    Quota(#[from] crate::sandbox::quota::QuotaError),
 }
 
 /// Everything the supervisor holds; shared as `Arc<Kernel>`.
@@ -83,6 +85,8 @@ pub struct Kernel {
     pub table: Table,
     pub profiles: Profiles,
     pub cgroups: Cgroups,
+    /// Workspaces and their kernel-enforced quotas.
+    pub quotas: crate::sandbox::quota::WorkspaceQuotas,
     /// The launcher server, which starts every sandbox.
     pub spawner: Arc<Spawner>,
     pub uids: Mutex<UidAllocator>,
@@ -126,6 +130,10 @@ impl Kernel {
             std::fs::create_dir_all(&dir).map_err(io(&dir.display().to_string()))?;
             set_mode(&dir, mode).map_err(io(&dir.display().to_string()))?;
         }
+        let quotas = crate::sandbox::quota::WorkspaceQuotas::open(
+            &config.file.workspaces,
+            &config.state_dir,
+        )?;
         let profiles = Profiles::load(&config.policies_dir)?;
         let store = Store::open(&config.state_dir.join("db"))?;
         let table = Table::load(store.clone())?;
@@ -142,6 +150,7 @@ impl Kernel {
             table,
             profiles,
             cgroups,
+            quotas,
             spawner,
             live: LiveAgents::default(),
             inference: std::sync::RwLock::new(Arc::new(inference)),
@@ -182,10 +191,7 @@ impl Kernel {
 
     /// Host path of an agent's workspace.
     pub fn workspace_dir(&self, pid: pcb::Pid) -> PathBuf {
-        self.config
-            .state_dir
-            .join("workspaces")
-            .join(pid.to_string())
+        self.quotas.workspace_dir(pid)
     }
 }
 

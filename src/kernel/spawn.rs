@@ -22,12 +22,12 @@ use crate::sandbox::handoff::AGENT_SOCKET_FD;
 use crate::sandbox::launcher::EXIT_SETUP_FAILED;
 use crate::sandbox::plan::{Identity, LaunchPlan};
 use crate::sandbox::profile::Profile;
+use crate::sandbox::quota::WorkspaceQuotas;
 use crate::sandbox::spawner::{
     Launched, Payload, SandboxIo, SetupError, SpawnerError, launch_events,
 };
 use rule::{Ceiling, ChildRequest, SpawnSpec};
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -132,7 +132,7 @@ impl Kernel {
 
         // Prepare.
         // 1. The workspace, owned by the agent, and its file driver.
-        let workspace = open_workspace(pcb)?;
+        let workspace = open_workspace(&self.quotas, pcb)?;
         // 2. The agent's cgroups, created on a blocking thread while the
         //    sandbox's pid 1 builds its namespaces and root.
         let cgroup_paths = self.cgroups.agent(pid);
@@ -349,26 +349,18 @@ pub(crate) fn store_err(e: StoreError) -> SysError {
     SysError::io(format!("store: {e}"))
 }
 
-/// Step 1 of a launch: makes the agent's workspace directory (0700, owned
-/// by the agent) if it is new, and opens it for the file syscalls.
-fn open_workspace(pcb: &Pcb) -> Result<Workspace, SysError> {
+/// Step 1 of a launch: makes the agent's workspace (a subvolume limited to
+/// `workspace_bytes` by the kernel unless quotas are off; 0700, owned by
+/// the agent) if it is new, applies its limit again if it is not
+/// (recovery), and opens it for the file syscalls.
+fn open_workspace(quotas: &WorkspaceQuotas, pcb: &Pcb) -> Result<Workspace, SysError> {
     let dir = Path::new(&pcb.workspace);
     let fail = |e: std::io::Error| SysError::io(format!("workspace {}: {e}", dir.display()));
-    make_workspace(dir, pcb.uid, pcb.gid).map_err(fail)?;
+    quotas.ensure_workspace(pcb.pid, pcb.uid, pcb.gid, pcb.limits.workspace_bytes)?;
     let limits = FsLimits {
         quota_bytes: pcb.limits.workspace_bytes,
         max_file_bytes: pcb.limits.max_file_bytes,
         max_read_bytes: pcb.limits.max_read_bytes,
     };
     Workspace::open(dir, pcb.uid, pcb.gid, limits).map_err(fail)
-}
-
-fn make_workspace(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    match std::fs::create_dir(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e),
-    }
-    std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }

@@ -159,6 +159,13 @@ impl Daemon {
         if !config_has_webhooks && !self.extra_args.iter().any(|a| a == "--webhooks-listen") {
             cmd.arg("--webhooks-listen").arg("off");
         }
+        if !self
+            .extra_args
+            .iter()
+            .any(|a| a == "--workspace-image-size")
+        {
+            cmd.arg("--workspace-image-size").arg("256M");
+        }
         let child = cmd
             .arg("--state-dir")
             .arg(self.state_dir())
@@ -337,6 +344,11 @@ impl Drop for Daemon {
             let _ = c.wait();
         }
         remove_cgroups(&self.cgroup_name);
+        // A daemon that crashed leaves its workspace image mounted.
+        let _ = nix::mount::umount2(
+            &self.state_dir().join("workspaces"),
+            nix::mount::MntFlags::MNT_DETACH,
+        );
         if std::env::var_os("AGENTOS_KEEP_TEST_DIRS").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
