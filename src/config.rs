@@ -290,6 +290,10 @@ impl FileConfig {
                     "must be between 0.5 and 20".into(),
                 ));
             }
+            if let Some(p) = self.providers.iter().find(|p| p.name == m.provider) {
+                m.check(p.kind)
+                    .map_err(|e| invalid(key(e.key), e.message))?;
+            }
         }
         if let Some(d) = &self.scheduler.default_model {
             if !models.contains(d.as_str()) {

@@ -149,8 +149,11 @@ pub async fn llm_infer(k: &Arc<Kernel>, pcb: &Pcb, args: &Value) -> Result<Value
         messages: a.messages,
         tools: a.tools,
         max_tokens: Some(max_tokens),
-        temperature: a.temperature,
+        temperature: a.temperature.or(model.temperature),
         constraint: a.constraint,
+        top_p: model.top_p,
+        seed: model.seed,
+        stop: model.stop.clone(),
     };
     let ctx = InferContext {
         pid: pcb.pid,

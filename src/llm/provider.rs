@@ -237,6 +237,7 @@ mod tests {
             max_tokens: None,
             temperature: None,
             constraint: None,
+            ..Default::default()
         };
         let ctx = InferContext {
             pid: 1,
