@@ -162,6 +162,13 @@ pub struct ModelConfig {
     /// Absent: 8.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_calls_per_reply: Option<u32>,
+    /// The runtime holds the first successful-looking SYS_EXIT and asks
+    /// the model to check its task once more first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub confirm_exit: bool,
+    /// The runtime ends every result message with the task.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remind_task: bool,
 }
 
 fn default_context() -> u64 {

@@ -35,7 +35,7 @@ use crate::llm::config::ModelConfig;
 use client::Client;
 use context::Context;
 use mode::Mode;
-use reply::{Agent, Fatal, Planned};
+use reply::{Agent, Coaching, Fatal, Planned};
 use serde_json::{Value, json};
 
 /// Retries of an inference that failed transiently (after the daemon's own).
@@ -165,7 +165,11 @@ fn run(client: &mut Client) -> Result<(), Fatal> {
         s.max_turns,
         s.offer.names().join(" ")
     );
-    let mut agent = Agent::new(ctx, s.offer.clone(), mode, max_calls);
+    let mut agent = Agent::new(ctx, s.offer.clone(), mode, max_calls).with_coaching(Coaching {
+        task: s.role.clone(),
+        confirm_exit: model.confirm_exit,
+        remind_task: model.remind_task,
+    });
     if !s.history.is_empty() {
         let interrupted = rebuild(&mut agent, &s.history);
         println!(
@@ -239,6 +243,12 @@ fn run_calls(agent: &mut Agent, planned: Vec<Planned>, exec: &mut Exec) -> Resul
         }
         ran += 1;
         let prepared = agent.prepare(&p);
+        if let Ok((Call::SYS_EXIT, decoded)) = &prepared {
+            if agent.hold_exit(&decoded.args) {
+                agent.not_run(rest.collect(), "it came after SYS_EXIT");
+                break;
+            }
+        }
         let (result, fix) = match &prepared {
             Ok((call, decoded)) => (exec(*call, &decoded.args), None),
             Err(r) => (Err(r.error.clone()), r.fix.as_deref()),
@@ -280,6 +290,11 @@ fn rebuild(agent: &mut Agent, history: &[Value]) -> usize {
     let settle = |agent: &mut Agent, pending: &mut std::collections::VecDeque<Planned>| {
         while let Some(p) = pending.front().cloned() {
             match agent.prepare(&p) {
+                Ok((Call::SYS_EXIT, d)) if agent.hold_exit(&d.args) => {
+                    pending.pop_front();
+                    let rest: Vec<Planned> = pending.drain(..).collect();
+                    agent.not_run(rest, "it came after SYS_EXIT");
+                }
                 Ok(_) => return,
                 Err(r) => {
                     pending.pop_front();

@@ -62,6 +62,20 @@ pub struct Agent {
     invalid: u32,
     /// What the user message closing this turn will say.
     notes: Vec<String>,
+    coaching: Coaching,
+    /// A SYS_EXIT was held once for a last check (`confirm_exit`).
+    exit_held: bool,
+}
+
+/// Help for small models beyond the syntax (model settings).
+#[derive(Debug, Clone, Default)]
+pub struct Coaching {
+    /// The agent's task (its role).
+    pub task: String,
+    /// Hold the first SYS_EXIT with code 0 and ask for a last check.
+    pub confirm_exit: bool,
+    /// End every result message with the task.
+    pub remind_task: bool,
 }
 
 impl Agent {
@@ -75,7 +89,30 @@ impl Agent {
             guard: RepeatGuard::default(),
             invalid: 0,
             notes: Vec::new(),
+            coaching: Coaching::default(),
+            exit_held: false,
         }
+    }
+
+    pub fn with_coaching(mut self, coaching: Coaching) -> Agent {
+        self.coaching = coaching;
+        self
+    }
+
+    /// Whether a SYS_EXIT with these (decoded) arguments is held for a
+    /// last check of the task instead of being made; the model is told.
+    pub fn hold_exit(&mut self, args: &Value) -> bool {
+        let success = args.get("code").and_then(Value::as_i64).unwrap_or(0) == 0;
+        if !self.coaching.confirm_exit || self.exit_held || !success {
+            return false;
+        }
+        self.exit_held = true;
+        self.notes.push(format!(
+            "Not yet: before you finish, check your task once more: \"{}\". If every step of it is done, make {} again. If a step is missing, make its call now.",
+            self.coaching.task.trim(),
+            self.exit_line()
+        ));
+        true
     }
 
     /// A call in the mode's syntax.
@@ -359,6 +396,10 @@ impl Agent {
     pub fn close_turn(&mut self) {
         if self.notes.is_empty() {
             return;
+        }
+        if self.coaching.remind_task {
+            self.notes
+                .push(format!("Your task: {}", self.coaching.task.trim()));
         }
         let text = self.notes.join("\n");
         self.notes.clear();

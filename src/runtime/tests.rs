@@ -265,3 +265,31 @@ fn calls_not_offered_are_refused_before_reaching_the_daemon() {
     assert_eq!(out, Ok(false));
     assert_eq!(made, 0);
 }
+
+#[test]
+fn a_held_exit_asks_for_a_last_check_once() {
+    let mut a = agent(FS, Mode::Text, 8).with_coaching(reply::Coaching {
+        task: "Write /a.txt.".into(),
+        confirm_exit: true,
+        remind_task: true,
+    });
+    let (made, out, told) = turn(&mut a, "[SYS_CALL::SYS_EXIT] {\"code\": 0}", &mut ok);
+    assert!(made.is_empty());
+    assert_eq!(out, Ok(false));
+    assert!(
+        told.contains("check your task once more: \"Write /a.txt.\""),
+        "{told}"
+    );
+    assert!(told.ends_with("Your task: Write /a.txt."), "{told}");
+    let (made, out, _) = turn(&mut a, "[SYS_CALL::SYS_EXIT] {\"code\": 0}", &mut ok);
+    assert_eq!(made.len(), 1);
+    assert_eq!(out, Ok(true));
+    // A failure exit is never held.
+    let mut a = agent(FS, Mode::Text, 8).with_coaching(reply::Coaching {
+        task: "t".into(),
+        confirm_exit: true,
+        remind_task: false,
+    });
+    let (_, out, _) = turn(&mut a, "[SYS_CALL::SYS_EXIT] {\"code\": 1}", &mut ok);
+    assert_eq!(out, Ok(true));
+}
