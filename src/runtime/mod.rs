@@ -120,11 +120,13 @@ fn setup(client: &mut Client) -> Result<Setup, Fatal> {
             .is_some_and(|d| d.iter().any(|x| x == "docker")),
         shared_memory: granted.contains(&Call::MEM_SHARED),
     };
-    // Per spawn (`--max-turns`), else the model's.
-    let max_turns = info["max_turns"]
-        .as_u64()
-        .unwrap_or(u64::from(model.max_turns))
-        .min(u64::from(model.max_turns).max(1));
+    // The agent's limit (`agentos spawn --max-turns`, a parent's
+    // `limits`) when it has one, never more than the model's.
+    let model_turns = u64::from(model.max_turns).max(1);
+    let max_turns = match info["limits"]["max_turns"].as_u64() {
+        Some(n) if n > 0 => n.min(model_turns),
+        _ => model_turns,
+    };
     Ok(Setup {
         offer: Offer::new(&calls, facilities),
         name: info["name"].as_str().unwrap_or("agent").to_string(),
