@@ -2064,6 +2064,7 @@ fn provider_floor(ctx: &Ctx, n: usize) -> Result<Summary, String> {
             max_tokens: Some(16),
             temperature: None,
             constraint: None,
+            ..Default::default()
         };
         let policy = agentos::llm::http::RetryPolicy::default();
         let mut v = Vec::new();

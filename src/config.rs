@@ -149,7 +149,8 @@ impl Default for MemoryConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookConfig {
-    /// Address to listen on; "off" disables the listener. Exposing it
+    /// Address to listen on, e.g. "127.0.0.1:8088"; "off" (the default:
+    /// no shipped profile grants webhooks) starts no listener. Exposing it
     /// beyond loopback lets anyone who can reach it send events to agents
     /// that registered a path (use secrets).
     pub listen: String,
@@ -162,7 +163,7 @@ pub struct WebhookConfig {
 impl Default for WebhookConfig {
     fn default() -> Self {
         WebhookConfig {
-            listen: "127.0.0.1:8088".into(),
+            listen: "off".into(),
             reply_timeout_s: 30,
             max_body_bytes: 1 << 20,
             max_header_bytes: 16 << 10,
@@ -292,6 +293,10 @@ impl FileConfig {
                     key("chars_per_token"),
                     "must be between 0.5 and 20".into(),
                 ));
+            }
+            if let Some(p) = self.providers.iter().find(|p| p.name == m.provider) {
+                m.check(p.kind)
+                    .map_err(|e| invalid(key(e.key), e.message))?;
             }
         }
         self.workspaces

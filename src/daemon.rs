@@ -3,7 +3,7 @@
 
 use crate::admin::server;
 use crate::config::{DEFAULT_PATH as DEFAULT_CONFIG, FileConfig};
-use crate::kernel::{Kernel, KernelConfig};
+use crate::kernel::{Kernel, KernelConfig, KernelError};
 use crate::sandbox::uids::UidRange;
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -78,7 +78,8 @@ pub struct Args {
     /// Bytes of stdout/stderr kept per agent [default: 16777216].
     #[arg(long)]
     pub log_bytes_per_agent: Option<u64>,
-    /// Address of the webhook listener, or "off" [default: 127.0.0.1:8088].
+    /// Address of the webhook listener (e.g. 127.0.0.1:8088), or "off"
+    /// [default: off].
     #[arg(long)]
     pub webhooks_listen: Option<String>,
     /// How workspace quotas are enforced: auto, native, image, off [default: auto].
@@ -292,9 +293,7 @@ pub fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
-        let kernel = Kernel::open(config.clone()).with_context(|| {
-            format!("opening the state directory {}", config.state_dir.display())
-        })?;
+        let kernel = Kernel::open(config.clone()).map_err(|e| start_error(e, &config))?;
         let listener = server::bind(&socket, socket_mode, socket_gid)
             .with_context(|| format!("creating the admin socket {}", socket.display()))?;
         let features = crate::sandbox::features::detect(kernel.cgroups.describe());
@@ -356,6 +355,29 @@ pub fn main() -> anyhow::Result<()> {
         tracing::info!("stopped");
         anyhow::Ok(())
     })
+}
+
+/// A start-up failure, saying which part failed: the state directory only
+/// when it is the state directory (a provider's script or a memory
+/// backend is not).
+fn start_error(e: KernelError, config: &KernelConfig) -> anyhow::Error {
+    let what = match &e {
+        KernelError::Store(_) | KernelError::Io(..) => {
+            format!("opening the state directory {}", config.state_dir.display())
+        }
+        KernelError::Profiles(_) => {
+            format!("loading the profiles in {}", config.policies_dir.display())
+        }
+        KernelError::Cgroup(_) => format!("setting up the cgroup {}", config.cgroup_name),
+        KernelError::Launcher(_) | KernelError::Spawner(_) => "starting the launcher".into(),
+        KernelError::Quota(_) => format!(
+            "setting up the workspace filesystem under {}",
+            config.state_dir.display()
+        ),
+        // These say what failed themselves ("LLM providers: ...").
+        KernelError::Llm(_) | KernelError::Memory(_) => return anyhow::Error::new(e),
+    };
+    anyhow::Error::new(e).context(what)
 }
 
 /// SIGHUP: re-reads the configuration file and replaces providers, models

@@ -82,6 +82,7 @@ fn request(kind: ProviderKind) -> InferRequest {
         max_tokens: Some(64),
         temperature: Some(0.0),
         constraint: None,
+        ..Default::default()
     }
 }
 

@@ -316,7 +316,7 @@ fn shipped_config_is_accepted_by_the_daemon() {
     assert_eq!(parsed.uid_range.as_deref(), Some("400000-499999"));
     assert_eq!(parsed.cgroup_name.as_deref(), Some("agentos"));
     assert_eq!(parsed.socket_mode.as_deref(), Some("0660"));
-    assert_eq!(parsed.webhooks.listen, "127.0.0.1:8088");
+    assert_eq!(parsed.webhooks.listen, "off");
     assert_eq!(parsed.providers.len(), 1);
     assert_eq!(parsed.models.len(), 1);
 }

@@ -20,6 +20,7 @@ const LIMIT_FIELDS: &[(&str, &str)] = &[
     ("syscalls_per_s", "syscall rate limit"),
     ("tmp_bytes", "size of the private /tmp"),
     ("budget_tokens", "LLM tokens the child may spend"),
+    ("max_turns", "inferences the child may make"),
 ];
 
 pub fn string(description: &str) -> Value {

@@ -49,6 +49,10 @@ pub struct Limits {
     /// LLM tokens (prompt + completion) the agent may use; 0 = unlimited.
     #[serde(default)]
     pub budget_tokens: u64,
+    /// Inferences (LLM_INFER calls) the agent may make; 0 = unlimited
+    /// (the built-in runtime then stops at its model's `max_turns`).
+    #[serde(default)]
+    pub max_turns: u64,
 }
 
 /// A partial set of limits, as given on spawn; absent fields are inherited.
@@ -66,6 +70,8 @@ pub struct LimitsPatch {
     pub syscalls_per_s: Option<u64>,
     pub tmp_bytes: Option<u64>,
     pub budget_tokens: Option<u64>,
+    #[serde(default)]
+    pub max_turns: Option<u64>,
 }
 
 macro_rules! for_each_limit {
@@ -81,6 +87,7 @@ macro_rules! for_each_limit {
         $m!(syscalls_per_s, true);
         $m!(tmp_bytes, false);
         $m!(budget_tokens, true);
+        $m!(max_turns, true);
     };
 }
 
@@ -154,6 +161,7 @@ mod tests {
             syscalls_per_s: 50,
             tmp_bytes: 10,
             budget_tokens: 0,
+            max_turns: 0,
         }
     }
 

@@ -122,6 +122,10 @@ struct SpawnArgs {
     /// LLM tokens (prompt + completion) the agent may spend.
     #[arg(long)]
     budget_tokens: Option<u64>,
+    /// Inferences the agent may make (an LLM agent's turns); at most the
+    /// model's max_turns for the built-in runtime.
+    #[arg(long)]
+    max_turns: Option<u64>,
     /// Scheduling weight 1-100: inference token shares are proportional to it.
     #[arg(long)]
     priority: Option<u32>,
@@ -262,6 +266,7 @@ fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
                 workspace_bytes: a.workspace,
                 syscalls_per_s: a.syscall_rate,
                 budget_tokens: a.budget_tokens,
+                max_turns: a.max_turns,
                 ..Default::default()
             };
             let req = AdminRequest::Spawn(Box::new(SpawnRequest {

@@ -133,6 +133,12 @@ pub async fn llm_infer(k: &Arc<Kernel>, pcb: &Pcb, args: &Value) -> Result<Value
         .max_tokens
         .unwrap_or(model.max_tokens)
         .min(model.max_tokens);
+    let turns = pcb.limits.max_turns;
+    if turns > 0 && live.counters.llm_calls >= turns {
+        return Err(SysError::quota(format!(
+            "turn limit of {turns} inferences reached"
+        )));
+    }
     let budget = pcb.limits.budget_tokens;
     if budget > 0 {
         let remaining = budget.saturating_sub(used);
@@ -149,8 +155,11 @@ pub async fn llm_infer(k: &Arc<Kernel>, pcb: &Pcb, args: &Value) -> Result<Value
         messages: a.messages,
         tools: a.tools,
         max_tokens: Some(max_tokens),
-        temperature: a.temperature,
+        temperature: a.temperature.or(model.temperature),
         constraint: a.constraint,
+        top_p: model.top_p,
+        seed: model.seed,
+        stop: model.stop.clone(),
     };
     let ctx = InferContext {
         pid: pcb.pid,
@@ -234,6 +243,17 @@ pub fn agent_info(k: &Arc<Kernel>, pcb: &Pcb, args: &Value) -> Result<Value, Sys
         Some(m) => Some(inf.model(m)?.clone()),
         None => None,
     };
+    // What EXEC_CMD can run on here (the runtime offers only these).
+    let exec_drivers: Vec<&str> = std::iter::once("sandbox")
+        .chain(
+            k.config
+                .file
+                .exec
+                .docker_image
+                .is_some()
+                .then_some("docker"),
+        )
+        .collect();
     let permitted: Vec<&str> = pcb
         .permissions
         .iter()
@@ -248,6 +268,7 @@ pub fn agent_info(k: &Arc<Kernel>, pcb: &Pcb, args: &Value) -> Result<Value, Sys
         "model": model,
         "permissions": permitted,
         "limits": pcb.limits,
+        "exec": {"drivers": exec_drivers},
         "tokens_used": pcb.counters.tokens_in + pcb.counters.tokens_out,
         "llm_calls": pcb.counters.llm_calls,
         "recoveries": pcb.recoveries,

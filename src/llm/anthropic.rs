@@ -99,6 +99,13 @@ impl WireFormat for Anthropic {
         if let Some(t) = req.temperature {
             body.insert("temperature".into(), http::temperature_json(t));
         }
+        if let Some(p) = req.top_p {
+            body.insert("top_p".into(), http::temperature_json(p));
+        }
+        // The Messages API has no seed.
+        if !req.stop.is_empty() {
+            body.insert("stop_sequences".into(), json!(req.stop));
+        }
         Value::Object(body)
     }
 
@@ -202,7 +209,24 @@ mod tests {
             max_tokens: None,
             temperature: Some(0.7),
             constraint: Some(Constraint::Grammar("ignored".into())),
+            ..Default::default()
         }
+    }
+
+    #[test]
+    fn sampling_fields_the_api_has() {
+        let req = InferRequest {
+            model: "m".into(),
+            messages: vec![ChatMessage::new(Role::User, "hi")],
+            top_p: Some(0.5),
+            seed: Some(7),
+            stop: vec!["END".into()],
+            ..Default::default()
+        };
+        let body = Anthropic.build_body(&req);
+        assert_eq!(body["top_p"], json!(0.5));
+        assert_eq!(body["stop_sequences"], json!(["END"]));
+        assert!(body.get("seed").is_none(), "the Messages API has no seed");
     }
 
     #[test]
@@ -250,6 +274,7 @@ mod tests {
             max_tokens: Some(50),
             temperature: None,
             constraint: None,
+            ..Default::default()
         };
         assert_eq!(
             Anthropic.build_body(&req),

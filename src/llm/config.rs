@@ -11,7 +11,14 @@
 //! name = "qwen"                   # what `agentos spawn --model` names
 //! provider = "local"
 //! model = "qwen2.5-7b-instruct"   # the provider's model id
+//! temperature = 0.0               # sampling: temperature, top_p, seed, stop
+//! seed = 42
+//! max_turns = 30                  # the runtime's loop control
+//! max_calls_per_reply = 1
 //! ```
+//!
+//! [`ModelConfig::check`] refuses settings a provider refuses or ignores;
+//! docs/CONFIG.md lists them.
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -129,6 +136,39 @@ pub struct ModelConfig {
     /// Most tokens one reply may have.
     #[serde(default = "default_max_tokens")]
     pub max_tokens: u32,
+    /// Sampling temperature sent with every request (absent: the
+    /// provider's default; llama-server's is 0.8). An LLM_INFER that names
+    /// its own temperature overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    /// Nucleus sampling: only the most likely tokens whose probabilities
+    /// add up to this (0 < top_p <= 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    /// Sampling seed, for repeatable runs (OpenAI-compatible servers and
+    /// Gemini; Anthropic has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Sequences that end a reply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
+    /// Inferences the built-in runtime makes before it gives up (exit 6);
+    /// `agentos spawn --max-turns` lowers it for one agent.
+    #[serde(default = "default_max_turns")]
+    pub max_turns: u32,
+    /// Most syscalls the runtime runs from one reply (later ones are
+    /// reported as not run); also bounds the grammar and the reply schema.
+    /// 1 suits small models: they see each result before the next step.
+    /// Absent: 8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_calls_per_reply: Option<u32>,
+    /// The runtime holds the first successful-looking SYS_EXIT and asks
+    /// the model to check its task once more first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub confirm_exit: bool,
+    /// The runtime ends every result message with the task.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remind_task: bool,
 }
 
 fn default_context() -> u64 {
@@ -140,6 +180,9 @@ fn default_chars_per_token() -> f64 {
 fn default_max_tokens() -> u32 {
     1024
 }
+fn default_max_turns() -> u32 {
+    100
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -148,8 +191,164 @@ pub enum ConstrainMode {
     JsonSchema,
 }
 
+/// A model setting that cannot work (with its provider).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ModelSettingError {
+    /// The offending key, e.g. `constrain`.
+    pub key: &'static str,
+    pub message: String,
+}
+
 impl ModelConfig {
     pub fn provider_model(&self) -> &str {
         self.model.as_deref().unwrap_or(&self.name)
+    }
+
+    /// Refuses settings out of range and combinations the provider
+    /// refuses or cannot honour:
+    /// - `tool_calls = true` with `constrain = "grammar"`: llama-server
+    ///   answers every such request with 400 ("Cannot use custom grammar
+    ///   constraints with tools"), and no other provider takes a grammar;
+    /// - `constrain` with an Anthropic or Gemini provider: neither API
+    ///   takes a grammar or a free JSON schema for a reply (the constraint
+    ///   would be silently dropped);
+    /// - `temperature` outside 0-2 (Anthropic: 0-1), `top_p` outside (0, 1],
+    ///   `max_turns` or `max_calls_per_reply` of 0.
+    pub fn check(&self, kind: ProviderKind) -> Result<(), ModelSettingError> {
+        let bad = |key, message: String| Err(ModelSettingError { key, message });
+        if self.tool_calls && self.constrain == Some(ConstrainMode::Grammar) {
+            return bad(
+                "constrain",
+                "constrain = \"grammar\" cannot be combined with tool_calls = true: llama-server refuses requests with both (400), and no other provider takes a grammar".into(),
+            );
+        }
+        if let (Some(mode), ProviderKind::Anthropic | ProviderKind::Gemini) = (self.constrain, kind)
+        {
+            let mode = match mode {
+                ConstrainMode::Grammar => "grammar",
+                ConstrainMode::JsonSchema => "json_schema",
+            };
+            return bad(
+                "constrain",
+                format!(
+                    "constrain = \"{mode}\" is not supported by {kind:?} providers (OpenAI-compatible servers only)"
+                ),
+            );
+        }
+        let max_temperature = if kind == ProviderKind::Anthropic {
+            1.0
+        } else {
+            2.0
+        };
+        if let Some(t) = self.temperature {
+            if !(0.0..=max_temperature).contains(&t) {
+                return bad(
+                    "temperature",
+                    format!("must be between 0 and {max_temperature}"),
+                );
+            }
+        }
+        if let Some(p) = self.top_p {
+            if !(p > 0.0 && p <= 1.0) {
+                return bad("top_p", "must be greater than 0 and at most 1".into());
+            }
+        }
+        if self.max_turns == 0 {
+            return bad("max_turns", "must be at least 1".into());
+        }
+        if self.max_calls_per_reply == Some(0) {
+            return bad("max_calls_per_reply", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn model(extra: &str) -> ModelConfig {
+        toml::from_str(&format!("name = \"m\"\nprovider = \"p\"\n{extra}")).unwrap()
+    }
+
+    #[test]
+    fn sampling_and_loop_settings_parse_with_defaults() {
+        let m = model("");
+        assert_eq!((m.temperature, m.top_p, m.seed), (None, None, None));
+        assert!(m.stop.is_empty());
+        assert_eq!(m.max_turns, 100);
+        assert_eq!(m.max_calls_per_reply, None);
+        let m = model(
+            "temperature = 0.0\ntop_p = 0.9\nseed = 42\nstop = [\"END\"]\nmax_turns = 12\nmax_calls_per_reply = 1",
+        );
+        assert_eq!(m.temperature, Some(0.0));
+        assert_eq!(m.top_p, Some(0.9));
+        assert_eq!(m.seed, Some(42));
+        assert_eq!(m.stop, ["END"]);
+        assert_eq!((m.max_turns, m.max_calls_per_reply), (12, Some(1)));
+        assert!(m.check(ProviderKind::Openai).is_ok());
+        // What AGENT_INFO hands the runtime reads back the same.
+        let back: ModelConfig = serde_json::from_value(serde_json::to_value(&m).unwrap()).unwrap();
+        assert_eq!(back, m);
+    }
+
+    #[test]
+    fn combinations_a_provider_refuses_are_rejected() {
+        let e = model("tool_calls = true\nconstrain = \"grammar\"")
+            .check(ProviderKind::Openai)
+            .unwrap_err();
+        assert_eq!(e.key, "constrain");
+        assert!(e.message.contains("llama-server refuses"), "{e}");
+        // A JSON schema next to tools is accepted by llama-server.
+        assert!(
+            model("tool_calls = true\nconstrain = \"json_schema\"")
+                .check(ProviderKind::Openai)
+                .is_ok()
+        );
+        for kind in [ProviderKind::Anthropic, ProviderKind::Gemini] {
+            let e = model("constrain = \"json_schema\"")
+                .check(kind)
+                .unwrap_err();
+            assert_eq!(e.key, "constrain");
+        }
+        assert!(
+            model("constrain = \"grammar\"")
+                .check(ProviderKind::Scripted)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn out_of_range_settings_are_rejected() {
+        for (extra, key, kind) in [
+            ("temperature = 2.5", "temperature", ProviderKind::Openai),
+            ("temperature = 1.5", "temperature", ProviderKind::Anthropic),
+            ("temperature = -1.0", "temperature", ProviderKind::Gemini),
+            ("top_p = 0.0", "top_p", ProviderKind::Openai),
+            ("top_p = 1.5", "top_p", ProviderKind::Openai),
+            ("max_turns = 0", "max_turns", ProviderKind::Openai),
+            (
+                "max_calls_per_reply = 0",
+                "max_calls_per_reply",
+                ProviderKind::Openai,
+            ),
+        ] {
+            assert_eq!(model(extra).check(kind).unwrap_err().key, key, "{extra}");
+        }
+        assert!(
+            model("temperature = 1.5")
+                .check(ProviderKind::Openai)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn the_daemon_configuration_names_the_model_and_key() {
+        let text = "[[providers]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\n\n[[models]]\nname = \"m\"\nprovider = \"p\"\ntool_calls = true\nconstrain = \"grammar\"\n";
+        let e = crate::config::FileConfig::parse(text, "t.toml").unwrap_err();
+        assert!(e.to_string().contains("models[0].constrain (m)"), "{e}");
     }
 }

@@ -115,6 +115,15 @@ impl WireFormat for Gemini {
         if let Some(t) = req.temperature {
             gen_config.insert("temperature".into(), http::temperature_json(t));
         }
+        if let Some(p) = req.top_p {
+            gen_config.insert("topP".into(), http::temperature_json(p));
+        }
+        if let Some(seed) = req.seed {
+            gen_config.insert("seed".into(), json!(seed));
+        }
+        if !req.stop.is_empty() {
+            gen_config.insert("stopSequences".into(), json!(req.stop));
+        }
         if !gen_config.is_empty() {
             body.insert("generationConfig".into(), Value::Object(gen_config));
         }
@@ -320,7 +329,26 @@ mod tests {
             max_tokens: Some(300),
             temperature: Some(0.5),
             constraint: None,
+            ..Default::default()
         }
+    }
+
+    #[test]
+    fn sampling_fields_go_in_the_generation_config() {
+        let req = InferRequest {
+            model: "m".into(),
+            messages: vec![ChatMessage::new(Role::User, "hi")],
+            temperature: Some(0.0),
+            top_p: Some(0.5),
+            seed: Some(7),
+            stop: vec!["END".into()],
+            ..Default::default()
+        };
+        let g = &Gemini.build_body(&req)["generationConfig"];
+        assert_eq!(g["temperature"], json!(0.0));
+        assert_eq!(g["topP"], json!(0.5));
+        assert_eq!(g["seed"], json!(7));
+        assert_eq!(g["stopSequences"], json!(["END"]));
     }
 
     #[test]
@@ -356,6 +384,7 @@ mod tests {
             max_tokens: None,
             temperature: None,
             constraint: None,
+            ..Default::default()
         };
         assert_eq!(
             Gemini.build_body(&req),

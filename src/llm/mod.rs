@@ -17,8 +17,11 @@ pub use crate::abi::chat::{ChatMessage, Constraint, Role, ToolCall, ToolSpec};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// One inference request, as the daemon hands it to a provider.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One inference request, as the daemon hands it to a provider. The
+/// sampling fields are the model's (`[[models]]`), the temperature
+/// overridden by an LLM_INFER that names one; each provider sends those
+/// its API has.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InferRequest {
     /// The provider's own model id.
     pub model: String,
@@ -31,6 +34,14 @@ pub struct InferRequest {
     pub temperature: Option<f32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub constraint: Option<Constraint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    /// Sampling seed (OpenAI-compatible servers, Gemini).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Sequences that end the reply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
 }
 
 /// Tokens used by one inference, as the provider reported them.

@@ -66,6 +66,15 @@ impl WireFormat for OpenAi {
         if let Some(t) = req.temperature {
             body.insert("temperature".into(), http::temperature_json(t));
         }
+        if let Some(p) = req.top_p {
+            body.insert("top_p".into(), http::temperature_json(p));
+        }
+        if let Some(seed) = req.seed {
+            body.insert("seed".into(), json!(seed));
+        }
+        if !req.stop.is_empty() {
+            body.insert("stop".into(), json!(req.stop));
+        }
         match &req.constraint {
             Some(Constraint::Grammar(g)) => {
                 body.insert("grammar".into(), json!(g));
@@ -228,6 +237,7 @@ mod tests {
             max_tokens: Some(256),
             temperature: Some(0.2),
             constraint: None,
+            ..Default::default()
         }
     }
 
@@ -267,6 +277,24 @@ mod tests {
     }
 
     #[test]
+    fn sampling_fields_are_sent() {
+        let req = InferRequest {
+            model: "m".into(),
+            messages: vec![ChatMessage::new(Role::User, "hi")],
+            temperature: Some(0.0),
+            top_p: Some(0.9),
+            seed: Some(42),
+            stop: vec!["\n\n".into()],
+            ..Default::default()
+        };
+        let body = OpenAi.build_body(&req);
+        assert_eq!(body["temperature"], json!(0.0));
+        assert_eq!(body["top_p"], json!(0.9));
+        assert_eq!(body["seed"], json!(42));
+        assert_eq!(body["stop"], json!(["\n\n"]));
+    }
+
+    #[test]
     fn body_omits_absent_options() {
         let req = InferRequest {
             model: "m".into(),
@@ -275,6 +303,7 @@ mod tests {
             max_tokens: None,
             temperature: None,
             constraint: None,
+            ..Default::default()
         };
         assert_eq!(
             OpenAi.build_body(&req),

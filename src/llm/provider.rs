@@ -136,7 +136,14 @@ impl Provider {
                         cfg.name
                     ))
                 })?;
-                Provider::Scripted(ScriptedProvider::load(path)?.named(cfg.name.clone()))
+                // The script's errors name the provider, as the others' do.
+                let script = ScriptedProvider::load(path).map_err(|e| match e {
+                    LlmError::Config(m) => {
+                        LlmError::Config(format!("provider '{}': {m}", cfg.name))
+                    }
+                    other => other,
+                })?;
+                Provider::Scripted(script.named(cfg.name.clone()))
             }
         })
     }
@@ -237,6 +244,7 @@ mod tests {
             max_tokens: None,
             temperature: None,
             constraint: None,
+            ..Default::default()
         };
         let ctx = InferContext {
             pid: 1,

@@ -440,6 +440,7 @@ mod tests {
             max_tokens: None,
             temperature: None,
             constraint: None,
+            ..Default::default()
         }
     }
 

@@ -3,37 +3,43 @@
 //! stricter seccomp filter on itself (no exec, no new files, no sockets, no
 //! processes) and reaches the world only through fd 3.
 //!
-//! Its loop: build the context (instructions with the permitted syscalls,
-//! the role, the turns so far) → LLM_INFER → run the syscalls in the reply
-//! in order → append their results → repeat, until SYS_EXIT, an exhausted
-//! budget, repeated invalid replies, or a kill. Each step is printed to
-//! stdout, which the supervisor keeps as the agent's log.
+//! Its loop: build the context (instructions with the offered syscalls,
+//! the role, the turns so far) → LLM_INFER → run the calls of the reply in
+//! order, stopping at the first that fails → append their results →
+//! repeat, until SYS_EXIT, the turn limit, an exhausted budget, repeated
+//! invalid replies, the same call repeated with the same result, or a
+//! kill. Every way it ends itself has its own exit code and a reason
+//! (`agentos wait`, `inspect`). Each step is printed to stdout, which the
+//! supervisor keeps as the agent's log.
 //!
-//! [`prompt`] writes the instructions, [`text`] finds the syscalls in a
-//! reply, [`context`] keeps (and compacts) the conversation and [`client`]
-//! talks to fd 3.
+//! [`prompt`] writes the instructions, [`mode`] holds what differs between
+//! text, grammar, json_schema and tools, [`text`] finds the calls in a
+//! reply, [`reply`] turns a reply into calls and results, [`repeat`]
+//! notices loops, [`context`] keeps (and compacts) the conversation and
+//! [`client`] talks to fd 3.
 
 pub mod client;
 pub mod context;
+pub mod mode;
 pub mod prompt;
+pub mod repeat;
+pub mod reply;
 pub mod text;
 
-use crate::abi::calls::Call;
-use crate::abi::schema::{gbnf_grammar, reply_schema, tool_specs};
-use crate::abi::{Errno, SysError};
-use crate::llm::config::{ConstrainMode, ModelConfig};
-use crate::llm::{ChatMessage, Constraint, Role, ToolSpec};
+use crate::abi::Errno;
+use crate::abi::SysError;
+use crate::abi::calls::{Call, expand_permissions};
+use crate::abi::schema::constraint::DEFAULT_MAX_CALLS;
+use crate::abi::schema::offer::{Facilities, Offer};
+use crate::llm::config::ModelConfig;
 use client::Client;
-use context::{Context, Turn};
+use context::Context;
+use mode::Mode;
+use reply::{Agent, Coaching, Fatal, Planned};
 use serde_json::{Value, json};
-use text::{ParsedCall, corrective_message, parse_reply_with};
 
-/// Invalid replies in a row before the agent is ended.
-const MAX_INVALID_REPLIES: u32 = 3;
 /// Retries of an inference that failed transiently (after the daemon's own).
 const MAX_INFER_RETRIES: u32 = 3;
-/// Longest syscall result kept in the context.
-const MAX_RESULT_CHARS: usize = 8000;
 
 /// Exit codes of the runtime (also in the PCB's exit status).
 pub mod exit {
@@ -42,6 +48,10 @@ pub mod exit {
     pub const BUDGET: i32 = 3;
     pub const INFERENCE: i32 = 4;
     pub const INVALID_REPLIES: i32 = 5;
+    /// The turn limit (`max_turns`) was reached before SYS_EXIT.
+    pub const TURN_LIMIT: i32 = 6;
+    /// The model made the same call with the same result three times.
+    pub const REPEATED: i32 = 7;
 }
 
 /// Entry point of `agentos-runtime`.
@@ -64,8 +74,6 @@ pub fn main() -> ! {
     std::process::exit(code)
 }
 
-type Fatal = (i32, String);
-
 fn setup_error(what: &str, e: impl std::fmt::Display) -> Fatal {
     (exit::SETUP, format!("{what}: {e}"))
 }
@@ -80,7 +88,19 @@ fn restrict_self() -> Result<(), Fatal> {
         .map_err(|e| setup_error("installing the runtime seccomp filter", e))
 }
 
-fn run(client: &mut Client) -> Result<(), Fatal> {
+/// What AGENT_INFO tells the runtime about its agent.
+struct Setup {
+    model: ModelConfig,
+    offer: Offer,
+    name: String,
+    pid: u64,
+    role: String,
+    max_turns: u64,
+    turns_used: u64,
+    history: Vec<Value>,
+}
+
+fn setup(client: &mut Client) -> Result<Setup, Fatal> {
     let info = client
         .call("AGENT_INFO", &json!({"history": true}))
         .map_err(|e| setup_error("AGENT_INFO", e))?;
@@ -92,236 +112,243 @@ fn run(client: &mut Client) -> Result<(), Fatal> {
     })?;
     let permitted: Vec<String> =
         serde_json::from_value(info["permissions"].clone()).unwrap_or_default();
-    let name = info["name"].as_str().unwrap_or("agent").to_string();
-    let pid = info["pid"].as_u64().unwrap_or(0);
-    let role = info["role"]
-        .as_str()
-        .unwrap_or("You have no task. Exit.")
-        .to_string();
-    restrict_self()?;
-
+    let granted = expand_permissions(&permitted).unwrap_or_default();
     let calls = prompt::model_calls(&permitted);
-    let names: Vec<&str> = calls.iter().map(|c| c.name()).collect();
-    let tools: Vec<ToolSpec> = if model.tool_calls {
-        tool_specs(&calls)
-            .into_iter()
-            .map(|(name, description, parameters)| ToolSpec {
-                name,
-                description,
-                parameters,
-            })
-            .collect()
-    } else {
-        Vec::new()
+    let facilities = Facilities {
+        docker: info["exec"]["drivers"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|x| x == "docker")),
+        shared_memory: granted.contains(&Call::MEM_SHARED),
     };
-    let constraint = match model.constrain {
-        Some(ConstrainMode::Grammar) => Some(Constraint::Grammar(gbnf_grammar(&calls))),
-        Some(ConstrainMode::JsonSchema) => Some(Constraint::JsonSchema(reply_schema(&calls))),
-        None => None,
+    // The agent's limit (`agentos spawn --max-turns`, a parent's
+    // `limits`) when it has one, never more than the model's.
+    let model_turns = u64::from(model.max_turns).max(1);
+    let max_turns = match info["limits"]["max_turns"].as_u64() {
+        Some(n) if n > 0 => n.min(model_turns),
+        _ => model_turns,
     };
-    let mut ctx = Context::new(
-        prompt::system_prompt(&name, pid, &calls, model.tool_calls),
-        role,
+    Ok(Setup {
+        offer: Offer::new(&calls, facilities),
+        name: info["name"].as_str().unwrap_or("agent").to_string(),
+        pid: info["pid"].as_u64().unwrap_or(0),
+        role: info["role"]
+            .as_str()
+            .unwrap_or("You have no task. Exit.")
+            .to_string(),
+        max_turns,
+        turns_used: info["llm_calls"].as_u64().unwrap_or(0),
+        history: serde_json::from_value(info["history"].clone()).unwrap_or_default(),
+        model,
+    })
+}
+
+fn run(client: &mut Client) -> Result<(), Fatal> {
+    let s = setup(client)?;
+    restrict_self()?;
+    let model = &s.model;
+    let mode = Mode::of(model);
+    let max_calls = model
+        .max_calls_per_reply
+        .map_or(DEFAULT_MAX_CALLS, |n| n as usize)
+        .max(1);
+    let tools = mode.tools(&s.offer);
+    let constraint = mode.constraint(&s.offer, max_calls);
+    let ctx = Context::new(
+        prompt::system_prompt(&s.name, s.pid, &s.offer, mode, max_calls),
+        s.role.clone(),
         model.chars_per_token,
     );
     println!(
-        "runtime: agent {pid} ({name}) thinking with model {}; syscalls: {}",
+        "runtime: agent {} ({}) thinking with model {} ({} mode, at most {max_calls} calls per reply, {} turns); syscalls: {}",
+        s.pid,
+        s.name,
         model.name,
-        names.join(" ")
+        mode.name(),
+        s.max_turns,
+        s.offer.names().join(" ")
     );
-
-    let history: Vec<Value> = serde_json::from_value(info["history"].clone()).unwrap_or_default();
-    if !history.is_empty() {
-        let interrupted = rebuild(&mut ctx, &history, &names);
+    let mut agent = Agent::new(ctx, s.offer.clone(), mode, max_calls).with_coaching(Coaching {
+        task: s.role.clone(),
+        confirm_exit: model.confirm_exit,
+        remind_task: model.remind_task,
+    });
+    if !s.history.is_empty() {
+        let interrupted = rebuild(&mut agent, &s.history);
         println!(
             "runtime: resumed after a supervisor restart; context rebuilt from {} journal records ({interrupted} interrupted calls)",
-            history.len()
+            s.history.len()
         );
     }
     let window = model
         .context_tokens
         .saturating_sub(u64::from(model.max_tokens) + 64);
-    let mut invalid = 0;
-    for turn in 1.. {
-        let dropped = ctx.compact(window);
+    for turn in s.turns_used + 1..=s.max_turns {
+        let dropped = agent.ctx.compact(window);
         if dropped > 0 {
             println!("runtime: context compacted ({dropped} old turns replaced by a summary)");
         }
-        let mut args = json!({"messages": ctx.messages(), "max_tokens": model.max_tokens});
+        let mut args = json!({"messages": agent.ctx.messages(), "max_tokens": model.max_tokens});
         if !tools.is_empty() {
             args["tools"] = json!(tools);
         }
         if let Some(c) = &constraint {
             args["constraint"] = json!(c);
         }
+        if let Some(t) = model.temperature {
+            args["temperature"] = json!(t);
+        }
         println!(
             "▶ turn {turn}: {} messages, ~{} tokens",
-            ctx.messages().len(),
-            ctx.tokens()
+            agent.ctx.messages().len(),
+            agent.ctx.tokens()
         );
         let reply = infer(client, &args)?;
-        let todo = accept_reply(&mut ctx, &reply, &names, &mut invalid)?;
-        for (tool_id, call) in todo {
-            let result = execute(client, &call);
-            let exiting = call.name == Call::SYS_EXIT.name() && result.is_ok();
-            accept_result(&mut ctx, tool_id, &call, &result);
-            if exiting {
-                // The supervisor ends the process; stop acting meanwhile.
-                std::process::exit(exit::DONE);
+        let planned = agent.take_reply(&reply)?;
+        let exited = run_calls(&mut agent, planned, &mut |call, args| {
+            client.call(call.name(), args)
+        })?;
+        if exited {
+            // The supervisor ends the process; stop acting meanwhile.
+            std::process::exit(exit::DONE);
+        }
+        agent.close_turn();
+    }
+    Err((
+        exit::TURN_LIMIT,
+        format!(
+            "turn limit reached: {} inferences without SYS_EXIT",
+            s.max_turns
+        ),
+    ))
+}
+
+/// Makes one syscall (offered, with decoded arguments).
+pub type Exec<'a> = dyn FnMut(Call, &Value) -> Result<Value, SysError> + 'a;
+
+/// Runs the calls of one reply in order through `exec`, stopping at the
+/// first failure. Returns whether a SYS_EXIT succeeded.
+fn run_calls(agent: &mut Agent, planned: Vec<Planned>, exec: &mut Exec) -> Result<bool, Fatal> {
+    let mut rest = planned.into_iter();
+    let mut ran = 0;
+    while let Some(p) = rest.next() {
+        if ran == agent.max_calls {
+            let mut skipped = vec![p];
+            skipped.extend(rest);
+            let why = format!(
+                "only {} call{} per reply {} run",
+                agent.max_calls,
+                if agent.max_calls == 1 { "" } else { "s" },
+                if agent.max_calls == 1 { "is" } else { "are" }
+            );
+            agent.not_run(skipped, &why);
+            break;
+        }
+        ran += 1;
+        let prepared = agent.prepare(&p);
+        if let Ok((Call::SYS_EXIT, decoded)) = &prepared {
+            if agent.hold_exit(&decoded.args) {
+                agent.not_run(rest.collect(), "it came after SYS_EXIT");
+                break;
             }
         }
-    }
-    Ok(())
-}
-
-/// Takes the model's reply into the context and returns the calls to run
-/// (with native tool-call ids). An invalid reply gets a corrective message;
-/// too many in a row end the agent.
-fn accept_reply(
-    ctx: &mut Context,
-    reply: &Value,
-    names: &[&str],
-    invalid: &mut u32,
-) -> Result<Vec<(Option<String>, ParsedCall)>, Fatal> {
-    let content = reply["content"].as_str().unwrap_or("").to_string();
-    let native: Vec<crate::llm::ToolCall> =
-        serde_json::from_value(reply["tool_calls"].clone()).unwrap_or_default();
-    println!("◀ model: {}", content.trim());
-    let mut assistant = ChatMessage::new(Role::Assistant, content.clone());
-    assistant.tool_calls = native.clone();
-    ctx.push_turn(Turn {
-        messages: vec![assistant],
-    });
-    // Native tool calls first; otherwise the text forms.
-    let (todo, mut problems): (Vec<(Option<String>, ParsedCall)>, Vec<String>) =
-        if !native.is_empty() {
-            let calls = native
-                .iter()
-                .map(|c| {
-                    let pc = ParsedCall {
-                        name: c.name.to_ascii_uppercase(),
-                        args: c.arguments.clone(),
-                    };
-                    (Some(c.id.clone()), pc)
-                })
-                .collect();
-            (calls, Vec::new())
-        } else {
-            let parsed = parse_reply_with(&content, names);
-            (
-                parsed.calls.into_iter().map(|c| (None, c)).collect(),
-                parsed.problems,
-            )
+        let (result, fix) = match &prepared {
+            Ok((call, decoded)) => (exec(*call, &decoded.args), None),
+            Err(r) => (Err(r.error.clone()), r.fix.as_deref()),
         };
-    if !todo.is_empty() && problems.is_empty() {
-        *invalid = 0;
-        return Ok(todo);
-    }
-    *invalid += 1;
-    if todo.is_empty() && problems.is_empty() {
-        problems.push("your reply contained no syscall".into());
-    }
-    println!(
-        "runtime: invalid reply ({invalid}/{MAX_INVALID_REPLIES}): {}",
-        problems.join("; ")
-    );
-    if *invalid >= MAX_INVALID_REPLIES {
-        return Err((
-            exit::INVALID_REPLIES,
-            format!(
-                "the model gave {MAX_INVALID_REPLIES} invalid replies in a row (last: {})",
-                problems.join("; ")
-            ),
-        ));
-    }
-    ctx.push(ChatMessage::new(
-        Role::User,
-        corrective_message(&problems, names),
-    ));
-    Ok(todo)
-}
-
-/// Takes a syscall's result into the context.
-fn accept_result(
-    ctx: &mut Context,
-    tool_id: Option<String>,
-    call: &ParsedCall,
-    result: &Result<Value, SysError>,
-) {
-    let status = match result {
-        Ok(_) => "SUCCESS".to_string(),
-        Err(e) => e.code.to_string(),
-    };
-    ctx.record(format!(
-        "{} {} → {status}",
-        call.name,
-        short(&call.args.to_string(), 120)
-    ));
-    let text = match result {
-        Ok(v) => json!({"status": "SUCCESS", "result": v}).to_string(),
-        Err(e) => json!({"status": "ERROR", "error": e}).to_string(),
-    };
-    // The call and its result are in the journal (`agentos logs`).
-    let text = short(&text, MAX_RESULT_CHARS);
-    match tool_id {
-        Some(id) => {
-            let mut m = ChatMessage::new(Role::Tool, text);
-            m.tool_call_id = Some(id);
-            m.name = Some(call.name.clone());
-            ctx.push(m);
+        agent.take_result(&p, prepared.as_ref().ok().map(|(_, d)| d), &result, fix)?;
+        if p.call.name == Call::SYS_EXIT.name() && result.is_ok() {
+            return Ok(true);
         }
-        None => ctx.push(ChatMessage::new(
-            Role::User,
-            format!("[RESULT::{}] {text}", call.name),
-        )),
+        if result.is_err() {
+            let why = format!("it came after {}, which failed", p.call.name);
+            agent.not_run(rest.collect(), &why);
+            break;
+        }
     }
+    Ok(false)
 }
 
 /// After a restart: replays the agent's journal of turns into the context
 /// — the model is not asked again for what it already answered, and no
 /// call runs twice. Calls of the last reply that never completed get an
 /// EINTR result, so the model decides whether to make them again.
-fn rebuild(ctx: &mut Context, history: &[Value], names: &[&str]) -> usize {
-    let mut pending: std::collections::VecDeque<(Option<String>, ParsedCall)> = Default::default();
-    let mut invalid = 0;
+fn rebuild(agent: &mut Agent, history: &[Value]) -> usize {
+    let mut pending: std::collections::VecDeque<Planned> = Default::default();
     let mut interrupted = 0;
-    let mut interrupt_pending = |ctx: &mut Context,
-                                 pending: &mut std::collections::VecDeque<(
-        Option<String>,
-        ParsedCall,
-    )>| {
-        for (id, call) in pending.drain(..) {
+    let interrupt = |agent: &mut Agent, pending: &mut std::collections::VecDeque<Planned>| {
+        let mut n = 0;
+        for p in pending.drain(..) {
             let e = SysError::intr(
                 "interrupted by a supervisor restart before it completed; it was not run — make it again if it is still needed",
             );
-            accept_result(ctx, id, &call, &Err(e));
-            interrupted += 1;
+            let decoded = agent.prepare(&p).ok().map(|(_, d)| d);
+            let _ = agent.take_result(&p, decoded.as_ref(), &Err(e), None);
+            n += 1;
+        }
+        n
+    };
+    // Calls the runtime refused itself (bad arguments) never reached the
+    // journal: answer them the same way again, in order.
+    let settle = |agent: &mut Agent, pending: &mut std::collections::VecDeque<Planned>| {
+        while let Some(p) = pending.front().cloned() {
+            match agent.prepare(&p) {
+                Ok((Call::SYS_EXIT, d)) if agent.hold_exit(&d.args) => {
+                    pending.pop_front();
+                    let rest: Vec<Planned> = pending.drain(..).collect();
+                    agent.not_run(rest, "it came after SYS_EXIT");
+                }
+                Ok(_) => return,
+                Err(r) => {
+                    pending.pop_front();
+                    let _ = agent.take_result(&p, None, &Err(r.error), r.fix.as_deref());
+                    let rest: Vec<Planned> = pending.drain(..).collect();
+                    agent.not_run(
+                        rest,
+                        &format!("it came after {}, which failed", p.call.name),
+                    );
+                }
+            }
         }
     };
     for rec in history {
         let call = rec["call"].as_str().unwrap_or("");
         if call == Call::LLM_INFER.name() {
-            interrupt_pending(ctx, &mut pending);
+            interrupted += interrupt(agent, &mut pending);
+            agent.close_turn();
             if let Some(reply) = rec.get("result") {
-                pending = accept_reply(ctx, reply, names, &mut invalid)
-                    .unwrap_or_default()
-                    .into();
+                let mut planned = agent.take_reply(reply).unwrap_or_default();
+                if planned.len() > agent.max_calls {
+                    let skipped = planned.split_off(agent.max_calls);
+                    agent.not_run(skipped, "only the first calls of a reply are run");
+                }
+                pending = planned.into();
+                settle(agent, &mut pending);
             }
             continue;
         }
-        if pending.front().is_some_and(|(_, c)| c.name == call) {
-            if let Some((id, c)) = pending.pop_front() {
+        if pending.front().is_some_and(|p| p.call.name == call) {
+            if let Some(p) = pending.pop_front() {
                 let result = match (rec.get("result"), rec.get("error")) {
                     (Some(v), _) => Ok(v.clone()),
                     (None, Some(e)) => Err(serde_json::from_value(e.clone())
                         .unwrap_or_else(|_| SysError::io("unreadable error in the journal"))),
                     (None, None) => Err(SysError::io("no outcome in the journal")),
                 };
-                accept_result(ctx, id, &c, &result);
+                let decoded = agent.prepare(&p).ok().map(|(_, d)| d);
+                let _ = agent.take_result(&p, decoded.as_ref(), &result, None);
+                if result.is_err() {
+                    let rest: Vec<Planned> = pending.drain(..).collect();
+                    agent.not_run(
+                        rest,
+                        &format!("it came after {}, which failed", p.call.name),
+                    );
+                }
+                settle(agent, &mut pending);
             }
         }
     }
-    interrupt_pending(ctx, &mut pending);
+    interrupted += interrupt(agent, &mut pending);
+    agent.close_turn();
     interrupted
 }
 
@@ -351,27 +378,5 @@ fn infer(client: &mut Client, args: &Value) -> Result<Value, Fatal> {
     }
 }
 
-/// Runs one syscall the model asked for.
-fn execute(client: &mut Client, call: &ParsedCall) -> Result<Value, SysError> {
-    if matches!(
-        Call::parse(&call.name),
-        Some(Call::LLM_INFER | Call::AGENT_INFO)
-    ) {
-        return Err(SysError::acces(format!(
-            "{} is not available to the model",
-            call.name
-        )));
-    }
-    client.call(&call.name, &call.args)
-}
-
-fn short(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… ({} chars)", &s[..end], s.len())
-}
+#[cfg(test)]
+mod tests;

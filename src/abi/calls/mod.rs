@@ -119,8 +119,9 @@ pub struct SyscallInfo {
     /// Answered on the connection's own task rather than a task of its
     /// own: the call neither blocks nor waits for the group commit.
     pub inline: bool,
-    /// Offered to models (in prompts, tools, grammars). LLM_INFER is not:
-    /// the runtime performs inference itself.
+    /// Offered to models (in prompts, tools, grammars). LLM_INFER and
+    /// AGENT_INFO are not: the runtime performs inference and reads its own
+    /// description itself.
     pub offered: bool,
     /// The name of the argument type (in `args.rs`; `ArgsObject` when the
     /// handler reads the arguments object itself).

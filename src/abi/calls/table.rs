@@ -336,14 +336,14 @@ syscalls! {
         example: || json!({"messages": [{"role": "user", "content": "Hello"}]}),
     }
 
-    /// The runtime also reads `{"history": true}` (its journal of turns);
-    /// models are offered the call without arguments.
+    /// The runtime also reads `{"history": true}` (its journal of turns).
+    /// Not offered to models: the runtime reads it for them at start.
     AGENT_INFO {
         group: None,
         access: Access::Always,
         durability: Durability::ReadOnly,
         inline: true,
-        offered: true,
+        offered: false,
         args: ArgsObject,
         description: "Describe yourself: your pid, name, permissions, limits and usage.",
         schema: || object(&[], &[]),

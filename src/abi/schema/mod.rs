@@ -14,14 +14,22 @@
 //!   the text form `[SYS_CALL::NAME] {json object}`.
 //!
 //! What is offered to a model ([`offered_calls`]) is the permitted calls
-//! plus the always-allowed ones (GETPID, SYS_EXIT, ...), minus the calls
-//! the table marks as not offered: LLM_INFER (the runtime performs
-//! inference itself, the model never calls it) and the permission-only
-//! names.
+//! plus the always-allowed ones (GETPID, SYS_EXIT), minus the calls the
+//! table marks as not offered: LLM_INFER and AGENT_INFO (the runtime
+//! performs inference and reads its own description itself) and the
+//! permission-only names.
+//!
+//! The built-in runtime works from an [`offer::Offer`] (the offered calls
+//! with only the arguments that can work for the agent), constrains
+//! replies with [`constraint`] (per-call grammars, `maxItems`) and decodes
+//! the model's arguments with [`lenient`].
 
 use super::calls::Call;
 use serde_json::{Map, Value, json};
 
+pub mod constraint;
+pub mod lenient;
+pub mod offer;
 #[cfg(test)]
 mod tests;
 

@@ -15,6 +15,11 @@
 //! 3. either of the above in Markdown code fences or in
 //!    `<tool_call>...</tool_call>` tags.
 //!
+//! Near-misses of the text form are calls too when NAME is a call of the
+//! ABI: `[FS_WRITE] {...}`, `[EXEC_CMD::SYS_EXIT] {...}` (the last name
+//! counts; `[RESULT::NAME]`, a model echoing a result, does not) and a
+//! bare `FS_WRITE {...}` (NAME in capitals, followed by its object).
+//!
 //! Text between `<think>` and `</think>` (reasoning models) is skipped.
 //!
 //! Arguments are cut out by balanced-bracket scanning that respects JSON
@@ -57,6 +62,38 @@ pub struct ParsedCall {
 pub struct ParsedReply {
     pub calls: Vec<ParsedCall>,
     pub problems: Vec<String>,
+    /// How many of `calls` come before the first problem (None: no
+    /// problem). A reply stops at its first failure, so only those run.
+    pub first_problem_at: Option<usize>,
+}
+
+/// The syntax a model is asked to write calls in; examples in corrective
+/// sentences are shown in it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Syntax {
+    /// `[SYS_CALL::NAME] {json}` (free text and the grammar).
+    #[default]
+    Text,
+    /// `{"calls": [{"name": NAME, "arguments": {...}}]}` (json_schema).
+    CallList,
+    /// `{"name": NAME, "arguments": {...}}` (native tools; small models
+    /// write this in their text).
+    ToolCall,
+}
+
+impl Syntax {
+    /// One call written in this syntax.
+    pub fn render(self, name: &str, args: &Value) -> String {
+        let name = canonical_name(name);
+        let args = inline_json(args);
+        match self {
+            Syntax::Text => format!("[SYS_CALL::{name}] {args}"),
+            Syntax::CallList => {
+                format!("{{\"calls\": [{{\"name\": \"{name}\", \"arguments\": {args}}}]}}")
+            }
+            Syntax::ToolCall => format!("{{\"name\": \"{name}\", \"arguments\": {args}}}"),
+        }
+    }
 }
 
 /// The canonical example the corrective message shows.
@@ -76,12 +113,18 @@ pub fn parse_reply(text: &str) -> ParsedReply {
 /// Parses a reply, accepting only the calls named in `known` (a call of
 /// the ABI that is not in `known` is reported as not permitted).
 pub fn parse_reply_with(text: &str, known: &[&str]) -> ParsedReply {
-    parse::Parser::new(text, known).run()
+    parse::Parser::new(text, known, Syntax::Text).run()
+}
+
+/// Like [`parse_reply_with`], with examples in corrective sentences shown
+/// in `syntax`.
+pub fn parse_reply_as(text: &str, known: &[&str], syntax: Syntax) -> ParsedReply {
+    parse::Parser::new(text, known, syntax).run()
 }
 
 /// The canonical text form of a call: `[SYS_CALL::NAME] {"key": value}`.
 pub fn render_call(name: &str, args: &Value) -> String {
-    format!("[SYS_CALL::{}] {}", canonical_name(name), inline_json(args))
+    Syntax::Text.render(name, args)
 }
 
 /// The message the runtime puts into the context after a reply whose
@@ -139,7 +182,7 @@ fn example_for(permitted: &[&str]) -> String {
 }
 
 /// JSON on one line with a space after `:` and `,`, as people write it.
-fn inline_json(v: &Value) -> String {
+pub fn inline_json(v: &Value) -> String {
     fn write(v: &Value, out: &mut String) {
         match v {
             Value::Object(map) => {
@@ -173,7 +216,7 @@ fn inline_json(v: &Value) -> String {
 }
 
 /// `fsWrite`, `fs_write`, `fs-write`, `functions.fs_write` → `FS_WRITE`.
-fn canonical_name(raw: &str) -> String {
+pub fn canonical_name(raw: &str) -> String {
     let raw = raw.trim();
     let raw = raw.rsplit('.').next().unwrap_or(raw);
     let mut out = String::with_capacity(raw.len() + 4);
@@ -213,7 +256,7 @@ fn lookup<'a>(names: impl Iterator<Item = &'a str> + Clone, canon: &str) -> Opti
 }
 
 /// At most `max` characters of `s` on one line, for echoing in problems.
-fn clip(s: &str, max: usize) -> String {
+pub fn clip(s: &str, max: usize) -> String {
     let one_line: String = s
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })

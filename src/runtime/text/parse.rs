@@ -4,7 +4,7 @@
 
 use super::json::{find_ci, parse_json_lenient, scan_balanced, skip_ws, starts_with_ci};
 use super::{
-    FS_WRITE_EXAMPLE, ParsedCall, ParsedReply, Problem, canonical_name, clip, lookup, render_call,
+    FS_WRITE_EXAMPLE, ParsedCall, ParsedReply, Problem, Syntax, canonical_name, clip, lookup,
 };
 use crate::abi::calls::Call;
 use crate::abi::schema;
@@ -76,10 +76,76 @@ fn read_marker(b: &[u8], i: usize, end: usize) -> Marker {
     Marker::Call(name_start, name_end, j + 1)
 }
 
+/// `[NAME]` or `[X::NAME]` (a near-miss of the marker): the range of the
+/// last name and the index after `]`. `[RESULT::NAME]` (a model echoing a
+/// result) is not a call.
+fn read_bracketed_name(b: &[u8], i: usize, end: usize) -> Option<(usize, usize, usize)> {
+    let ident = |mut j: usize| {
+        let start = j;
+        while j < end && (b[j].is_ascii_alphanumeric() || matches!(b[j], b'_' | b'-' | b'.')) {
+            j += 1;
+        }
+        (start, j)
+    };
+    let spaces = |mut j: usize| {
+        while j < end && b[j] == b' ' {
+            j += 1;
+        }
+        j
+    };
+    let (s1, e1) = ident(spaces(i + 1));
+    if e1 == s1 {
+        return None;
+    }
+    let mut j = spaces(e1);
+    let (mut ns, mut ne) = (s1, e1);
+    if j < end && b[j] == b':' {
+        let colons = j;
+        while j < end && b[j] == b':' {
+            j += 1;
+        }
+        if j - colons > 2 || b[s1..e1].eq_ignore_ascii_case(b"result") {
+            return None;
+        }
+        (ns, ne) = ident(spaces(j));
+        if ne == ns {
+            return None;
+        }
+        j = spaces(ne);
+    }
+    (j < end && b[j] == b']').then_some((ns, ne, j + 1))
+}
+
+/// A bare `NAME {` (or `NAME: {`, `NAME({`) at `i`, NAME in capitals as the
+/// prompt writes it: the name's range and the index after it (and a colon).
+fn read_bare_name(b: &[u8], i: usize, end: usize) -> Option<(usize, usize, usize)> {
+    if i > 0 && (b[i - 1].is_ascii_alphanumeric() || matches!(b[i - 1], b'_' | b'-' | b':')) {
+        return None;
+    }
+    let mut j = i;
+    while j < end && (b[j].is_ascii_uppercase() || b[j].is_ascii_digit() || b[j] == b'_') {
+        j += 1;
+    }
+    if j < end && (b[j].is_ascii_lowercase() || matches!(b[j], b'-' | b'.')) {
+        return None;
+    }
+    let ne = j;
+    if j < end && b[j] == b':' {
+        j += 1;
+    }
+    let after = j;
+    let k = skip_ws(b, j, end);
+    let opens = k < end
+        && (b[k] == b'{'
+            || (b[k] == b'(' && skip_ws(b, k + 1, end) < end && b[skip_ws(b, k + 1, end)] == b'{'));
+    (ne > i + 1 && opens).then_some((i, ne, after))
+}
+
 pub(super) struct Parser<'a> {
     text: &'a str,
     b: &'a [u8],
     known: &'a [&'a str],
+    syntax: Syntax,
     out: ParsedReply,
     budget: usize,
     /// Broken JSON calls starting before this index are not reported
@@ -88,11 +154,12 @@ pub(super) struct Parser<'a> {
 }
 
 impl<'a> Parser<'a> {
-    pub(super) fn new(text: &'a str, known: &'a [&'a str]) -> Self {
+    pub(super) fn new(text: &'a str, known: &'a [&'a str], syntax: Syntax) -> Self {
         Parser {
             text,
             b: text.as_bytes(),
             known,
+            syntax,
             out: ParsedReply::default(),
             // Failed scans of JSON-looking text in prose may cost this much
             // in total; beyond it, prose is no longer searched for JSON calls.
@@ -108,6 +175,9 @@ impl<'a> Parser<'a> {
     }
 
     fn problem(&mut self, p: Problem) {
+        if self.out.first_problem_at.is_none() {
+            self.out.first_problem_at = Some(self.out.calls.len());
+        }
         self.out.problems.push(p);
     }
 
@@ -138,12 +208,19 @@ impl<'a> Parser<'a> {
     }
 
     /// The example line for a resolved name (the call's own example
-    /// arguments), for corrective sentences.
-    fn example(name: &str) -> String {
+    /// arguments) in the reply's syntax, for corrective sentences.
+    fn example(&self, name: &str) -> String {
         match Call::parse(name) {
-            Some(c) => render_call(name, &schema::example_args(c)),
+            Some(c) => self.syntax.render(name, &schema::example_args(c)),
             None => format!("[SYS_CALL::{name}] {{...}}"),
         }
+    }
+
+    /// Whether `raw` names a call of the ABI (offered or not).
+    fn is_call_name(&self, raw: &str) -> bool {
+        let canon = canonical_name(raw);
+        lookup(self.known.iter().copied(), &canon).is_some()
+            || lookup(Call::ALL.iter().map(|c| c.name()), &canon).is_some()
     }
 
     /// Scans `[start, end)`. Inside a `<tool_call>` block (`strict`), JSON
@@ -166,7 +243,22 @@ impl<'a> Parser<'a> {
                         i = after;
                         continue;
                     }
-                    Marker::No => {}
+                    Marker::No => {
+                        if let Some((ns, ne, after)) = read_bracketed_name(self.b, i, end) {
+                            if self.is_call_name(&self.text[ns..ne]) {
+                                i = self.marker(ns, ne, after, end);
+                                continue;
+                            }
+                        }
+                    }
+                }
+            }
+            if c.is_ascii_uppercase() {
+                if let Some((ns, ne, after)) = read_bare_name(self.b, i, end) {
+                    if self.is_call_name(&self.text[ns..ne]) {
+                        i = self.marker(ns, ne, after, end);
+                        continue;
+                    }
                 }
             }
             if c == b'<' && !strict && starts_with_ci(self.b, i, end, OPEN_TAG.as_bytes()) {
@@ -235,7 +327,7 @@ impl<'a> Parser<'a> {
                     Some(c) if schema::takes_no_args(c) => self.call(name, Map::new()),
                     _ => self.problem(format!(
                         "[SYS_CALL::{name}] must be followed by a JSON object of arguments on the same line, e.g. {}",
-                        Self::example(&name)
+                        self.example(&name)
                     )),
                 },
                 Err(p) => self.problem(p),
@@ -254,7 +346,7 @@ impl<'a> Parser<'a> {
                 self.budget = self.budget.saturating_sub(stopped - j);
                 self.problem(format!(
                 "the JSON object after [SYS_CALL::{shown}] is never closed (unbalanced braces or an unescaped quote in a string); expected e.g. {}",
-                Self::example(&shown)
+                self.example(&shown)
             ));
                 // Resume at the next marker: the rest of this one is unusable.
                 return find_ci(self.b, after, end, b"[sys_call").unwrap_or(end);
@@ -268,7 +360,7 @@ impl<'a> Parser<'a> {
             (Err(e), Ok(name)) => self.problem(format!(
                 "invalid JSON after [SYS_CALL::{name}] ({}); expected e.g. {}",
                 clip(&e.to_string(), 80),
-                Self::example(&name)
+                self.example(&name)
             )),
             (_, Err(p)) => self.problem(p),
         }
@@ -354,8 +446,12 @@ impl<'a> Parser<'a> {
                     return stop;
                 }
                 if i >= self.quiet_until && self.first_key_is_call_key(i, end) {
+                    let example = match self.syntax {
+                        Syntax::Text => FS_WRITE_EXAMPLE.to_string(),
+                        _ => self.example("FS_WRITE"),
+                    };
                     self.problem(format!(
-                        "a JSON tool call is invalid ({why}); write {FS_WRITE_EXAMPLE} instead"
+                        "a JSON tool call is invalid ({why}); write {example} instead"
                     ));
                     self.quiet_until = stop;
                 }
@@ -437,17 +533,17 @@ impl<'a> Parser<'a> {
                 Ok(Value::Object(m)) => Ok(m),
                 Ok(_) => Err(format!(
                     "the arguments of {name} must be a JSON object, e.g. {}",
-                    Self::example(&name)
+                    self.example(&name)
                 )),
                 Err(e) => Err(format!(
                     "the arguments string of {name} is not valid JSON ({}); expected e.g. {}",
                     clip(&e.to_string(), 80),
-                    Self::example(&name)
+                    self.example(&name)
                 )),
             },
             Some(_) => Err(format!(
                 "the arguments of {name} must be a JSON object, e.g. {}",
-                Self::example(&name)
+                self.example(&name)
             )),
         };
         Some(args.map(|a| (name, a)))

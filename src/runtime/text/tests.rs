@@ -147,7 +147,7 @@ fn invalid_json_after_a_marker_is_a_corrective_problem() {
         "{p}"
     );
     assert!(
-        p.contains(r#"expected e.g. [SYS_CALL::FS_WRITE] {"content": "...", "path": "/notes.md"}"#),
+        p.contains(r#"expected e.g. [SYS_CALL::FS_WRITE] {"path": "/notes.md", "content": "..."}"#),
         "{p}"
     );
 }
@@ -410,7 +410,7 @@ fn pathological_input_terminates() {
 fn render_call_is_the_canonical_form() {
     assert_eq!(
         render_call("fs_write", &json!({"path": "/a.txt", "content": "hi\n"})),
-        r#"[SYS_CALL::FS_WRITE] {"content": "hi\n", "path": "/a.txt"}"#
+        r#"[SYS_CALL::FS_WRITE] {"path": "/a.txt", "content": "hi\n"}"#
     );
     assert_eq!(render_call("GETPID", &json!({})), "[SYS_CALL::GETPID] {}");
 }
@@ -432,7 +432,7 @@ fn corrective_message_wording() {
     let m = corrective_message(&[], &["SEND_MSG", "SYS_EXIT"]);
     assert!(m.starts_with("Your last reply contained no syscall"));
     assert!(
-        m.contains(r#"e.g. [SYS_CALL::SEND_MSG] {"body": "done", "to": 1}."#),
+        m.contains(r#"e.g. [SYS_CALL::SEND_MSG] {"to": 1, "body": "done"}."#),
         "{m}"
     );
     let many: Vec<String> = (0..8).map(|i| format!("problem {i}")).collect();
@@ -561,4 +561,106 @@ fn canonical_names() {
     assert_eq!(canonical_name("functions.fs_write"), "FS_WRITE");
     assert_eq!(canonical_name("SYS_WRITE_STDOUT"), "SYS_WRITE_STDOUT");
     assert_eq!(canonical_name("sysWriteStdout"), "SYS_WRITE_STDOUT");
+}
+
+// ---- near-misses of the text form (issue 12) ---------------------------
+
+#[test]
+fn bracketed_names_without_the_marker_word_are_calls() {
+    assert_eq!(
+        one(r#"[SYS_EXIT] {"code":0}"#),
+        ("SYS_EXIT".to_string(), json!({"code": 0}))
+    );
+    assert_eq!(
+        one(r#"[MEM_WRITE] {"key": "capital", "value": "Paris"}"#),
+        (
+            "MEM_WRITE".to_string(),
+            json!({"key": "capital", "value": "Paris"})
+        )
+    );
+    // The last name counts: a model gluing two calls together.
+    assert_eq!(
+        one(r#"[EXEC_CMD::SYS_EXIT] {"code": 0}"#),
+        ("SYS_EXIT".to_string(), json!({"code": 0}))
+    );
+    assert_eq!(one("[GETPID]").0, "GETPID");
+}
+
+#[test]
+fn bare_names_followed_by_their_object_are_calls() {
+    assert_eq!(
+        one(r#"FS_WRITE {"path": "/a", "content": "x"}"#),
+        (
+            "FS_WRITE".to_string(),
+            json!({"path": "/a", "content": "x"})
+        )
+    );
+    assert_eq!(
+        one("I will run it.\nEXEC_CMD: {\"cmd\": \"ls\"}"),
+        ("EXEC_CMD".to_string(), json!({"cmd": "ls"}))
+    );
+    assert_eq!(one(r#"SLEEP({"ms": 5})"#).1, json!({"ms": 5}));
+    // Prose that only names a call, or a word that is not one, is not.
+    assert_eq!(
+        parse_reply("I will use FS_WRITE to save it."),
+        ParsedReply::default()
+    );
+    assert_eq!(
+        parse_reply(r#"CONFIG {"a": 1} and fs_write {"path": "/a"}"#),
+        ParsedReply::default()
+    );
+    assert_eq!(
+        parse_reply(r#"MY_FS_WRITE {"path": "/a"}"#),
+        ParsedReply::default()
+    );
+}
+
+#[test]
+fn echoed_results_and_other_brackets_are_not_calls() {
+    assert_eq!(
+        parse_reply(r#"[RESULT::FS_READ] {"status": "SUCCESS", "result": {}}"#),
+        ParsedReply::default()
+    );
+    assert_eq!(
+        parse_reply(r#"See [1] and [note] {"a": 1} and [x::y] {"b": 2}."#),
+        ParsedReply::default()
+    );
+}
+
+#[test]
+fn near_misses_of_calls_not_permitted_are_reported() {
+    let r = parse_reply_with(r#"[FS_DELETE] {"path": "/a"}"#, &["FS_READ", "SYS_EXIT"]);
+    assert!(r.calls.is_empty());
+    assert_eq!(
+        r.problems,
+        ["syscall FS_DELETE is not permitted to you; use one of: FS_READ, SYS_EXIT"]
+    );
+}
+
+#[test]
+fn the_first_problem_is_located_among_the_calls() {
+    let r = parse_reply(
+        "[SYS_CALL::GETPID]\n[SYS_CALL::FS_READ] {\"path\": \n[SYS_CALL::SYS_EXIT] {\"code\": 0}",
+    );
+    assert_eq!(r.calls.len(), 2);
+    assert_eq!(r.first_problem_at, Some(1));
+    assert_eq!(parse_reply("[SYS_CALL::GETPID]").first_problem_at, None);
+}
+
+#[test]
+fn examples_in_problems_follow_the_syntax() {
+    let r = parse_reply_as(
+        r#"[SYS_CALL::FS_WRITE] {"path": "/a", content: "x"}"#,
+        &["FS_WRITE"],
+        Syntax::CallList,
+    );
+    assert!(
+        r.problems[0].contains(r#"{"calls": [{"name": "FS_WRITE", "arguments": {"path": "/notes.md", "content": "..."}}]}"#),
+        "{:?}",
+        r.problems
+    );
+    assert_eq!(
+        Syntax::ToolCall.render("fs_read", &json!({"path": "/a"})),
+        r#"{"name": "FS_READ", "arguments": {"path": "/a"}}"#
+    );
 }

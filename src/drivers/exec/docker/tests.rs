@@ -15,6 +15,7 @@ fn spec() -> ContainerSpec {
             pids: 64,
             cpu_percent: 50,
             wall_time_s: 0,
+            max_turns: 0,
             workspace_bytes: 1 << 30,
             max_file_bytes: 1 << 20,
             max_read_bytes: 1 << 20,

@@ -1,0 +1,116 @@
+//! Starting the daemon: a start-up failure names the part that failed
+//! (not the state directory when it is a provider), and the webhook
+//! listener starts only when `[webhooks] listen` names an address.
+
+mod common;
+
+use common::{Daemon, repo, require_root};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+#[test]
+fn a_broken_provider_script_is_named_at_start() {
+    if !require_root("a_broken_provider_script_is_named_at_start") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("agentos-startup-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let script = dir.join("no-such-script.json");
+    let config = dir.join("agentosd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[providers]]\nname = \"replay\"\nkind = \"scripted\"\nscript = \"{}\"\n",
+            script.display()
+        ),
+    )
+    .expect("config");
+    let cgroup = format!("agentos-startup-{}", std::process::id());
+    let out = Command::new(env!("CARGO_BIN_EXE_agentosd"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--policies")
+        .arg(repo().join("policies"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--socket")
+        .arg(dir.join("agentosd.sock"))
+        .arg("--launcher")
+        .arg(env!("CARGO_BIN_EXE_agentos-launcher"))
+        .arg("--cgroup-name")
+        .arg(&cgroup)
+        .arg("--uid-range")
+        .arg("690000-690099")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run agentosd");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "started with a missing script:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("replay") && stderr.contains("no-such-script.json"),
+        "the error does not name the provider and its script:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("opening the state directory"),
+        "a provider error blamed on the state directory:\n{stderr}"
+    );
+    remove_cgroups(&cgroup);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_webhook_listener_is_off_unless_configured() {
+    if !require_root("the_webhook_listener_is_off_unless_configured") {
+        return;
+    }
+    // A [webhooks] section without `listen`: the harness passes no
+    // --webhooks-listen, so the daemon's own default applies.
+    let dir = std::env::temp_dir().join(format!("agentos-startup-wh-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("agentosd.toml");
+    std::fs::write(&config, "[webhooks]\nreply_timeout_s = 5\n").expect("config");
+    let d = Daemon::start_with(&["--config", &config.display().to_string()]);
+    let log = common::eventually(Duration::from_secs(10), || {
+        let log = d.log();
+        log.contains("agentosd ready").then_some(log)
+    })
+    .expect("the daemon is ready");
+    assert!(log.contains("webhook listener disabled"), "{log}");
+    assert!(!log.contains("webhook listener ready"), "{log}");
+    drop(d);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Removes the cgroup directories a failed start left.
+fn remove_cgroups(name: &str) {
+    let mut stack = vec![(std::path::PathBuf::from("/sys/fs/cgroup"), 0)];
+    let mut found = Vec::new();
+    while let Some((dir, depth)) = stack.pop() {
+        if depth > 6 {
+            continue;
+        }
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n == name || n == format!("{name}.supervisor") {
+                found.push(e.path());
+            } else if !n.starts_with("agent-") {
+                stack.push((e.path(), depth + 1));
+            }
+        }
+    }
+    for d in found {
+        for c in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if c.path().is_dir() {
+                let _ = std::fs::remove_dir(c.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&d);
+    }
+}
