@@ -145,6 +145,10 @@ fn run() -> Result<(), String> {
         .arg(&config)
         .arg("--webhooks-listen")
         .arg("off")
+        // The demo's state lives in a temporary directory: the smallest
+        // workspace image (the 8 GiB default is for /var/lib/agentos).
+        .arg("--workspace-image-size")
+        .arg("256M")
         .arg("--cgroup-name")
         .arg(format!("agentos-demo-{}", std::process::id()))
         .stdin(Stdio::null())

@@ -132,6 +132,10 @@ impl BenchDaemon {
             .arg(&self.cgroup_name)
             .arg("--uid-range")
             .arg(format!("{}-{}", self.uid_range.0, self.uid_range.1))
+            // The smallest workspace image: the benchmark's state lives in
+            // the temporary directory, which may not hold the 8 GiB default.
+            .arg("--workspace-image-size")
+            .arg("256M")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log)
@@ -244,6 +248,11 @@ impl Drop for BenchDaemon {
     fn drop(&mut self) {
         self.crash();
         self.remove_cgroups();
+        // A daemon that was killed leaves its workspace image mounted.
+        let _ = nix::mount::umount2(
+            &self.state_dir().join("workspaces"),
+            nix::mount::MntFlags::MNT_DETACH,
+        );
         if !self.keep {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
