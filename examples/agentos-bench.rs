@@ -23,7 +23,10 @@
 //!   directly, throughput of 100 agents over 16 slots at 50 ms per
 //!   inference, fairness of equal and 2:1 weights;
 //! * `recovery` — SIGKILL the daemon with 1,000 live agents, start it, time
-//!   until every agent answers.
+//!   until every agent answers;
+//! * `neighbours` — GETPID p99 of a well-behaved agent, quiet and while
+//!   hostile agents and an admin client try each way of exhausting the
+//!   daemon (examples/bench/neighbours.rs), with the daemon's peak RSS.
 //!
 //! `--quick` runs everything once at tiny sizes (CI, `tests/bench_smoke.rs`).
 //! `--json` prints the results as JSON on stdout (the table goes to stderr).
@@ -33,6 +36,8 @@
 mod daemon;
 #[path = "bench/mock.rs"]
 mod mock;
+#[path = "bench/neighbours.rs"]
+mod neighbours;
 #[path = "bench/stats.rs"]
 mod stats;
 
@@ -51,7 +56,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const SECTIONS: [&str; 6] = ["spawn", "syscall", "ipc", "scale", "scheduler", "recovery"];
+const SECTIONS: [&str; 7] = [
+    "spawn",
+    "syscall",
+    "ipc",
+    "scale",
+    "scheduler",
+    "recovery",
+    "neighbours",
+];
 
 /// Measures a real AgentOS daemon (run as root).
 #[derive(Debug, Parser)]
@@ -63,7 +76,8 @@ struct Opts {
     /// Print the results as JSON on stdout (the table goes to stderr).
     #[arg(long)]
     json: bool,
-    /// Only these sections: spawn, syscall, ipc, scale, scheduler, recovery.
+    /// Only these sections: spawn, syscall, ipc, scale, scheduler, recovery,
+    /// neighbours.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Idle agents of the scale section [default: 5000; --quick 50].
@@ -2327,11 +2341,12 @@ fn main() {
 
     // Every section runs on a fresh daemon of its own.
     type Section = fn(&Ctx, &BenchDaemon) -> Result<Value, String>;
-    let with_daemon: [(&str, Section); 4] = [
+    let with_daemon: [(&str, Section); 5] = [
         ("spawn", sec_spawn),
         ("syscall", sec_syscall),
         ("ipc", sec_ipc),
         ("scheduler", sec_scheduler),
+        ("neighbours", neighbours::sec_neighbours),
     ];
     for (name, f) in with_daemon {
         if want(name) {

@@ -28,6 +28,19 @@
 //! * `infer-until DEPTH` — after `go START END`, keeps DEPTH LLM_INFER calls
 //!   in flight until END; counts completions and the tokens charged.
 //!
+//! Hostile modes (the `neighbours` section; each runs until killed):
+//!
+//! * `flood-inbox` — fills its own inbox with 256 KiB messages until the
+//!   daemon refuses, then keeps sending `RECV_MSG {"max":1000,"keep":true}`
+//!   without ever reading a reply;
+//! * `flood-stdout` — writes its standard output (and SYS_WRITE_STDOUT)
+//!   as fast as it can, half of it empty lines;
+//! * `fork` — forks children that sleep until fork fails (the pids limit),
+//!   then keeps trying;
+//! * `balloon` — allocates and touches memory 1 MiB at a time, without end;
+//! * `disk-fill` — writes /workspace until the write fails (the workspace
+//!   quota), deletes the file and starts again.
+//!
 //! Built with `cargo build --release --examples`; needs only std, libc and
 //! serde_json.
 
@@ -362,8 +375,92 @@ fn main() {
             );
             c.exit("done");
         }
+        "flood-inbox" => flood_inbox(c),
+        "flood-stdout" => flood_stdout(c),
+        "fork" => fork_children(),
+        "balloon" => balloon(),
+        "disk-fill" => disk_fill(),
         _ => die(&format!(
             "unknown mode {mode:?}; see the header of examples/bench-agent.rs"
         )),
+    }
+}
+
+/// `flood-inbox`: see the module doc.
+fn flood_inbox(mut c: Conn) -> ! {
+    let me = c.json("GETPID", "{}")["result"]["pid"]
+        .as_u64()
+        .unwrap_or(0);
+    let body = "x".repeat(256 * 1024);
+    let req = format!("{{\"to\":{me},\"body\":\"{body}\"}}");
+    for _ in 0..100_000 {
+        c.send("SEND_MSG", &req);
+        if !c.recv().contains("\"status\":\"SUCCESS\"") {
+            break;
+        }
+    }
+    // Requests whose replies are never read: the daemon must stop reading
+    // this socket rather than hold the replies.
+    loop {
+        c.send("RECV_MSG", r#"{"max":1000,"keep":true}"#);
+    }
+}
+
+/// `flood-stdout`: see the module doc.
+fn flood_stdout(mut c: Conn) -> ! {
+    let line = format!("{}\n", "y".repeat(1023));
+    let blank = "\n".repeat(1024);
+    let chunk = format!("{{\"data\":\"{}\"}}", "z".repeat(4096));
+    let mut out = std::io::stdout().lock();
+    loop {
+        for _ in 0..64 {
+            let _ = out.write_all(line.as_bytes());
+            let _ = out.write_all(blank.as_bytes());
+        }
+        let _ = out.flush();
+        c.send("SYS_WRITE_STDOUT", &chunk);
+        let _ = c.recv();
+    }
+}
+
+/// `fork`: see the module doc.
+fn fork_children() -> ! {
+    loop {
+        // SAFETY: the child only calls async-signal-safe functions (pause,
+        // _exit) before it ends.
+        match unsafe { libc::fork() } {
+            0 => loop {
+                // SAFETY: pause has no preconditions.
+                unsafe { libc::pause() };
+            },
+            -1 => std::thread::sleep(std::time::Duration::from_millis(5)),
+            _ => {}
+        }
+    }
+}
+
+/// `balloon`: see the module doc.
+fn balloon() -> ! {
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut chunk = vec![0u8; 1 << 20];
+        for i in (0..chunk.len()).step_by(4096) {
+            chunk[i] = 1;
+        }
+        held.push(chunk);
+    }
+}
+
+/// `disk-fill`: see the module doc.
+fn disk_fill() -> ! {
+    let chunk = vec![7u8; 1 << 20];
+    loop {
+        let path = "/workspace/fill";
+        if let Ok(mut f) = std::fs::File::create(path) {
+            while f.write_all(&chunk).is_ok() {}
+            let _ = f.sync_all();
+        }
+        let _ = std::fs::remove_file(path);
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }

@@ -67,7 +67,15 @@ fn quick_bench_reports_every_section() {
     let v: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("the JSON does not parse: {e}\nstderr:\n{stderr}"));
     let s = &v["sections"];
-    for name in ["spawn", "syscall", "ipc", "scale", "scheduler", "recovery"] {
+    for name in [
+        "spawn",
+        "syscall",
+        "ipc",
+        "scale",
+        "scheduler",
+        "recovery",
+        "neighbours",
+    ] {
         assert!(s[name].is_object(), "section {name} missing:\n{stderr}");
         assert!(
             s[name].get("error").is_none(),
@@ -153,6 +161,26 @@ fn quick_bench_reports_every_section() {
         s["recovery"]
     );
     positive(s, "recovery.all_answer_s");
+
+    // Neighbours: the quiet figure, then every attack class and all of them
+    // at once, each measured (the ratios are targets, not checked here).
+    positive(s, "neighbours.quiet.p99_us");
+    positive(s, "neighbours.daemon_peak_rss_kib");
+    let attacks = s["neighbours"]["attacks"].as_array().expect("attacks");
+    assert_eq!(attacks.len(), 7, "{attacks:?}");
+    for a in attacks {
+        assert!(a.get("error").is_none(), "attack failed: {a}\n{stderr}");
+        positive(a, "getpid.p99_us");
+        positive(a, "ratio_p99");
+    }
+    let flood = &attacks[5];
+    assert!(
+        num(flood, "seen.admin_connections_held") >= 1.0,
+        "the admin flood held no connection: {flood}"
+    );
+    for a in &attacks[..5] {
+        assert!(num(a, "seen.hostile_agents") >= 1.0, "{a}");
+    }
 
     // Every target has a verdict or says why not.
     let targets = v["targets"].as_array().expect("targets");
