@@ -178,3 +178,74 @@ fn every_agent_has_namespaces_of_its_own() {
         seen.push(mine);
     }
 }
+
+#[test]
+fn mount_points_are_made_beneath_the_new_root() {
+    if !require_root("mount_points_are_made_beneath_the_new_root") {
+        return;
+    }
+    // A profile that binds an absolute host symlink (recreated as a symlink
+    // under the new root, still naming a host path), and a spawn that binds
+    // a file beneath it. Before pivot_root, a path followed through that
+    // symlink is a host path: the mount point must be resolved beneath the
+    // new root instead, where the symlink leads nowhere, so the spawn is
+    // refused, naming the step, and nothing on the host changes.
+    // Not under /tmp: the sandbox's private /tmp would hide the symlink.
+    let base = std::path::PathBuf::from(format!("/var/tmp/agentos-mp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let victim = base.join("victim");
+    std::fs::create_dir_all(&victim).expect("mkdir");
+    std::fs::write(victim.join("file"), "host file\n").expect("write");
+    let link = base.join("lnk");
+    std::os::unix::fs::symlink(&victim, &link).expect("symlink");
+
+    let dir = base.join("policies");
+    std::fs::create_dir_all(dir.join("profiles")).expect("mkdir");
+    std::fs::create_dir_all(dir.join("seccomp")).expect("mkdir");
+    let repo = common::repo().join("policies");
+    std::fs::copy(
+        repo.join("seccomp/agent.json"),
+        dir.join("seccomp/agent.json"),
+    )
+    .expect("copy");
+    let profile = std::fs::read_to_string(repo.join("profiles/default.toml")).expect("profile");
+    let old = r#"ro_binds = ["/usr", "/bin","#;
+    assert!(profile.contains(old), "default profile's ro_binds moved");
+    let with_link = profile.replace(
+        old,
+        &format!(r#"ro_binds = ["{}", "/usr", "/bin","#, link.display()),
+    );
+    std::fs::write(dir.join("profiles/default.toml"), with_link).expect("write");
+
+    let d = Daemon::start_with(&["--policies", &dir.display().to_string()]);
+    let err = d
+        .call(AdminRequest::Spawn(Box::new(SpawnRequest {
+            name: "beneath".into(),
+            program: probe().display().to_string(),
+            args: vec!["exit".into(), "0".into()],
+            ro: vec![link.join("file").display().to_string()],
+            ..Default::default()
+        })))
+        .expect_err("a mount point through a host symlink must be refused");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("mount point"),
+        "error should name the step: {msg}"
+    );
+    let entries: Vec<_> = std::fs::read_dir(&victim)
+        .expect("victim")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(entries, vec![std::ffi::OsString::from("file")]);
+    assert_eq!(
+        std::fs::read_to_string(victim.join("file")).expect("read"),
+        "host file\n"
+    );
+
+    // The same profile without the bind beneath the link works.
+    let ok = d.spawn_probe("fine", &["exit", "0"], &[]);
+    let exit = d.wait(ok.pid, Duration::from_secs(30));
+    assert_eq!(exit.code, 0, "{exit:?}");
+    let _ = std::fs::remove_dir_all(&base);
+}

@@ -12,6 +12,7 @@
 //! of [`creds`], which the workspace file driver uses too); agent uids come
 //! from [`uids`], kernel features from [`features`].
 
+pub mod beneath;
 pub mod binds;
 pub mod bpf;
 pub mod cgroup;

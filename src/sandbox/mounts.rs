@@ -6,14 +6,19 @@
 //! (with a generated passwd/group), a fresh /proc of the agent's own pid
 //! namespace, a minimal /dev, a private /tmp and the workspace at
 //! /workspace. The old root is detached, so host paths (and host Unix
-//! sockets) are not reachable by any name.
+//! sockets) are not reachable by any name. Mount points are made and
+//! mounted on through descriptors beneath the new root ([`beneath`]), never
+//! along host paths.
 
+use super::beneath::{
+    self, Kind, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY,
+};
 use super::handoff::FIRST_BIND_FD;
 use super::plan::LaunchPlan;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use std::fs;
 use std::io;
-use std::os::unix::fs::symlink;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,13 +45,9 @@ fn nix_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(nix::Error) ->
     }
 }
 
-/// Where `host` appears under the new root.
-fn inside(root: &Path, host: &Path) -> PathBuf {
-    root.join(host.strip_prefix("/").unwrap_or(host))
-}
-
 /// Builds the root filesystem and pivots into it. Must run in a fresh mount
-/// namespace, as a process of the agent's pid namespace (for /proc).
+/// namespace, as a process of the agent's pid namespace (for /proc). Every
+/// mount point is made and mounted on beneath the new root ([`beneath`]).
 pub fn build_root(plan: &LaunchPlan) -> Result<(), MountError> {
     let root = plan.new_root.as_path();
     let none: Option<&str> = None;
@@ -55,7 +56,8 @@ pub fn build_root(plan: &LaunchPlan) -> Result<(), MountError> {
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .map_err(nix_err("make private", Path::new("/")))?;
 
-    // An empty tmpfs becomes the new root.
+    // An empty tmpfs becomes the new root; every later path is resolved
+    // beneath this descriptor of it.
     mount(
         Some("tmpfs"),
         root,
@@ -64,44 +66,43 @@ pub fn build_root(plan: &LaunchPlan) -> Result<(), MountError> {
         Some("mode=0755,size=4m"),
     )
     .map_err(nix_err("mount root tmpfs on", root))?;
+    let rootfd = beneath::open_dir(root).map_err(err("open new root", root))?;
 
     // System directories, the program and extra binds, read-only. Shorter
     // paths first so that a parent exists before anything beneath it.
     let mut binds = plan.ro_binds.clone();
     binds.sort_by_key(|p| p.components().count());
     for host in &binds {
-        bind_read_only(root, host)?;
+        bind_read_only(&rootfd, host)?;
     }
 
     // A minimal /etc with an identity for the agent's uid.
-    let etc = root.join("etc");
-    fs::create_dir_all(&etc).map_err(err("mkdir", &etc))?;
-    write_identity(&etc, plan.uid, plan.gid)?;
+    let etc = Path::new("/etc");
+    let etc_fd = beneath::mount_point(&rootfd, etc, Kind::Dir).map_err(err("mkdir", etc))?;
+    write_identity(&etc_fd, plan.uid, plan.gid)?;
     for host in &plan.etc {
         if host == Path::new("/etc/passwd") || host == Path::new("/etc/group") {
             continue;
         }
         if host.symlink_metadata().is_ok() {
-            bind_read_only(root, host)?;
+            bind_read_only(&rootfd, host)?;
         }
     }
 
     // Minimal /dev.
-    let dev = root.join("dev");
-    fs::create_dir_all(&dev).map_err(err("mkdir", &dev))?;
-    mount(
-        Some("tmpfs"),
-        &dev,
-        Some("tmpfs"),
+    let dev = Path::new("/dev");
+    let dev_fd = mount_fs(
+        &rootfd,
+        dev,
+        "tmpfs",
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("mode=0755,size=64k"),
-    )
-    .map_err(nix_err("mount /dev tmpfs on", &dev))?;
+        "mode=0755,size=64k",
+    )?;
     for node in &plan.dev {
-        let target = inside(root, node);
-        fs::File::create(&target).map_err(err("create device mount point", &target))?;
-        mount(Some(node.as_path()), &target, none, MsFlags::MS_BIND, none)
-            .map_err(nix_err("bind device", node))?;
+        let target = beneath::mount_point(&rootfd, node, Kind::File)
+            .map_err(err("create device mount point", node))?;
+        let tree = beneath::clone_tree(libc::AT_FDCWD, node).map_err(err("bind device", node))?;
+        beneath::attach(tree.as_fd(), target.as_fd()).map_err(err("bind device", node))?;
     }
     for (name, to) in [
         ("fd", "/proc/self/fd"),
@@ -110,51 +111,32 @@ pub fn build_root(plan: &LaunchPlan) -> Result<(), MountError> {
         ("stderr", "/proc/self/fd/2"),
     ] {
         let link = dev.join(name);
-        symlink(to, &link).map_err(err("symlink", &link))?;
+        beneath::symlink_beneath(&rootfd, &link, Path::new(to)).map_err(err("symlink", &link))?;
     }
-    remount(
-        &dev,
-        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        false,
-    )?;
+    beneath::set_attrs(
+        dev_fd.as_fd(),
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
+    )
+    .map_err(err("remount read-only", dev))?;
 
     // A fresh /proc showing only the agent's pid namespace.
-    let proc_dir = root.join("proc");
-    fs::create_dir_all(&proc_dir).map_err(err("mkdir", &proc_dir))?;
-    mount(
-        Some("proc"),
-        &proc_dir,
-        Some("proc"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        none,
-    )
-    .map_err(nix_err("mount proc on", &proc_dir))?;
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount_fs(&rootfd, Path::new("/proc"), "proc", flags, "")?;
 
     // A private, size-limited /tmp.
-    let tmp = root.join("tmp");
-    fs::create_dir_all(&tmp).map_err(err("mkdir", &tmp))?;
     let tmp_opts = format!("mode=1777,size={}", plan.tmp_bytes);
-    mount(
-        Some("tmpfs"),
-        &tmp,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(tmp_opts.as_str()),
-    )
-    .map_err(nix_err("mount /tmp tmpfs on", &tmp))?;
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    mount_fs(&rootfd, Path::new("/tmp"), "tmpfs", flags, &tmp_opts)?;
 
     // The workspace, read-write.
-    let ws = root.join("workspace");
-    fs::create_dir_all(&ws).map_err(err("mkdir", &ws))?;
-    mount(
-        Some(plan.workspace.as_path()),
-        &ws,
-        none,
-        MsFlags::MS_BIND,
-        none,
-    )
-    .map_err(nix_err("bind workspace", &plan.workspace))?;
-    remount(&ws, MsFlags::MS_NOSUID | MsFlags::MS_NODEV, true)?;
+    let ws = Path::new("/workspace");
+    let target = beneath::mount_point(&rootfd, ws, Kind::Dir).map_err(err("mkdir", ws))?;
+    let tree = beneath::clone_tree(libc::AT_FDCWD, &plan.workspace)
+        .map_err(err("bind workspace", &plan.workspace))?;
+    beneath::set_attrs(tree.as_fd(), MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
+        .map_err(err("bind workspace", &plan.workspace))?;
+    beneath::attach(tree.as_fd(), target.as_fd())
+        .map_err(err("bind workspace", &plan.workspace))?;
 
     // The program and extra binds, last, so nothing above hides them. Their
     // sources are not paths but the descriptors the daemon opened, from
@@ -162,7 +144,7 @@ pub fn build_root(plan: &LaunchPlan) -> Result<(), MountError> {
     let mut extra: Vec<(usize, &PathBuf)> = plan.extra_ro.iter().enumerate().collect();
     extra.sort_by_key(|(_, p)| p.components().count());
     for (i, at) in extra {
-        bind_descriptor(root, at, FIRST_BIND_FD + i as i32)?;
+        bind_descriptor(&rootfd, at, FIRST_BIND_FD + i as i32)?;
     }
 
     // Freeze the root's own layout.
@@ -181,41 +163,53 @@ pub fn build_root(plan: &LaunchPlan) -> Result<(), MountError> {
     Ok(())
 }
 
-/// Binds `host` read-only at the same path under `root`; symlinks are
+/// Mounts a new `fstype` on `at` beneath the root; returns a descriptor of
+/// the new mount's root.
+fn mount_fs(
+    rootfd: &OwnedFd,
+    at: &Path,
+    fstype: &str,
+    flags: MsFlags,
+    data: &str,
+) -> Result<OwnedFd, MountError> {
+    let target = beneath::mount_point(rootfd, at, Kind::Dir).map_err(err("mkdir", at))?;
+    let data = (!data.is_empty()).then_some(data);
+    mount(
+        Some(fstype),
+        &beneath::fd_path(&target),
+        Some(fstype),
+        flags,
+        data,
+    )
+    .map_err(nix_err("mount", at))?;
+    // The descriptor above names the directory beneath the new mount.
+    beneath::mount_point(rootfd, at, Kind::Dir).map_err(err("open", at))
+}
+
+/// Binds `host` read-only at the same path under the root; symlinks are
 /// recreated as symlinks. Missing host paths are skipped (a profile may name
 /// /lib32 on hosts that lack it); the daemon checks the program exists.
-fn bind_read_only(root: &Path, host: &Path) -> Result<(), MountError> {
+fn bind_read_only(rootfd: &OwnedFd, host: &Path) -> Result<(), MountError> {
     let Ok(meta) = host.symlink_metadata() else {
         return Ok(());
     };
-    let target = inside(root, host);
-    if target.symlink_metadata().is_err() {
-        if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent).map_err(err("mkdir", parent))?;
-        }
-        if meta.file_type().is_symlink() {
-            let to = fs::read_link(host).map_err(err("readlink", host))?;
-            return symlink(&to, &target).map_err(err("symlink", &target));
-        } else if meta.is_dir() {
-            fs::create_dir(&target).map_err(err("mkdir", &target))?;
-        } else {
-            fs::File::create(&target).map_err(err("create mount point", &target))?;
-        }
-    } else if meta.file_type().is_symlink() {
-        // Already visible through a parent bind.
-        return Ok(());
+    if meta.file_type().is_symlink() {
+        // Recreated (or already visible through a parent bind, when the
+        // entry exists: symlink_beneath leaves it).
+        let to = fs::read_link(host).map_err(err("readlink", host))?;
+        return beneath::symlink_beneath(rootfd, host, &to).map_err(err("symlink", host));
     }
-    let none: Option<&str> = None;
-    mount(Some(host), &target, none, MsFlags::MS_BIND, none).map_err(nix_err("bind", host))?;
-    remount(
-        &target,
-        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        true,
+    let kind = if meta.is_dir() { Kind::Dir } else { Kind::File };
+    let target =
+        beneath::mount_point(rootfd, host, kind).map_err(err("create mount point", host))?;
+    let tree = beneath::clone_tree(libc::AT_FDCWD, host).map_err(err("bind", host))?;
+    beneath::set_attrs(
+        tree.as_fd(),
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
     )
+    .map_err(err("bind", host))?;
+    beneath::attach(tree.as_fd(), target.as_fd()).map_err(err("bind", host))
 }
-
-const OPEN_TREE_CLONE: libc::c_uint = 1;
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
 
 /// Launcher step "bind sources": replaces each of the `count` bind source
 /// descriptors (from [`FIRST_BIND_FD`] on) by a detached clone of its
@@ -224,28 +218,10 @@ const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
 /// namespace, but a detached tree can be attached anywhere.
 pub fn detach_bind_sources(count: usize) -> io::Result<()> {
     for fd in FIRST_BIND_FD..FIRST_BIND_FD + count as i32 {
-        let empty = c"";
-        // SAFETY: open_tree reads the NUL-terminated empty path and returns a
-        // new descriptor (or -1); no memory of ours is written.
-        let tree = unsafe {
-            libc::syscall(
-                libc::SYS_open_tree,
-                fd,
-                empty.as_ptr(),
-                OPEN_TREE_CLONE
-                    | libc::O_CLOEXEC as libc::c_uint
-                    | libc::AT_EMPTY_PATH as libc::c_uint,
-            )
-        };
-        if tree < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let tree = tree as i32;
-        // SAFETY: dup3 replaces `fd` (ours) with the new tree; then the
-        // temporary number is closed. Neither is wrapped by a Rust object.
-        let rc = unsafe { libc::dup3(tree, fd, libc::O_CLOEXEC) };
-        // SAFETY: `tree` is a descriptor we just received and own.
-        unsafe { libc::close(tree) };
+        let tree = beneath::clone_tree(fd, Path::new(""))?;
+        // SAFETY: dup3 replaces `fd` (ours, not wrapped by a Rust object)
+        // with the new tree; `tree` is closed when dropped.
+        let rc = unsafe { libc::dup3(tree.as_raw_fd(), fd, libc::O_CLOEXEC) };
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -253,44 +229,21 @@ pub fn detach_bind_sources(count: usize) -> io::Result<()> {
     Ok(())
 }
 
-/// Attaches the detached mount on `fd` read-only at `at` under `root`.
-fn bind_descriptor(root: &Path, at: &Path, fd: i32) -> Result<(), MountError> {
+/// Attaches the detached mount on `fd` read-only at `at` under the root.
+fn bind_descriptor(rootfd: &OwnedFd, at: &Path, fd: i32) -> Result<(), MountError> {
     let source = PathBuf::from(format!("/proc/self/fd/{fd}"));
     let meta = fs::metadata(&source).map_err(err("stat bind source for", at))?;
-    let target = inside(root, at);
-    if target.symlink_metadata().is_err() {
-        if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent).map_err(err("mkdir", parent))?;
-        }
-        if meta.is_dir() {
-            fs::create_dir(&target).map_err(err("mkdir", &target))?;
-        } else {
-            fs::File::create(&target).map_err(err("create mount point", &target))?;
-        }
-    }
-    let target_c = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
-        .map_err(|e| err("mount point", at)(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-    let empty = c"";
-    // SAFETY: both paths are valid NUL-terminated strings for the duration
-    // of the call; move_mount only reads them.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            fd,
-            empty.as_ptr(),
-            libc::AT_FDCWD,
-            target_c.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    };
-    if rc < 0 {
-        return Err(err("attach bind", at)(io::Error::last_os_error()));
-    }
-    remount(
-        &target,
-        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        true,
+    let kind = if meta.is_dir() { Kind::Dir } else { Kind::File };
+    let target = beneath::mount_point(rootfd, at, kind).map_err(err("create mount point", at))?;
+    // SAFETY: the launcher holds the bind descriptors from FIRST_BIND_FD on
+    // open until exec (the handoff table); this borrow ends with the call.
+    let tree = unsafe { BorrowedFd::borrow_raw(fd) };
+    beneath::set_attrs(
+        tree.as_fd(),
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
     )
+    .map_err(err("attach bind", at))?;
+    beneath::attach(tree.as_fd(), target.as_fd()).map_err(err("attach bind", at))
 }
 
 fn remount(path: &Path, flags: MsFlags, bind: bool) -> Result<(), MountError> {
@@ -302,21 +255,15 @@ fn remount(path: &Path, flags: MsFlags, bind: bool) -> Result<(), MountError> {
     mount(none, path, none, all, none).map_err(nix_err("remount", path))
 }
 
-fn write_identity(etc: &Path, uid: u32, gid: u32) -> Result<(), MountError> {
-    let passwd = etc.join("passwd");
-    fs::write(
-        &passwd,
-        format!(
-            "root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n\
-             agent:x:{uid}:{gid}:agent:/workspace:/bin/sh\n\
-             nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
-        ),
-    )
-    .map_err(err("write", &passwd))?;
-    let group = etc.join("group");
-    fs::write(
-        &group,
-        format!("root:x:0:\nagent:x:{gid}:\nnogroup:x:65534:\n"),
-    )
-    .map_err(err("write", &group))
+fn write_identity(etc: &OwnedFd, uid: u32, gid: u32) -> Result<(), MountError> {
+    let passwd = format!(
+        "root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n\
+         agent:x:{uid}:{gid}:agent:/workspace:/bin/sh\n\
+         nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+    );
+    beneath::write_file(etc, "passwd", passwd.as_bytes())
+        .map_err(err("write", Path::new("/etc/passwd")))?;
+    let group = format!("root:x:0:\nagent:x:{gid}:\nnogroup:x:65534:\n");
+    beneath::write_file(etc, "group", group.as_bytes())
+        .map_err(err("write", Path::new("/etc/group")))
 }
