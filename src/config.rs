@@ -48,6 +48,8 @@ pub struct FileConfig {
     pub line_cap: Option<usize>,
     pub max_in_flight: Option<usize>,
     pub log_bytes_per_agent: Option<u64>,
+    /// Low-water mark of free space on the state filesystem (kernel/floor.rs).
+    pub min_free_bytes: Option<u64>,
     #[serde(default)]
     pub scheduler: SchedulerConfig,
     #[serde(default)]

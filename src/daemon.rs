@@ -78,6 +78,10 @@ pub struct Args {
     /// Bytes of stdout/stderr kept per agent [default: 16777216].
     #[arg(long)]
     pub log_bytes_per_agent: Option<u64>,
+    /// Below this much free space on the state filesystem, agents' writes
+    /// are refused so the journal keeps room; 0 = off [default: 268435456].
+    #[arg(long)]
+    pub min_free_bytes: Option<u64>,
     /// Address of the webhook listener (e.g. 127.0.0.1:8088), or "off"
     /// [default: off].
     #[arg(long)]
@@ -165,7 +169,10 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
             .log_bytes_per_agent
             .or(file.log_bytes_per_agent)
             .unwrap_or(16 << 20),
-        file: file.clone(),
+        file: crate::config::FileConfig {
+            min_free_bytes: args.min_free_bytes.or(file.min_free_bytes),
+            ..file.clone()
+        },
     };
     Ok(Settings {
         config_path: path.clone(),

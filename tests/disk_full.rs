@@ -48,8 +48,10 @@ fn a_full_disk_refuses_acknowledgements_and_loses_nothing() {
     if !require_root("a_full_disk_refuses_acknowledgements_and_loses_nothing") {
         return;
     }
-    // The state directory itself is what fills: no workspace image.
-    let mut d = Daemon::start_with(&["--workspace-quota", "off"]);
+    // The state directory itself is what fills: no workspace image, and no
+    // low-water mark (tests/floor.rs has that): this is what happens when
+    // the disk fills all the same (other programs on the host).
+    let mut d = Daemon::start_with(&["--workspace-quota", "off", "--min-free-bytes", "0"]);
     let state = d.state_dir();
     // Move the daemon onto a 48 MiB tmpfs.
     d.crash();

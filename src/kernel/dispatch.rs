@@ -44,6 +44,16 @@ async fn dispatch_inner(k: &Arc<Kernel>, pid: Pid, req: Request) -> Reply {
 async fn execute(k: &Arc<Kernel>, pid: Pid, req: Request) -> Reply {
     let started = std::time::Instant::now();
     let call = Call::parse(&req.call);
+    // Below the state filesystem's low-water mark only what frees space or
+    // ends work runs (floor.rs). The refusal is counted but not journaled:
+    // the room left is the journal's.
+    if let Some(c) = call.filter(|c| super::floor::Floor::guards(*c)) {
+        if let Err(e) = k.floor.check(c.name()) {
+            k.table.count(pid, |p| p.counters.syscalls += 1);
+            k.metrics.syscall(call, e.code.as_str());
+            return Reply::error(req.id, e);
+        }
+    }
     let (outcome, has_model) = run(k, pid, call, &req).await;
     let elapsed = started.elapsed().as_micros() as u64;
     // Refusals (missing permission, escalation attempts, someone else's
@@ -134,10 +144,11 @@ async fn run(
         return (Err(SysError::srch("caller has no PCB")), false);
     };
     let has_model = pcb.model.is_some();
-    (
-        super::syscalls::handle(k, call, &pcb, &req.args).await,
-        has_model,
-    )
+    let outcome = super::syscalls::handle(k, call, &pcb, &req.args).await;
+    if call == Call::FS_DELETE && outcome.is_ok() {
+        k.floor.refresh();
+    }
+    (outcome, has_model)
 }
 
 /// What the journal keeps of a call's arguments: everything, except for

@@ -251,6 +251,7 @@ impl Kernel {
         if !target.is_live() {
             return Err(InboxError::Terminated(target.pid).into());
         }
+        self.floor.check("a message")?;
         if body.len() > MAX_MESSAGE_BYTES {
             return Err(SysError::msgsize(format!(
                 "message of {} bytes exceeds {MAX_MESSAGE_BYTES}",

@@ -338,6 +338,12 @@ impl Kernel {
     /// Appends an output line of the agent (not waited for: output is not an
     /// acknowledgement).
     pub fn log_line(&self, pid: Pid, stream: &str, text: String) {
+        // Below the low-water mark an agent's output is not kept (floor.rs);
+        // the daemon's own lines are.
+        if stream != "daemon" && self.floor.check("output").is_err() {
+            self.metrics.output_dropped_at_floor();
+            return;
+        }
         let line = LogLine {
             ts_ms: now_ms(),
             stream: stream.to_string(),

@@ -15,6 +15,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub struct Metrics {
     pub spawns: AtomicU64,
     pub denied: AtomicU64,
+    /// Agents' output lines not kept: the state filesystem was below its
+    /// low-water mark.
+    pub output_dropped: AtomicU64,
     /// (call, result code) → count.
     syscalls: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     pub llm_requests: AtomicU64,
@@ -33,6 +36,10 @@ impl Metrics {
 
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn output_dropped_at_floor(&self) {
+        Self::add(&self.output_dropped, 1);
     }
 }
 
@@ -97,6 +104,20 @@ impl Kernel {
             "counter",
             "Syscalls refused (EACCES/EPERM).",
             m.denied.load(Ordering::Relaxed),
+        );
+        single(
+            &mut out,
+            "agentos_output_dropped_at_floor_total",
+            "counter",
+            "Agent output lines not kept: the state filesystem was below its low-water mark.",
+            m.output_dropped.load(Ordering::Relaxed),
+        );
+        single(
+            &mut out,
+            "agentos_state_free_bytes",
+            "gauge",
+            "Free bytes on the state filesystem (its low-water mark is min_free_bytes).",
+            self.floor.free_bytes().unwrap_or(0),
         );
         metric(
             &mut out,

@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod conn;
 pub mod dispatch;
+pub mod floor;
 pub mod infer;
 pub mod ipc;
 pub mod journal;
@@ -87,6 +88,8 @@ pub struct Kernel {
     pub cgroups: Cgroups,
     /// Workspaces and their kernel-enforced quotas.
     pub quotas: crate::sandbox::quota::WorkspaceQuotas,
+    /// The state filesystem's low-water mark.
+    pub floor: floor::Floor,
     /// The launcher server, which starts every sandbox.
     pub spawner: Arc<Spawner>,
     pub uids: Mutex<UidAllocator>,
@@ -143,6 +146,11 @@ impl Kernel {
         let memory =
             crate::drivers::memory::Memory::open(&config.file.memory, store.trees.memory.clone())?;
         let (logs, _) = tokio::sync::broadcast::channel(4096);
+        let min_free = config.file.min_free_bytes;
+        let floor = floor::Floor::new(
+            &config.state_dir,
+            min_free.unwrap_or(floor::DEFAULT_MIN_FREE_BYTES),
+        );
         let kernel = Arc::new(Kernel {
             uids: Mutex::new(UidAllocator::new(config.uid_range)),
             config,
@@ -151,6 +159,7 @@ impl Kernel {
             profiles,
             cgroups,
             quotas,
+            floor,
             spawner,
             live: LiveAgents::default(),
             inference: std::sync::RwLock::new(Arc::new(inference)),

@@ -96,6 +96,12 @@ impl Daemon {
     }
 
     pub fn start_with(extra: &[&str]) -> Daemon {
+        Self::start_prepared(extra, |_| {})
+    }
+
+    /// Like [`Daemon::start_with`], with `prepare` run on the (not yet
+    /// existing) state directory first, e.g. to mount a filesystem there.
+    pub fn start_prepared(extra: &[&str], prepare: impl FnOnce(&Path)) -> Daemon {
         let n = INSTANCE.fetch_add(1, Ordering::SeqCst);
         let tag = format!("{}-{n}", std::process::id());
         let dir = std::env::temp_dir().join(format!("agentos-test-{tag}"));
@@ -114,6 +120,7 @@ impl Daemon {
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             wrapper: Vec::new(),
         };
+        prepare(&d.state_dir());
         d.launch();
         d
     }
