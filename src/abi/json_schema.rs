@@ -21,6 +21,22 @@ const LIMIT_FIELDS: &[(&str, &str)] = &[
     ("tmp_bytes", "size of the private /tmp"),
     ("budget_tokens", "LLM tokens the child may spend"),
     ("max_turns", "inferences the child may make"),
+    ("inbox_bytes", "bytes of messages waiting in the inbox"),
+    ("stdin_bytes", "bytes of piped data waiting on stdin"),
+    ("log_bytes", "bytes of output stored in the log"),
+    (
+        "memory_store_bytes",
+        "bytes of the private memory collection",
+    ),
+    (
+        "recv_reply_bytes",
+        "largest RECV_MSG / SYS_READ_STDIN reply",
+    ),
+    (
+        "reply_bytes_in_flight",
+        "reply bytes queued before requests stop being read",
+    ),
+    ("audit_entries", "audit entries kept about the agent"),
 ];
 
 pub fn string(description: &str) -> Value {

@@ -53,6 +53,70 @@ pub struct Limits {
     /// (the built-in runtime then stops at its model's `max_turns`).
     #[serde(default)]
     pub max_turns: u64,
+    /// Bytes of messages (and events) waiting in the agent's inbox.
+    #[serde(default = "default_inbox_bytes")]
+    pub inbox_bytes: u64,
+    /// Bytes of piped data waiting on the agent's stdin.
+    #[serde(default = "default_stdin_bytes")]
+    pub stdin_bytes: u64,
+    /// Bytes of output stored for the agent: stdout, stderr and
+    /// SYS_WRITE_STDOUT together, each line charged its length plus
+    /// [`LOG_ENTRY_OVERHEAD`](crate::kernel::journal::LOG_ENTRY_OVERHEAD).
+    #[serde(default = "default_log_bytes")]
+    pub log_bytes: u64,
+    /// Bytes (keys, values and metadata) of the agent's private memory
+    /// collection.
+    #[serde(default = "default_memory_store_bytes")]
+    pub memory_store_bytes: u64,
+    /// Largest RECV_MSG / SYS_READ_STDIN reply; fewer messages are returned,
+    /// with `"more": true`.
+    #[serde(default = "default_recv_reply_bytes")]
+    pub recv_reply_bytes: u64,
+    /// Reply bytes queued for the agent's connection and not yet written;
+    /// above it the daemon stops reading the agent's requests.
+    #[serde(default = "default_reply_bytes_in_flight")]
+    pub reply_bytes_in_flight: u64,
+    /// Audit entries kept about the agent (the oldest go first); repeated
+    /// identical denials share one entry.
+    #[serde(default = "default_audit_entries")]
+    pub audit_entries: u64,
+}
+
+/// Default of [`Limits::inbox_bytes`]: 16 MiB.
+pub const DEFAULT_INBOX_BYTES: u64 = 16 << 20;
+/// Default of [`Limits::stdin_bytes`]: 16 MiB.
+pub const DEFAULT_STDIN_BYTES: u64 = 16 << 20;
+/// Default of [`Limits::log_bytes`]: 16 MiB.
+pub const DEFAULT_LOG_BYTES: u64 = 16 << 20;
+/// Default of [`Limits::memory_store_bytes`]: 64 MiB.
+pub const DEFAULT_MEMORY_STORE_BYTES: u64 = 64 << 20;
+/// Default of [`Limits::recv_reply_bytes`]: 4 MiB.
+pub const DEFAULT_RECV_REPLY_BYTES: u64 = 4 << 20;
+/// Default of [`Limits::reply_bytes_in_flight`]: 8 MiB.
+pub const DEFAULT_REPLY_BYTES_IN_FLIGHT: u64 = 8 << 20;
+/// Default of [`Limits::audit_entries`].
+pub const DEFAULT_AUDIT_ENTRIES: u64 = 1000;
+
+fn default_inbox_bytes() -> u64 {
+    DEFAULT_INBOX_BYTES
+}
+fn default_stdin_bytes() -> u64 {
+    DEFAULT_STDIN_BYTES
+}
+fn default_log_bytes() -> u64 {
+    DEFAULT_LOG_BYTES
+}
+fn default_memory_store_bytes() -> u64 {
+    DEFAULT_MEMORY_STORE_BYTES
+}
+fn default_recv_reply_bytes() -> u64 {
+    DEFAULT_RECV_REPLY_BYTES
+}
+fn default_reply_bytes_in_flight() -> u64 {
+    DEFAULT_REPLY_BYTES_IN_FLIGHT
+}
+fn default_audit_entries() -> u64 {
+    DEFAULT_AUDIT_ENTRIES
 }
 
 /// A partial set of limits, as given on spawn; absent fields are inherited.
@@ -72,6 +136,20 @@ pub struct LimitsPatch {
     pub budget_tokens: Option<u64>,
     #[serde(default)]
     pub max_turns: Option<u64>,
+    #[serde(default)]
+    pub inbox_bytes: Option<u64>,
+    #[serde(default)]
+    pub stdin_bytes: Option<u64>,
+    #[serde(default)]
+    pub log_bytes: Option<u64>,
+    #[serde(default)]
+    pub memory_store_bytes: Option<u64>,
+    #[serde(default)]
+    pub recv_reply_bytes: Option<u64>,
+    #[serde(default)]
+    pub reply_bytes_in_flight: Option<u64>,
+    #[serde(default)]
+    pub audit_entries: Option<u64>,
 }
 
 macro_rules! for_each_limit {
@@ -88,6 +166,13 @@ macro_rules! for_each_limit {
         $m!(tmp_bytes, false);
         $m!(budget_tokens, true);
         $m!(max_turns, true);
+        $m!(inbox_bytes, false);
+        $m!(stdin_bytes, false);
+        $m!(log_bytes, false);
+        $m!(memory_store_bytes, false);
+        $m!(recv_reply_bytes, false);
+        $m!(reply_bytes_in_flight, false);
+        $m!(audit_entries, false);
     };
 }
 
@@ -162,6 +247,13 @@ mod tests {
             tmp_bytes: 10,
             budget_tokens: 0,
             max_turns: 0,
+            inbox_bytes: 1000,
+            stdin_bytes: 1000,
+            log_bytes: 1000,
+            memory_store_bytes: 1000,
+            recv_reply_bytes: 100,
+            reply_bytes_in_flight: 200,
+            audit_entries: 10,
         }
     }
 

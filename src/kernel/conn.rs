@@ -7,7 +7,14 @@
 //!
 //! Back-pressure keeps memory flat under a flood: at most `max_in_flight`
 //! requests run at once; while all slots are busy the daemon stops reading
-//! and the agent's writes block in its socket buffer.
+//! and the agent's writes block in its socket buffer. Replies are bounded
+//! in bytes too: a reply waits for room in the connection's
+//! `reply_bytes_in_flight` budget before it is queued for the writer (which
+//! gives the room back once the bytes are in the socket), a RECV_MSG or
+//! SYS_READ_STDIN reserves room for its largest reply (`recv_reply_bytes`)
+//! before it reads the queue, and the daemon reads no further request while
+//! the budget is used up. An agent that does not read its replies therefore
+//! holds at most that many bytes of them in the daemon; no reply is dropped.
 
 use super::Kernel;
 use super::pcb::Pid;
@@ -16,9 +23,110 @@ use crate::abi::wire::{Reply, parse_request};
 use crate::abi::{Errno, SysError};
 use serde_json::Value;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+
+/// Replies smaller than this are not charged to the reply budget (at most
+/// `max_in_flight` of them can wait, and SYS_EXIT or GETPID must never wait
+/// behind a bulk reply).
+const SMALL_REPLY: usize = 64 * 1024;
+
+/// A reply line, whether it answers SYS_EXIT, and its room in the budget.
+type Queued = (Vec<u8>, bool, Option<Room>);
+
+/// The bytes of replies one connection may hold: room is taken from a
+/// semaphore of `cap` permits; `queued` counts the bytes of replies
+/// handed to the writer and not yet written, which gates the reader.
+struct ReplyBudget {
+    sem: Arc<Semaphore>,
+    cap: usize,
+    queued: AtomicUsize,
+    drained: Notify,
+}
+
+/// Room a reply holds in the budget until it is written.
+struct Room {
+    permit: OwnedSemaphorePermit,
+    budget: Arc<ReplyBudget>,
+}
+
+impl Drop for Room {
+    fn drop(&mut self) {
+        self.budget
+            .queued
+            .fetch_sub(self.permit.num_permits(), Ordering::Relaxed);
+        self.budget.drained.notify_waiters();
+    }
+}
+
+impl ReplyBudget {
+    fn new(cap: u64) -> Self {
+        let cap = usize::try_from(cap)
+            .unwrap_or(usize::MAX)
+            .clamp(SMALL_REPLY, Semaphore::MAX_PERMITS);
+        ReplyBudget {
+            sem: Arc::new(Semaphore::new(cap)),
+            cap,
+            queued: AtomicUsize::new(0),
+            drained: Notify::new(),
+        }
+    }
+
+    /// Room for `bytes` (at most the whole budget); waits while it is used.
+    async fn room(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let n = u32::try_from(bytes.min(self.cap)).unwrap_or(u32::MAX);
+        self.sem.clone().acquire_many_owned(n).await.ok()
+    }
+
+    /// The room a reply of `len` bytes needs, given what was reserved;
+    /// counted as queued until the returned [`Room`] is dropped.
+    async fn settle(
+        self: &Arc<Self>,
+        len: usize,
+        reserved: Option<OwnedSemaphorePermit>,
+    ) -> Option<Room> {
+        let need = len.min(self.cap);
+        let permit = match reserved {
+            Some(mut r) if r.num_permits() >= need => {
+                if need < SMALL_REPLY {
+                    return None;
+                }
+                let extra = r.num_permits() - need;
+                if extra > 0 {
+                    drop(r.split(extra));
+                }
+                r
+            }
+            Some(mut r) => {
+                let more = self.room(need - r.num_permits()).await?;
+                r.merge(more);
+                r
+            }
+            None if len < SMALL_REPLY => return None,
+            None => self.room(need).await?,
+        };
+        self.queued
+            .fetch_add(permit.num_permits(), Ordering::Relaxed);
+        Some(Room {
+            permit,
+            budget: self.clone(),
+        })
+    }
+
+    /// Waits while the replies queued and not written fill the budget (the
+    /// reader's gate; room only reserved does not close it).
+    async fn wait_drained(&self) {
+        loop {
+            let drained = self.drained.notified();
+            if self.queued.load(Ordering::Relaxed) < self.cap {
+                return;
+            }
+            drained.await;
+        }
+    }
+}
 
 /// Outcome of reading one line.
 enum Line {
@@ -82,21 +190,26 @@ const WRITE_BATCH: usize = 64 * 1024;
 pub async fn serve(k: Arc<Kernel>, pid: Pid, stream: UnixStream) {
     let (rd, mut wr) = stream.into_split();
     // Reply lines, each marked when it answers SYS_EXIT.
-    let (tx, mut rx) = mpsc::channel::<(Vec<u8>, bool)>(k.config.max_in_flight.max(1));
+    let (tx, mut rx) = mpsc::channel::<Queued>(k.config.max_in_flight.max(1));
     let ender = k.clone();
     let writer = tokio::spawn(async move {
-        while let Some((mut out, mut exits)) = rx.recv().await {
+        while let Some((mut out, mut exits, permit)) = rx.recv().await {
+            let mut permits = vec![permit];
             // Replies that finished meanwhile go out in the same write.
             while out.len() < WRITE_BATCH {
                 match rx.try_recv() {
-                    Ok((line, exit)) => {
+                    Ok((line, exit, permit)) => {
                         out.extend_from_slice(&line);
                         exits |= exit;
+                        permits.push(permit);
                     }
                     Err(_) => break,
                 }
             }
             let written = wr.write_all(&out).await;
+            // The bytes are in the socket: their room is free again.
+            drop(out);
+            drop(permits);
             // The agent's SYS_EXIT is answered: it may still exit by
             // itself for a moment, then it is ended.
             if exits
@@ -120,21 +233,27 @@ pub async fn serve(k: Arc<Kernel>, pid: Pid, stream: UnixStream) {
     });
 
     let slots = Arc::new(Semaphore::new(k.config.max_in_flight.max(1)));
+    let limits = k.table.get(pid).map(|p| p.limits);
+    let budget = Arc::new(ReplyBudget::new(
+        limits.map_or(crate::abi::limits::DEFAULT_REPLY_BYTES_IN_FLIGHT, |l| {
+            l.reply_bytes_in_flight
+        }),
+    ));
+    let recv_reply = limits.map_or(crate::abi::limits::DEFAULT_RECV_REPLY_BYTES, |l| {
+        l.recv_reply_bytes
+    });
     // Small: one buffer per live agent (a line longer than this is still
     // assembled up to the line cap).
     let mut reader = BufReader::with_capacity(8 * 1024, rd);
     let mut buf = Vec::new();
-    let mut limiter = RateLimiter::new(
-        k.table
-            .get(pid)
-            .map(|p| p.limits.syscalls_per_s)
-            .unwrap_or(0),
-    );
+    let mut limiter = RateLimiter::new(limits.map_or(0, |l| l.syscalls_per_s));
     let cap = k.config.line_cap;
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             break;
         };
+        // Replies the agent does not read stop the reading of requests.
+        budget.wait_drained().await;
         let overflow_tx = tx.clone();
         let line = read_line(&mut reader, &mut buf, cap, || {
             let reply = Reply::error(
@@ -144,7 +263,7 @@ pub async fn serve(k: Arc<Kernel>, pid: Pid, stream: UnixStream) {
                     format!("request line longer than {cap} bytes; the line is dropped"),
                 ),
             );
-            let _ = overflow_tx.try_send((reply.to_line(), false));
+            let _ = overflow_tx.try_send((reply.to_line(), false, None));
         })
         .await;
         match line {
@@ -153,7 +272,7 @@ pub async fn serve(k: Arc<Kernel>, pid: Pid, stream: UnixStream) {
                     Ok(r) => r,
                     Err(reply) => {
                         k.table.count(pid, |p| p.counters.syscalls += 1);
-                        let _ = tx.send((reply.to_line(), false)).await;
+                        let _ = tx.send((reply.to_line(), false, None)).await;
                         continue;
                     }
                 };
@@ -162,7 +281,7 @@ pub async fn serve(k: Arc<Kernel>, pid: Pid, stream: UnixStream) {
                         req.id,
                         SysError::new(Errno::EAGAIN, "syscall rate limit exceeded; slow down"),
                     );
-                    let _ = tx.send((reply.to_line(), false)).await;
+                    let _ = tx.send((reply.to_line(), false, None)).await;
                     continue;
                 }
                 let n = bytes.len() as u64 + 1;
@@ -172,17 +291,29 @@ pub async fn serve(k: Arc<Kernel>, pid: Pid, stream: UnixStream) {
                 if call.is_some_and(Call::answered_inline) {
                     let line = super::dispatch::dispatch(&k, pid, req).await.to_line();
                     count_bytes(&k, pid, n, &line);
-                    let _ = tx.send((line, false)).await;
+                    let room = budget.settle(line.len(), None).await;
+                    let _ = tx.send((line, false, room)).await;
                     drop(permit);
                     continue;
                 }
                 let k = k.clone();
                 let tx = tx.clone();
+                let budget = budget.clone();
                 let exits = call == Some(Call::SYS_EXIT);
+                let bulk = matches!(call, Some(Call::RECV_MSG | Call::SYS_READ_STDIN));
                 tokio::spawn(async move {
+                    // Room for the largest reply before the queue is read.
+                    let reserved = if bulk {
+                        budget
+                            .room(usize::try_from(recv_reply).unwrap_or(usize::MAX))
+                            .await
+                    } else {
+                        None
+                    };
                     let line = super::dispatch::dispatch(&k, pid, req).await.to_line();
                     count_bytes(&k, pid, n, &line);
-                    let _ = tx.send((line, exits)).await;
+                    let room = budget.settle(line.len(), reserved).await;
+                    let _ = tx.send((line, exits, room)).await;
                     drop(permit);
                 });
             }

@@ -10,8 +10,15 @@
 //! One writer: everything that lands in an inbox (SEND_MSG, admin messages,
 //! webhook requests, timer events) goes through [`Inboxes`]: a place is
 //! reserved against the cap of [`MAX_QUEUED`] first ([`Inboxes::reserve`]),
-//! then filled ([`InboxSlot::deliver`]); a reservation that is not filled is
-//! given back when it is dropped.
+//! then filled ([`InboxSlot::deliver`]), which charges the stored bytes to
+//! the recipient's `inbox_bytes`; a reservation that is not filled is given
+//! back when it is dropped.
+//!
+//! Byte quotas: an inbox holds at most `inbox_bytes` and a stdin queue
+//! `stdin_bytes` (stored bytes; a full queue answers EAGAIN naming the
+//! limit). One RECV_MSG or SYS_READ_STDIN reply carries at most
+//! `recv_reply_bytes` of entries (always at least one), with `"more": true`
+//! when entries are left.
 //!
 //! The handlers here follow the syscall convention of
 //! [`crate::kernel::syscalls`]: `(kernel, caller's PCB, arguments)`.
@@ -72,6 +79,15 @@ pub enum InboxError {
     Terminated(Pid),
     #[error("inbox of agent {0} is full ({MAX_QUEUED} messages)")]
     Full(Pid),
+    #[error(
+        "inbox of agent {pid} is full: {queued} bytes of inbox_bytes = {cap} used, {bytes} more refused"
+    )]
+    FullBytes {
+        pid: Pid,
+        queued: u64,
+        bytes: u64,
+        cap: u64,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -80,7 +96,9 @@ impl From<InboxError> for SysError {
     fn from(e: InboxError) -> Self {
         match e {
             InboxError::Terminated(_) => SysError::srch(e.to_string()),
-            InboxError::Full(_) => SysError::new(Errno::EAGAIN, e.to_string()),
+            InboxError::Full(_) | InboxError::FullBytes { .. } => {
+                SysError::new(Errno::EAGAIN, e.to_string())
+            }
             InboxError::Store(e) => e.into(),
         }
     }
@@ -102,16 +120,21 @@ impl<'a> Inboxes<'a> {
     /// message that will take it; refused when [`MAX_QUEUED`] messages are
     /// waiting already (counting the places reserved and not yet filled).
     pub fn reserve(self, target: &Pcb) -> Result<InboxSlot<'a>, InboxError> {
-        self.reserve_within(target, MAX_QUEUED as u64)
+        self.reserve_within(target, MAX_QUEUED as u64, target.limits.inbox_bytes)
     }
 
     /// Like [`Inboxes::reserve`], without the cap: for timer events, which
     /// are bounded by the agent's pending timers and must fire exactly once.
     pub fn reserve_uncapped(self, target: &Pcb) -> Result<InboxSlot<'a>, InboxError> {
-        self.reserve_within(target, u64::MAX)
+        self.reserve_within(target, u64::MAX, u64::MAX)
     }
 
-    fn reserve_within(self, target: &Pcb, cap: u64) -> Result<InboxSlot<'a>, InboxError> {
+    fn reserve_within(
+        self,
+        target: &Pcb,
+        cap: u64,
+        byte_cap: u64,
+    ) -> Result<InboxSlot<'a>, InboxError> {
         if !target.is_live() {
             return Err(InboxError::Terminated(target.pid));
         }
@@ -122,6 +145,8 @@ impl<'a> Inboxes<'a> {
             inboxes: self,
             pid: target.pid,
             seq: 0,
+            byte_cap,
+            charged: 0,
             filled: false,
         };
         // On error the slot is dropped unfilled, which gives the place back.
@@ -141,6 +166,10 @@ pub struct InboxSlot<'a> {
     inboxes: Inboxes<'a>,
     pid: Pid,
     seq: u64,
+    /// The recipient's `inbox_bytes` (or no cap, for timer events).
+    byte_cap: u64,
+    /// Bytes charged to the inbox for this message so far.
+    charged: u64,
     filled: bool,
 }
 
@@ -152,8 +181,9 @@ impl InboxSlot<'_> {
 
     /// Puts the message in the inbox (durable with the next flush) and wakes
     /// a waiting RECV_MSG.
-    pub fn deliver(self, msg: NewMessage) -> Result<u64, InboxError> {
+    pub fn deliver(mut self, msg: NewMessage) -> Result<u64, InboxError> {
         let bytes = self.encode(msg)?;
+        self.charge(bytes.len())?;
         let tree = &self.inboxes.store.trees.inbox;
         tree.insert(key(self.pid, self.seq), bytes)
             .map_err(StoreError::from)?;
@@ -163,7 +193,7 @@ impl InboxSlot<'_> {
     /// Puts the message in the inbox and removes `key` from `tree` in one
     /// transaction: a timer fires exactly once, even across a crash.
     pub fn deliver_removing(
-        self,
+        mut self,
         msg: NewMessage,
         tree: &sled::Tree,
         removed: &[u8],
@@ -171,6 +201,7 @@ impl InboxSlot<'_> {
         use sled::Transactional;
         use sled::transaction::TransactionError;
         let bytes = self.encode(msg)?;
+        self.charge(bytes.len())?;
         let inbox_key = key(self.pid, self.seq);
         let result: sled::transaction::TransactionResult<(), ()> =
             (&self.inboxes.store.trees.inbox, tree).transaction(|(inbox, other)| {
@@ -183,6 +214,22 @@ impl InboxSlot<'_> {
             TransactionError::Abort(()) => StoreError::Transaction("aborted".into()),
         })?;
         Ok(self.filled())
+    }
+
+    /// Charges the stored message to the recipient's `inbox_bytes`.
+    fn charge(&mut self, len: usize) -> Result<(), InboxError> {
+        let len = len as u64;
+        self.inboxes
+            .queued()
+            .charge(self.pid, len, self.byte_cap)
+            .map_err(|queued| InboxError::FullBytes {
+                pid: self.pid,
+                queued,
+                bytes: len,
+                cap: self.byte_cap,
+            })?;
+        self.charged = len;
+        Ok(())
     }
 
     fn encode(&self, msg: NewMessage) -> Result<Vec<u8>, StoreError> {
@@ -211,7 +258,7 @@ impl InboxSlot<'_> {
 impl Drop for InboxSlot<'_> {
     fn drop(&mut self) {
         if !self.filled {
-            self.inboxes.queued().remove(self.pid, 1);
+            self.inboxes.queued().remove(self.pid, 1, self.charged);
         }
     }
 }
@@ -279,16 +326,15 @@ pub async fn recv_msg(k: &Arc<Kernel>, pcb: &Pcb, args: &Value) -> Result<Value,
         .ok_or_else(|| SysError::srch("agent is not running"))?;
     let _one_reader = live.recv_lock.lock().await;
     if let Some(through) = a.ack {
-        let acked: Vec<(u64, Message)> = k
-            .store
-            .range(&tree, pcb.pid, None, usize::MAX)?
-            .into_iter()
-            .filter(|(seq, _)| *seq <= through)
-            .collect();
+        let acked = acked_through(&tree, pcb.pid, through)?;
         take(&tree, &k.store.queues.inbox, pcb.pid, &acked)?;
     }
-    let msgs: Vec<(u64, Message)> = k
-        .wait_queue(pcb.pid, &tree, max, a.wait_ms, QueueKind::Inbox)
+    let bound = Bound {
+        max,
+        bytes: pcb.limits.recv_reply_bytes,
+    };
+    let (msgs, more): (Vec<Entry<Message>>, bool) = k
+        .wait_queue(pcb.pid, &tree, bound, a.wait_ms, QueueKind::Inbox)
         .await?;
     if !a.keep {
         take(&tree, &k.store.queues.inbox, pcb.pid, &msgs)?;
@@ -296,8 +342,23 @@ pub async fn recv_msg(k: &Arc<Kernel>, pcb: &Pcb, args: &Value) -> Result<Value,
     k.table.count(pcb.pid, |p| {
         p.counters.messages_received += msgs.len() as u64
     });
-    let list: Vec<Message> = msgs.into_iter().map(|(_, m)| m).collect();
-    Ok(json!({"messages": list}))
+    let list: Vec<Message> = msgs.into_iter().map(|e| e.value).collect();
+    Ok(json!({"messages": list, "more": more}))
+}
+
+/// The keys and stored sizes of the messages up to `through` (for `ack`),
+/// without decoding them.
+fn acked_through(tree: &sled::Tree, pid: Pid, through: u64) -> Result<Vec<Entry<()>>, SysError> {
+    let mut out = Vec::new();
+    for kv in tree.range(key(pid, 0)..=key(pid, through)) {
+        let (k, v) = kv.map_err(StoreError::from)?;
+        out.push(Entry {
+            seq: super::store::seq_of(&k),
+            value: (),
+            stored: v.len() as u64,
+        });
+    }
+    Ok(out)
 }
 
 /// SYS_WRITE_STDOUT.
@@ -310,8 +371,11 @@ pub fn write_stdout(k: &Arc<Kernel>, pcb: &Pcb, args: &Value) -> Result<Value, S
     }
     let Some(target) = pcb.pipe_to else {
         let n = a.data.len();
-        for line in a.data.lines() {
-            k.log_line(pcb.pid, "stdout", line.to_string());
+        if let Some(live) = k.live.get(pcb.pid) {
+            let cap = k.log_cap(&pcb.limits);
+            for line in a.data.lines() {
+                k.log_output(pcb.pid, &live, cap, "stdout", line);
+            }
         }
         return Ok(json!({"written": n}));
     };
@@ -329,8 +393,24 @@ pub fn write_stdout(k: &Arc<Kernel>, pcb: &Pcb, args: &Value) -> Result<Value, S
             "the pipe is full; retry later",
         ));
     }
-    if let Err(e) = k.store.append(stdin, t.pid, &a.data) {
-        queued.remove(t.pid, 1);
+    let stored = serde_json::to_vec(&a.data).map_err(StoreError::from)?;
+    let len = stored.len() as u64;
+    let cap = t.limits.stdin_bytes;
+    if let Err(used) = queued.charge(t.pid, len, cap) {
+        queued.remove(t.pid, 1, 0);
+        return Err(SysError::new(
+            Errno::EAGAIN,
+            format!(
+                "the pipe is full: {used} bytes of stdin_bytes = {cap} of agent {target} used, {len} more refused; retry later"
+            ),
+        ));
+    }
+    let inserted = k
+        .store
+        .next_seq()
+        .and_then(|seq| Ok(stdin.insert(key(t.pid, seq), stored)?));
+    if let Err(e) = inserted {
+        queued.remove(t.pid, 1, len);
         return Err(e.into());
     }
     if let Some(live) = k.live.get(t.pid) {
@@ -349,11 +429,15 @@ pub async fn read_stdin(k: &Arc<Kernel>, pcb: &Pcb, args: &Value) -> Result<Valu
         .get(pcb.pid)
         .ok_or_else(|| SysError::srch("agent is not running"))?;
     let _one_reader = live.recv_lock.lock().await;
-    let chunks: Vec<(u64, String)> = k
-        .wait_queue(pcb.pid, &tree, max, a.wait_ms, QueueKind::Stdin)
+    let bound = Bound {
+        max,
+        bytes: pcb.limits.recv_reply_bytes,
+    };
+    let (chunks, more): (Vec<Entry<String>>, bool) = k
+        .wait_queue(pcb.pid, &tree, bound, a.wait_ms, QueueKind::Stdin)
         .await?;
     take(&tree, &k.store.queues.stdin, pcb.pid, &chunks)?;
-    let data: String = chunks.iter().map(|(_, d)| d.as_str()).collect();
+    let data: String = chunks.iter().map(|e| e.value.as_str()).collect();
     let writers = k
         .table
         .all()
@@ -361,28 +445,68 @@ pub async fn read_stdin(k: &Arc<Kernel>, pcb: &Pcb, args: &Value) -> Result<Valu
         .filter(|p| p.pipe_to == Some(pcb.pid) && p.is_live())
         .count();
     let eof = chunks.is_empty() && writers == 0;
-    Ok(json!({"data": data, "eof": eof}))
+    Ok(json!({"data": data, "eof": eof, "more": more}))
+}
+
+/// One queued entry, with the bytes it takes in the tree.
+struct Entry<T> {
+    seq: u64,
+    value: T,
+    stored: u64,
+}
+
+/// How much one read of a queue returns.
+#[derive(Clone, Copy)]
+struct Bound {
+    max: usize,
+    /// Stored bytes; the first entry is returned whatever its size.
+    bytes: u64,
+}
+
+/// Reads up to `bound` of `pid`'s entries, oldest first; `true` when
+/// entries are left.
+fn read_bounded<T: serde::de::DeserializeOwned>(
+    tree: &sled::Tree,
+    pid: Pid,
+    bound: Bound,
+) -> Result<(Vec<Entry<T>>, bool), StoreError> {
+    let mut out = Vec::new();
+    let mut total = 0u64;
+    for kv in tree.range(key(pid, 0)..=key(pid, u64::MAX)) {
+        let (k, v) = kv?;
+        let len = v.len() as u64;
+        if out.len() >= bound.max || (!out.is_empty() && total + len > bound.bytes) {
+            return Ok((out, true));
+        }
+        total += len;
+        out.push(Entry {
+            seq: super::store::seq_of(&k),
+            value: serde_json::from_slice(&v)?,
+            stored: len,
+        });
+    }
+    Ok((out, false))
 }
 
 impl Kernel {
-    /// Returns up to `max` queued entries, waiting up to `wait_ms` for the
+    /// Returns the entries `bound` allows, waiting up to `wait_ms` for the
     /// first one. The agent is BLOCKED while it waits.
     async fn wait_queue<T: serde::de::DeserializeOwned>(
         &self,
         pid: Pid,
         tree: &sled::Tree,
-        max: usize,
+        bound: Bound,
         wait_ms: u64,
         kind: QueueKind,
-    ) -> Result<Vec<(u64, T)>, SysError> {
+    ) -> Result<(Vec<Entry<T>>, bool), SysError> {
         let read =
-            || -> Result<Vec<(u64, T)>, SysError> { Ok(self.store.range(tree, pid, None, max)?) };
+            || -> Result<(Vec<Entry<T>>, bool), SysError> { Ok(read_bounded(tree, pid, bound)?) };
         let live = self
             .live
             .get(pid)
             .ok_or_else(|| SysError::srch("agent is not running"))?;
         let first = read()?;
-        if !first.is_empty() || wait_ms == 0 {
+        if !first.0.is_empty() || wait_ms == 0 {
             return Ok(first);
         }
         let deadline =
@@ -396,12 +520,12 @@ impl Kernel {
             let arrived = notify.notified();
             let dying = live.dying.notified();
             let entries = read()?;
-            if !entries.is_empty() {
+            if !entries.0.is_empty() {
                 break Ok(entries);
             }
             tokio::select! {
                 _ = arrived => {}
-                _ = tokio::time::sleep_until(deadline) => break Ok(Vec::new()),
+                _ = tokio::time::sleep_until(deadline) => break Ok((Vec::new(), false)),
                 _ = dying => break Err(SysError::intr("interrupted: the agent is being killed")),
             }
         };
@@ -431,16 +555,17 @@ fn take<T>(
     tree: &sled::Tree,
     queued: &QueueLengths,
     pid: Pid,
-    entries: &[(u64, T)],
+    entries: &[Entry<T>],
 ) -> Result<(), SysError> {
     if entries.is_empty() {
         return Ok(());
     }
     let mut batch = sled::Batch::default();
-    for (seq, _) in entries {
-        batch.remove(&key(pid, *seq));
+    for e in entries {
+        batch.remove(&key(pid, e.seq));
     }
     tree.apply_batch(batch).map_err(StoreError::from)?;
-    queued.remove(pid, entries.len() as u64);
+    let bytes = entries.iter().map(|e| e.stored).sum();
+    queued.remove(pid, entries.len() as u64, bytes);
     Ok(())
 }

@@ -20,6 +20,13 @@ use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
+/// Bytes charged to an agent's `log_bytes` for every stored output line
+/// on top of its text (the key and record around it): a flood of empty
+/// lines is bounded too.
+pub const LOG_ENTRY_OVERHEAD: u64 = 64;
+/// Longest output line stored as one log entry; longer ones are split.
+pub const MAX_LOG_LINE: usize = 8192;
+
 /// Longest argument/result text kept in a journal entry.
 const MAX_JOURNAL_TEXT: usize = 4096;
 /// Read-only calls of one agent kept in memory until its next journal entry.
@@ -332,6 +339,57 @@ impl Kernel {
         };
         if let Err(e) = self.journal(pid, entry) {
             tracing::error!(pid, "journal write failed: {e}");
+        }
+    }
+
+    /// The output bytes stored for an agent with these limits: its
+    /// `log_bytes`, within the daemon's own per-agent cap.
+    pub fn log_cap(&self, limits: &crate::abi::limits::Limits) -> u64 {
+        limits.log_bytes.min(self.config.log_bytes_per_agent)
+    }
+
+    /// Stores one line of the agent's output (stdout, stderr or
+    /// SYS_WRITE_STDOUT) against `cap` (see [`Kernel::log_cap`]): each piece
+    /// of at most [`MAX_LOG_LINE`] bytes is charged its length plus
+    /// [`LOG_ENTRY_OVERHEAD`]; the piece that would pass the cap is
+    /// replaced by one notice naming the limit, and later output is dropped.
+    pub fn log_output(
+        &self,
+        pid: Pid,
+        live: &super::live::Live,
+        cap: u64,
+        stream: &str,
+        text: &str,
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut rest = text;
+        loop {
+            let mut end = rest.len().min(MAX_LOG_LINE);
+            while !rest.is_char_boundary(end) {
+                end -= 1;
+            }
+            let (piece, tail) = rest.split_at(end);
+            let cost = piece.len() as u64 + LOG_ENTRY_OVERHEAD;
+            let before = live.logged_bytes.fetch_add(cost, Relaxed);
+            if before > cap {
+                return;
+            }
+            if before + cost > cap {
+                // The one piece that crosses the cap (the counter only grows).
+                self.log_line(
+                    pid,
+                    "daemon",
+                    format!(
+                        "log_bytes = {cap} reached: {before} bytes of output stored; further output is dropped"
+                    ),
+                );
+                return;
+            }
+            self.log_line(pid, stream, piece.to_string());
+            if tail.is_empty() {
+                return;
+            }
+            rest = tail;
         }
     }
 

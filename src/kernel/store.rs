@@ -144,28 +144,38 @@ impl Committer {
     }
 }
 
-/// Entries waiting in each agent's inbox or stdin queue, kept in memory so
-/// that the cap on queued messages costs no scan of the tree. Rebuilt from
-/// the tree when the store opens; changed by whoever inserts or removes.
+/// Entries (and their stored bytes) waiting in each agent's inbox or stdin
+/// queue, kept in memory so that the caps on queued messages and bytes cost
+/// no scan of the tree. Rebuilt from the tree when the store opens; changed
+/// by whoever inserts or removes.
 #[derive(Default)]
 pub struct QueueLengths {
-    map: Mutex<HashMap<Pid, u64>>,
+    map: Mutex<HashMap<Pid, Queued>>,
+}
+
+/// What one agent has queued.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Queued {
+    pub entries: u64,
+    pub bytes: u64,
 }
 
 impl QueueLengths {
-    fn lock(&self) -> MutexGuard<'_, HashMap<Pid, u64>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Pid, Queued>> {
         // Plain counters: nothing is left half-done by a panic.
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn rebuild(tree: &sled::Tree) -> Result<QueueLengths, StoreError> {
-        let mut map: HashMap<Pid, u64> = HashMap::new();
-        for k in tree.iter().keys() {
-            let k = k?;
+        let mut map: HashMap<Pid, Queued> = HashMap::new();
+        for kv in tree.iter() {
+            let (k, v) = kv?;
             if k.len() == 16 {
                 let mut b = [0u8; 8];
                 b.copy_from_slice(&k[..8]);
-                *map.entry(u64::from_be_bytes(b)).or_default() += 1;
+                let q = map.entry(u64::from_be_bytes(b)).or_default();
+                q.entries += 1;
+                q.bytes += v.len() as u64;
             }
         }
         Ok(QueueLengths {
@@ -175,7 +185,12 @@ impl QueueLengths {
 
     /// Entries queued for `pid`.
     pub fn get(&self, pid: Pid) -> u64 {
-        self.lock().get(&pid).copied().unwrap_or(0)
+        self.lock().get(&pid).map_or(0, |q| q.entries)
+    }
+
+    /// Bytes queued for `pid`.
+    pub fn bytes(&self, pid: Pid) -> u64 {
+        self.lock().get(&pid).map_or(0, |q| q.bytes)
     }
 
     /// Counts one entry about to be inserted for `pid`, unless `cap` are
@@ -183,24 +198,38 @@ impl QueueLengths {
     pub fn reserve(&self, pid: Pid, cap: u64) -> bool {
         let mut m = self.lock();
         let n = m.entry(pid).or_default();
-        if *n >= cap {
+        if n.entries >= cap {
             return false;
         }
-        *n += 1;
+        n.entries += 1;
         true
+    }
+
+    /// Charges `bytes` about to be inserted for `pid`, unless that would
+    /// take its queue over `cap`; on refusal answers the bytes queued.
+    /// Call [`QueueLengths::remove`] if the insert fails.
+    pub fn charge(&self, pid: Pid, bytes: u64, cap: u64) -> Result<(), u64> {
+        let mut m = self.lock();
+        let n = m.entry(pid).or_default();
+        if n.bytes.saturating_add(bytes) > cap {
+            return Err(n.bytes);
+        }
+        n.bytes += bytes;
+        Ok(())
     }
 
     /// Counts `n` entries inserted for `pid` (without a cap).
     pub fn add(&self, pid: Pid, n: u64) {
-        *self.lock().entry(pid).or_default() += n;
+        self.lock().entry(pid).or_default().entries += n;
     }
 
-    /// Counts `n` entries removed for `pid`.
-    pub fn remove(&self, pid: Pid, n: u64) {
+    /// Counts `n` entries of `bytes` in all removed for `pid`.
+    pub fn remove(&self, pid: Pid, n: u64, bytes: u64) {
         let mut m = self.lock();
         if let Some(c) = m.get_mut(&pid) {
-            *c = c.saturating_sub(n);
-            if *c == 0 {
+            c.entries = c.entries.saturating_sub(n);
+            c.bytes = c.bytes.saturating_sub(bytes);
+            if c.entries == 0 {
                 m.remove(&pid);
             }
         }

@@ -224,6 +224,13 @@ fn load_one(dir: &Path, path: &Path) -> Result<Profile, ProfileError> {
         ("max_read_bytes", l.max_read_bytes),
         ("nofile", l.nofile),
         ("tmp_bytes", l.tmp_bytes),
+        ("inbox_bytes", l.inbox_bytes),
+        ("stdin_bytes", l.stdin_bytes),
+        ("log_bytes", l.log_bytes),
+        ("memory_store_bytes", l.memory_store_bytes),
+        ("recv_reply_bytes", l.recv_reply_bytes),
+        ("reply_bytes_in_flight", l.reply_bytes_in_flight),
+        ("audit_entries", l.audit_entries),
     ] {
         if v == 0 {
             return Err(invalid(format!("limits.{name} must be greater than 0")));

@@ -278,7 +278,7 @@ async fn handle(
     };
     let waiting = match k.deliver_webhook(&owner, request) {
         Ok(w) => w,
-        Err(DeliveryError::Inbox(InboxError::Full(_))) => {
+        Err(DeliveryError::Inbox(InboxError::Full(_) | InboxError::FullBytes { .. })) => {
             return text(StatusCode::SERVICE_UNAVAILABLE, "the agent's inbox is full");
         }
         Err(DeliveryError::Inbox(InboxError::Terminated(_))) => return not_found(),

@@ -50,6 +50,9 @@ struct Doc {
 pub struct Embedded {
     tree: sled::Tree,
     fingerprint: u64,
+    /// Serializes writes under a byte quota: the check and the insert are
+    /// one step.
+    quota_lock: tokio::sync::Mutex<()>,
 }
 
 /// A failure of the embedded backend; EIO for the caller.
@@ -88,6 +91,7 @@ impl Embedded {
         Embedded {
             tree,
             fingerprint: fingerprint_hash(fingerprint),
+            quota_lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -98,6 +102,7 @@ impl Embedded {
         value: &str,
         metadata: &Map<String, Value>,
         vector: &[f32],
+        quota: Option<u64>,
     ) -> Result<(), SysError> {
         let doc = Doc {
             key: key.to_string(),
@@ -107,6 +112,36 @@ impl Embedded {
         };
         let record = encode(self.fingerprint, vector, &doc).map_err(EmbeddedError::from)?;
         let k = record_key(coll, key);
+        let _quota = match quota {
+            Some(cap) => {
+                let guard = self.quota_lock.lock().await;
+                let prefix = collection_prefix(coll);
+                let (tree, key_in_tree) = (self.tree.clone(), k.clone());
+                // Stored bytes (keys and records, vectors included) of the
+                // collection, the record being replaced left out.
+                let used = tokio::task::spawn_blocking(move || -> Result<u64, sled::Error> {
+                    let mut used = 0u64;
+                    for kv in tree.scan_prefix(&prefix) {
+                        let (rk, rv) = kv?;
+                        if rk != key_in_tree.as_slice() {
+                            used += (rk.len() + rv.len()) as u64;
+                        }
+                    }
+                    Ok(used)
+                })
+                .await
+                .map_err(EmbeddedError::from)?
+                .map_err(EmbeddedError::from)?;
+                let size = (k.len() + record.len()) as u64;
+                if used + size > cap {
+                    return Err(SysError::quota(format!(
+                        "memory store is full: {used} bytes of memory_store_bytes = {cap} used, {size} more refused"
+                    )));
+                }
+                Some(guard)
+            }
+            None => None,
+        };
         let tree = self.tree.clone();
         tokio::task::spawn_blocking(move || tree.insert(k, record))
             .await
@@ -398,14 +433,21 @@ mod tests {
         for (key, v) in &raw {
             let mut unit = v.clone();
             assert!(normalize(&mut unit));
-            e.write(&coll, key, &format!("value of {key}"), &Map::new(), &unit)
-                .await
-                .expect("write");
+            e.write(
+                &coll,
+                key,
+                &format!("value of {key}"),
+                &Map::new(),
+                &unit,
+                None,
+            )
+            .await
+            .expect("write");
         }
         // A collection whose prefix extends this one's ("a/11" vs "a/1").
         let mut unit = raw[0].1.clone();
         normalize(&mut unit);
-        e.write(&other, "intruder", "x", &Map::new(), &unit)
+        e.write(&other, "intruder", "x", &Map::new(), &unit, None)
             .await
             .expect("write");
         let query: Vec<f32> = (0..16).map(|_| rng.next()).collect();
@@ -431,7 +473,7 @@ mod tests {
         // Overwrite: same key, new value and vector.
         let mut meta = Map::new();
         meta.insert("v".into(), Value::from(2));
-        e.write(&coll, "doc00", "replaced", &meta, &q)
+        e.write(&coll, "doc00", "replaced", &meta, &q, None)
             .await
             .expect("overwrite");
         let hits = e.search(&coll, &q, 100).await.expect("search");

@@ -203,16 +203,20 @@ impl Memory {
     }
 
     /// Stores `value` under `key` in `coll` (replacing an earlier value).
+    /// With `quota`, the embedded backend refuses (EQUOTA) a write that
+    /// would take the collection's stored bytes over it; a ChromaDB server
+    /// keeps its own accounts.
     pub async fn write(
         &self,
         coll: &Collection,
         key: &str,
         value: &str,
         metadata: &Map<String, Value>,
+        quota: Option<u64>,
     ) -> Result<(), SysError> {
         let vector = self.embedder.embed(value).await?;
         match &self.backend {
-            Backend::Embedded(e) => e.write(coll, key, value, metadata, &vector).await,
+            Backend::Embedded(e) => e.write(coll, key, value, metadata, &vector, quota).await,
             Backend::Chroma(c) => c.write(coll, key, value, metadata, &vector).await,
         }
     }

@@ -4,6 +4,7 @@
 //! READY one to recover).
 
 use crate::kernel::Kernel;
+use crate::kernel::journal::MAX_LOG_LINE;
 use crate::kernel::journal::clip;
 use crate::kernel::live::Live;
 use crate::kernel::pcb::{ExitStatus, Pid, State, now_ms};
@@ -12,9 +13,6 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, BufReader};
-
-/// Longest stdout/stderr line stored as one log entry.
-const MAX_LOG_LINE: usize = 8192;
 
 impl Kernel {
     /// Copies one output pipe of the agent into its log.
@@ -28,7 +26,11 @@ impl Kernel {
         let Ok(rx) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
             return;
         };
-        let cap = self.config.log_bytes_per_agent;
+        let cap = self
+            .table
+            .get(pid)
+            .map(|p| self.log_cap(&p.limits))
+            .unwrap_or(self.config.log_bytes_per_agent);
         let mut reader = BufReader::new(rx);
         let mut buf = Vec::new();
         loop {
@@ -37,25 +39,10 @@ impl Kernel {
             let mut limited = (&mut reader).take(MAX_LOG_LINE as u64);
             match tokio::io::AsyncBufReadExt::read_until(&mut limited, b'\n', &mut buf).await {
                 Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    let before = live
-                        .logged_bytes
-                        .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-                    if before >= cap {
-                        continue;
-                    }
-                    if before + n as u64 >= cap {
-                        self.log_line(
-                            pid,
-                            "daemon",
-                            format!("log limit of {cap} bytes reached; further output is dropped"),
-                        );
-                        continue;
-                    }
-                    let text = String::from_utf8_lossy(&buf)
-                        .trim_end_matches('\n')
-                        .to_string();
-                    self.log_line(pid, stream, text);
+                Ok(_) => {
+                    let text = String::from_utf8_lossy(&buf);
+                    let text = text.strip_suffix('\n').unwrap_or(&text);
+                    self.log_output(pid, &live, cap, stream, text);
                 }
             }
         }

@@ -15,7 +15,11 @@ use std::sync::Arc;
 pub async fn mem_write(k: &Arc<Kernel>, pcb: &Pcb, args: &Value) -> Result<Value, SysError> {
     let a = WriteArgs::parse(args)?;
     let coll = resolve_collection(k, pcb, a.collection.as_deref())?;
-    k.memory.write(&coll, &a.key, &a.value, &a.metadata).await?;
+    // The private collection is bounded by memory_store_bytes.
+    let quota = matches!(coll, Collection::Agent(_)).then_some(pcb.limits.memory_store_bytes);
+    k.memory
+        .write(&coll, &a.key, &a.value, &a.metadata, quota)
+        .await?;
     Ok(json!({"key": a.key, "collection": coll.name()}))
 }
 
