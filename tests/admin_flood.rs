@@ -401,3 +401,19 @@ fn one_uid_cannot_open_more_than_its_cap() {
     assert!(cli_ps(&d).status.success(), "{}", d.log());
     neighbour_answers(&d, "beside-the-user");
 }
+
+#[test]
+fn agents_are_the_oom_killers_first_choice() {
+    if !common::require_root("agents_are_the_oom_killers_first_choice") {
+        return;
+    }
+    let (d, _cfg) = start();
+    let pcb = d.spawn(python_agent("oom", "hostile_admin.py", &["oom"], None));
+    let rep = d.finish(pcb.pid, Duration::from_secs(120));
+    let own = std::fs::read_to_string(format!("/proc/{}/oom_score_adj", d.pid()))
+        .expect("daemon's score");
+    let daemon: i64 = own.trim().parse().expect("number");
+    let agent = rep["oom_score_adj"].as_i64().expect("agent's score");
+    assert_eq!(agent, 500, "{rep}");
+    assert!(agent > daemon, "agent {agent} vs daemon {daemon}");
+}

@@ -2,6 +2,7 @@
 
 Modes (argv[1]):
   neighbour            GETPID round trips; reports how many answered.
+  oom                  reports its own /proc/self/oom_score_adj.
   writes               tries every agent-driven write the daemon stores
                        (FS_WRITE, SEND_MSG to itself, MEM_WRITE, stdout)
                        and reports each result code and message.
@@ -20,6 +21,13 @@ def neighbour() -> None:
         if aos.ok("GETPID")["pid"] == me:
             answered += 1
     aos.report({"pid": me, "answered": answered, "seconds": time.monotonic() - started})
+    aos.exit(0)
+
+
+def oom() -> None:
+    with open("/proc/self/oom_score_adj") as f:
+        score = int(f.read().strip())
+    aos.report({"oom_score_adj": score})
     aos.exit(0)
 
 
@@ -45,4 +53,4 @@ def writes() -> None:
 
 
 if __name__ == "__main__":
-    {"neighbour": neighbour, "writes": writes}[sys.argv[1]]()
+    {"neighbour": neighbour, "writes": writes, "oom": oom}[sys.argv[1]]()
