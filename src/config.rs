@@ -66,6 +66,36 @@ pub struct FileConfig {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub workspaces: WorkspacesConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// The admin socket — `[admin]`: what one local user may hold in the
+/// daemon.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Open connections of users other than root, all together (root has
+    /// a few more slots of its own).
+    pub max_connections: usize,
+    /// Open connections of one uid other than root.
+    pub max_connections_per_uid: usize,
+    /// Seconds a connection may take to send a complete request line
+    /// (and may stay idle between requests).
+    pub request_timeout_s: u64,
+    /// Longest request line, bytes.
+    pub max_request_bytes: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            max_connections: 256,
+            max_connections_per_uid: 32,
+            request_timeout_s: 30,
+            max_request_bytes: 256 << 10,
+        }
+    }
 }
 
 /// The Prometheus endpoint — `[metrics]`. Off unless configured.
@@ -300,6 +330,22 @@ impl FileConfig {
                 m.check(p.kind)
                     .map_err(|e| invalid(key(e.key), e.message))?;
             }
+        }
+        let a = &self.admin;
+        for (key, v) in [
+            ("admin.max_connections", a.max_connections),
+            ("admin.max_connections_per_uid", a.max_connections_per_uid),
+            ("admin.request_timeout_s", a.request_timeout_s as usize),
+        ] {
+            if v == 0 {
+                return Err(invalid(key.into(), "must be at least 1".into()));
+            }
+        }
+        if a.max_request_bytes < 4096 {
+            return Err(invalid(
+                "admin.max_request_bytes".into(),
+                "must be at least 4096".into(),
+            ));
         }
         self.workspaces
             .validate()

@@ -2,5 +2,6 @@
 //! daemon's server with peer-credential authorisation, and a client.
 
 pub mod client;
+pub mod conns;
 pub mod protocol;
 pub mod server;

@@ -3,7 +3,13 @@
 //! so there is no moment at which it is more open than configured. Every
 //! request is authorised from the peer's credentials (SO_PEERCRED): root
 //! manages everything, any other user only the agents it spawned.
+//!
+//! What one client can hold in the daemon is bounded by `[admin]`: the
+//! number of open connections (all users together and per uid, see
+//! [`super::conns`]), the time to send a complete request line, and the
+//! line's length. A refused connection gets one error line, then is closed.
 
+use super::conns::{Admission, Refusal, Slot};
 use super::protocol::{AdminRequest, AdminResponse, SpawnRequest};
 use crate::abi::{Errno, SysError};
 use crate::kernel::Kernel;
@@ -15,9 +21,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-
-/// Longest admin request line.
-const MAX_REQUEST: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -87,12 +90,26 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let cfg = &kernel.config.file.admin;
+    let admission = Admission::new(cfg.max_connections, cfg.max_connections_per_uid);
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    tokio::spawn(serve_client(kernel.clone(), stream));
+                    let Ok(cred) = stream.peer_cred() else {
+                        continue;
+                    };
+                    let peer = Peer {
+                        uid: cred.uid(),
+                        gid: cred.gid(),
+                    };
+                    match admission.admit(peer.uid) {
+                        Ok(slot) => {
+                            tokio::spawn(serve_client(kernel.clone(), stream, peer, slot));
+                        }
+                        Err(refusal) => refuse(&stream, peer, &refusal),
+                    }
                 }
                 Err(e) => {
                     tracing::warn!("admin accept failed: {e}");
@@ -103,38 +120,51 @@ pub async fn run(
     }
 }
 
-async fn serve_client(k: Arc<Kernel>, stream: UnixStream) {
-    let Ok(cred) = stream.peer_cred() else {
-        return;
-    };
-    let peer = Peer {
-        uid: cred.uid(),
-        gid: cred.gid(),
-    };
+/// Answers a connection beyond a cap with one error line and closes it.
+/// The line is written without waiting: a new connection's send buffer is
+/// empty, and a client that does not read it loses nothing else.
+fn refuse(stream: &UnixStream, peer: Peer, refusal: &Refusal) {
+    tracing::warn!(uid = peer.uid, "admin connection refused: {refusal}");
+    let line = AdminResponse::error(SysError::new(Errno::EAGAIN, refusal.to_string())).to_line();
+    let _ = stream.try_write(&line);
+}
+
+async fn serve_client(k: Arc<Kernel>, stream: UnixStream, peer: Peer, _slot: Slot) {
+    let cap = k.config.file.admin.max_request_bytes;
+    let timeout_s = k.config.file.admin.request_timeout_s;
     let (rd, mut wr) = stream.into_split();
     let mut reader = BufReader::new(rd);
     let mut line = Vec::new();
     loop {
         line.clear();
-        let mut limited = (&mut reader).take(MAX_REQUEST);
-        match tokio::io::AsyncBufReadExt::read_until(&mut limited, b'\n', &mut line).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) if line.last() != Some(&b'\n') && line.len() as u64 >= MAX_REQUEST => {
-                let e = SysError::msgsize("admin request too long");
-                let _ = wr.write_all(&AdminResponse::error(e).to_line()).await;
+        let mut limited = (&mut reader).take(cap as u64);
+        let read = tokio::io::AsyncBufReadExt::read_until(&mut limited, b'\n', &mut line);
+        match tokio::time::timeout(std::time::Duration::from_secs(timeout_s), read).await {
+            Err(_) => {
+                let e = SysError::new(
+                    Errno::ETIMEDOUT,
+                    format!(
+                        "no complete admin request within request_timeout_s = {timeout_s} s: closing the connection"
+                    ),
+                );
+                let _ = send(&mut wr, &AdminResponse::error(e), timeout_s).await;
                 return;
             }
-            Ok(_) => {}
+            Ok(Ok(0)) | Ok(Err(_)) => return,
+            Ok(Ok(_)) if line.last() != Some(&b'\n') && line.len() >= cap => {
+                let e = SysError::msgsize(format!(
+                    "admin request line longer than max_request_bytes = {cap} bytes"
+                ));
+                let _ = send(&mut wr, &AdminResponse::error(e), timeout_s).await;
+                return;
+            }
+            Ok(Ok(_)) => {}
         }
         let req: AdminRequest = match serde_json::from_slice(&line) {
             Ok(r) => r,
             Err(e) => {
                 let e = SysError::inval(format!("bad admin request: {e}"));
-                if wr
-                    .write_all(&AdminResponse::error(e).to_line())
-                    .await
-                    .is_err()
-                {
+                if !send(&mut wr, &AdminResponse::error(e), timeout_s).await {
                     return;
                 }
                 continue;
@@ -147,7 +177,7 @@ async fn serve_client(k: Arc<Kernel>, stream: UnixStream) {
         } = req
         {
             if let Err(e) = authorize(&k, peer, pid) {
-                let _ = wr.write_all(&AdminResponse::error(e).to_line()).await;
+                let _ = send(&mut wr, &AdminResponse::error(e), timeout_s).await;
                 continue;
             }
             follow_logs(&k, pid, tail, &mut wr).await;
@@ -157,10 +187,29 @@ async fn serve_client(k: Arc<Kernel>, stream: UnixStream) {
             Ok(v) => AdminResponse::result(v),
             Err(e) => AdminResponse::error(e),
         };
-        if wr.write_all(&resp.to_line()).await.is_err() {
+        if !send(&mut wr, &resp, timeout_s).await {
             return;
         }
     }
+}
+
+/// Writes one response line; false when the client is gone or has not
+/// taken it within `timeout_s` (a client that does not read its answers
+/// cannot hold the connection and its buffers forever).
+async fn send(
+    wr: &mut tokio::net::unix::OwnedWriteHalf,
+    resp: &AdminResponse,
+    timeout_s: u64,
+) -> bool {
+    let line = resp.to_line();
+    matches!(
+        tokio::time::timeout(
+            std::time::Duration::from_secs(timeout_s),
+            wr.write_all(&line)
+        )
+        .await,
+        Ok(Ok(()))
+    )
 }
 
 use tokio::io::AsyncReadExt;

@@ -68,6 +68,10 @@ fn process_ended(pidfd: BorrowedFd<'_>) -> bool {
     }
 }
 
+/// The agents' `oom_score_adj`: the kernel's OOM killer prefers them to
+/// the supervisor (-500 in its unit) and to ordinary processes (0).
+pub const AGENT_OOM_SCORE_ADJ: i32 = 500;
+
 /// A failed step: which one, and why.
 struct StepFailure {
     step: String,
@@ -98,6 +102,13 @@ fn confine(
 
     // 3. rlimits.
     step("rlimits", set_rlimits(&plan.rlimits))?;
+    // The OOM killer takes agents before the supervisor (whose unit sets
+    // OOMScoreAdjust=-500, inherited this far): a positive score of their
+    // own, kept by everything the agent starts.
+    step(
+        "oom score",
+        std::fs::write("/proc/self/oom_score_adj", AGENT_OOM_SCORE_ADJ.to_string()),
+    )?;
     // 4. Detach the bind sources while still in the server's mount namespace.
     step(
         "bind sources",
