@@ -93,7 +93,7 @@ impl Default for AdminConfig {
             max_connections: 256,
             max_connections_per_uid: 32,
             request_timeout_s: 30,
-            max_request_bytes: 256 << 10,
+            max_request_bytes: 512 << 10,
         }
     }
 }
