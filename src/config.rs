@@ -50,6 +50,8 @@ pub struct FileConfig {
     pub log_bytes_per_agent: Option<u64>,
     /// Low-water mark of free space on the state filesystem (kernel/floor.rs).
     pub min_free_bytes: Option<u64>,
+    /// The daemon's own memory bound (sandbox/daemon_memory.rs); 0 = none.
+    pub daemon_memory_max: Option<u64>,
     #[serde(default)]
     pub scheduler: SchedulerConfig,
     #[serde(default)]

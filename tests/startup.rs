@@ -114,3 +114,49 @@ fn remove_cgroups(name: &str) {
         let _ = std::fs::remove_dir(&d);
     }
 }
+
+#[test]
+fn the_daemon_runs_under_its_own_memory_bound() {
+    if !require_root("the_daemon_runs_under_its_own_memory_bound") {
+        return;
+    }
+    // The test daemon's uid range holds 200 uids: the default bound is
+    // 256 MiB + 64 KiB × 200, in a cgroup of the daemon's own that no agent
+    // shares.
+    let d = Daemon::start();
+    let expected = agentos::sandbox::daemon_memory::default_max(200);
+    let cgroups = std::fs::read_to_string(format!("/proc/{}/cgroup", d.pid())).expect("cgroup");
+    let (file, dir) = match cgroups.lines().find_map(|l| l.split_once(":memory:")) {
+        Some((_, path)) => (
+            "memory.limit_in_bytes",
+            format!("/sys/fs/cgroup/memory{path}"),
+        ),
+        None => {
+            let path = cgroups
+                .lines()
+                .find_map(|l| l.strip_prefix("0::"))
+                .expect("a cgroup v2 line");
+            ("memory.max", format!("/sys/fs/cgroup{path}"))
+        }
+    };
+    assert!(
+        dir.ends_with(&format!("{}.supervisor", d.cgroup_name)),
+        "the daemon is not in its own cgroup: {dir}"
+    );
+    let limit: u64 = std::fs::read_to_string(format!("{dir}/{file}"))
+        .expect("limit")
+        .trim()
+        .parse()
+        .expect("a number");
+    // v1 rounds the limit down to whole pages.
+    assert!(
+        limit <= expected && expected - limit < 4096,
+        "{dir}/{file} = {limit}, expected {expected}"
+    );
+    // An agent is not inside it.
+    let a = d.spawn_probe("beside", &["sleep", "30000"], &[]);
+    let host_pid = common::eventually(Duration::from_secs(5), || d.inspect(a.pid).host_pid)
+        .expect("agent runs");
+    let agent_cg = std::fs::read_to_string(format!("/proc/{host_pid}/cgroup")).expect("cgroup");
+    assert!(!agent_cg.contains(".supervisor"), "{agent_cg}");
+}

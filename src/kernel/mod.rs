@@ -141,6 +141,18 @@ impl Kernel {
         let store = Store::open(&config.state_dir.join("db"))?;
         let table = Table::load(store.clone())?;
         let cgroups = Cgroups::setup(&config.cgroup_name)?;
+        // Before the launcher server starts, so that it is bounded too.
+        let daemon_max = config
+            .file
+            .daemon_memory_max
+            .unwrap_or_else(|| crate::sandbox::daemon_memory::default_max(config.uid_range.size()));
+        match crate::sandbox::daemon_memory::bound(&cgroups, &config.cgroup_name, daemon_max)? {
+            Some(dir) => tracing::info!(
+                "the daemon's memory is bounded at {daemon_max} bytes ({})",
+                dir.display()
+            ),
+            None => tracing::warn!("daemon_memory_max = 0: the daemon's own memory is not bounded"),
+        }
         let spawner = Arc::new(Spawner::start(&config.launcher)?);
         let inference = infer::Inference::from_config(&config.file, config.runtime.clone())?;
         let memory =

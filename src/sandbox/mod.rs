@@ -17,6 +17,7 @@ pub mod binds;
 pub mod bpf;
 pub mod cgroup;
 pub mod creds;
+pub mod daemon_memory;
 pub mod features;
 pub mod handoff;
 pub mod ids;

@@ -37,6 +37,11 @@ impl UidRange {
         Ok(UidRange { first, last })
     }
 
+    /// How many uids (so how many live agents) the range holds.
+    pub fn size(&self) -> u64 {
+        u64::from(self.last - self.first) + 1
+    }
+
     pub fn contains(&self, uid: u32) -> bool {
         (self.first..=self.last).contains(&uid)
     }

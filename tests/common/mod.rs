@@ -351,6 +351,8 @@ impl Drop for Daemon {
             let _ = c.wait();
         }
         remove_cgroups(&self.cgroup_name);
+        // The daemon's own cgroup (its memory bound), empty once it exited.
+        remove_cgroups(&format!("{}.supervisor", self.cgroup_name));
         // A daemon that crashed leaves its workspace image mounted.
         let _ = nix::mount::umount2(
             &self.state_dir().join("workspaces"),
