@@ -48,12 +48,13 @@ impl Kernel {
     /// At open, before anything new can start: clears cgroups left by the
     /// previous run, holds the uids of live agents and marks them READY.
     pub(crate) fn prepare_recovery(&self) -> Result<(), super::KernelError> {
+        // Every cgroup of the previous run, nested ones included.
+        self.cgroups.remove_all();
         let mut uids = self.uids.lock().unwrap_or_else(|e| e.into_inner());
         for pcb in self.table.all() {
             if !pcb.is_live() {
                 continue;
             }
-            self.cgroups.agent(pcb.pid).remove();
             if self.config.uid_range.contains(pcb.uid) {
                 uids.hold(pcb.uid);
             }
