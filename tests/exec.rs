@@ -100,10 +100,13 @@ fn exec_cgroups(d: &Daemon, pid: u64) -> Vec<PathBuf> {
                 continue;
             }
             let name = e.file_name().to_string_lossy().into_owned();
-            if dir.file_name().is_some_and(|n| *n == *d.cgroup_name) {
-                if name.starts_with(&format!("exec-{pid}-")) {
-                    found.push(e.path());
-                }
+            // An EXEC_CMD's cgroup nests in its agent's: `.../agent-<pid>/exec-<n>`.
+            let in_agent = dir
+                .file_name()
+                .is_some_and(|n| *n == *format!("agent-{pid}"))
+                && dir.to_string_lossy().contains(&d.cgroup_name);
+            if in_agent && name.starts_with("exec-") {
+                found.push(e.path());
             } else {
                 stack.push((e.path(), depth + 1));
             }

@@ -13,6 +13,8 @@ pub struct Live {
     pub cgroup: AgentCgroup,
     /// Host pid of the sandbox's pid 1 (a child of the launcher server).
     pub host_pid: Option<i32>,
+    /// Its start time: signals go through a pidfd, and only to this one.
+    pub host_start: Option<u64>,
     /// Opened workspace for the file syscalls.
     pub workspace: Arc<Workspace>,
     /// Woken when a message lands in the inbox.
@@ -35,22 +37,29 @@ pub struct Live {
 
 impl Live {
     /// Ends the agent: records why, kills its pid 1 (the rest of its pid
-    /// namespace goes with it) and everything in its cgroup.
+    /// namespace goes with it) and everything in its own cgroup leaf. Its
+    /// descendants are ended when it is finished (see `Kernel::finish`),
+    /// each with its own reason.
     pub fn kill(&self, reason: &str) {
-        {
-            let mut r = self.kill_reason.lock().unwrap_or_else(|e| e.into_inner());
-            if r.is_none() {
-                *r = Some(reason.to_string());
-            }
-        }
+        self.set_reason(reason);
         self.dying.notify_waiters();
-        if let Some(pid) = self.host_pid {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+        self.kill_pid1();
+        self.cgroup.kill_own();
+    }
+
+    /// Records why the agent is being ended, unless a reason is set already.
+    pub fn set_reason(&self, reason: &str) {
+        let mut r = self.kill_reason.lock().unwrap_or_else(|e| e.into_inner());
+        if r.is_none() {
+            *r = Some(reason.to_string());
         }
-        self.cgroup.kill();
+    }
+
+    /// SIGKILLs pid 1 through a pidfd, if it is still the same process.
+    fn kill_pid1(&self) {
+        if let (Some(pid), Some(start)) = (self.host_pid, self.host_start) {
+            crate::sandbox::pidfd::kill_if_same(pid, start);
+        }
     }
 
     /// Stops the agent's processes for a daemon shutdown, recording no
@@ -58,12 +67,7 @@ impl Live {
     pub fn stop_for_shutdown(&self) {
         self.dying.notify_waiters();
         self.cgroup.freeze(false);
-        if let Some(pid) = self.host_pid {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+        self.kill_pid1();
         self.cgroup.kill();
     }
 

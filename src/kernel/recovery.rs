@@ -24,6 +24,8 @@ const PARALLEL_RELAUNCHES: usize = 16;
 pub enum RecoveryError {
     #[error("the PCB vanished")]
     Vanished,
+    #[error("parent {0} ended")]
+    ParentEnded(Pid),
     #[error("its uid {uid} is outside the configured range {first}-{last}")]
     UidOutOfRange { uid: u32, first: u32, last: u32 },
     #[error(transparent)]
@@ -48,12 +50,13 @@ impl Kernel {
     /// At open, before anything new can start: clears cgroups left by the
     /// previous run, holds the uids of live agents and marks them READY.
     pub(crate) fn prepare_recovery(&self) -> Result<(), super::KernelError> {
+        // Every cgroup of the previous run, nested ones included.
+        self.cgroups.remove_all();
         let mut uids = self.uids.lock().unwrap_or_else(|e| e.into_inner());
         for pcb in self.table.all() {
             if !pcb.is_live() {
                 continue;
             }
-            self.cgroups.agent(pcb.pid).remove();
             if self.config.uid_range.contains(pcb.uid) {
                 uids.hold(pcb.uid);
             }
@@ -84,24 +87,35 @@ impl Kernel {
             })
             .map(|p| p.pid)
             .collect();
-        let slots = Arc::new(tokio::sync::Semaphore::new(PARALLEL_RELAUNCHES));
-        let mut tasks = Vec::new();
+        // A child's cgroup nests in its parent's: relaunch depth by depth,
+        // parents first; a child whose parent is not live ends with it.
+        let mut waves: std::collections::BTreeMap<usize, Vec<Pid>> = Default::default();
         for pid in pending {
-            let k = self.clone();
-            let slots = slots.clone();
-            tasks.push(tokio::spawn(async move {
-                let _slot = slots.acquire().await;
-                (pid, k.relaunch(pid).await)
-            }));
+            waves
+                .entry(self.table.lineage(pid).len())
+                .or_default()
+                .push(pid);
         }
+        let slots = Arc::new(tokio::sync::Semaphore::new(PARALLEL_RELAUNCHES));
         let mut summary = RecoverySummary::default();
-        for t in tasks {
-            match t.await {
-                Ok((_, Ok(()))) => summary.recovered += 1,
-                Ok((pid, Err(e))) => summary.failed.push((pid, e.to_string())),
-                Err(e) => summary
-                    .failed
-                    .push((0, format!("recovery task failed: {e}"))),
+        for (_, wave) in waves {
+            let mut tasks = Vec::new();
+            for pid in wave {
+                let k = self.clone();
+                let slots = slots.clone();
+                tasks.push(tokio::spawn(async move {
+                    let _slot = slots.acquire().await;
+                    (pid, k.relaunch(pid).await)
+                }));
+            }
+            for t in tasks {
+                match t.await {
+                    Ok((_, Ok(()))) => summary.recovered += 1,
+                    Ok((pid, Err(e))) => summary.failed.push((pid, e.to_string())),
+                    Err(e) => summary
+                        .failed
+                        .push((0, format!("recovery task failed: {e}"))),
+                }
             }
         }
         summary.millis = started.elapsed().as_millis() as u64;
@@ -138,6 +152,9 @@ impl Kernel {
 
     async fn try_relaunch(self: &Arc<Self>, pid: Pid) -> Result<(), RecoveryError> {
         let pcb = self.table.get(pid).ok_or(RecoveryError::Vanished)?;
+        if pcb.ppid != 0 && self.live.get(pcb.ppid).is_none() {
+            return Err(RecoveryError::ParentEnded(pcb.ppid));
+        }
         let range = self.config.uid_range;
         if !range.contains(pcb.uid) {
             return Err(RecoveryError::UidOutOfRange {

@@ -42,6 +42,9 @@ impl Kernel {
         request: ChildRequest,
     ) -> Result<Pcb, SysError> {
         let spec = self.child_spec(parent, request)?;
+        if let Ceiling::Agent(pcb) = parent {
+            self.check_tree_pids(pcb.pid)?;
+        }
 
         // Opened first, with the owner's permissions: a refused path leaves
         // no trace in the table.
@@ -80,6 +83,49 @@ impl Kernel {
         self.table
             .get(pid)
             .ok_or_else(|| SysError::io("agent vanished during spawn"))
+    }
+
+    /// Refuses a child when the tree of an ancestor (`parent` included)
+    /// has no pid left: the child's pid 1 joins its cgroup by migration,
+    /// which `pids.max` does not stop.
+    fn check_tree_pids(&self, parent: Pid) -> Result<(), SysError> {
+        let lineage = self.table.lineage(parent);
+        for (i, &ancestor) in lineage.iter().enumerate() {
+            let Some(limit) = self.table.get(ancestor).map(|p| p.limits.pids) else {
+                continue;
+            };
+            let (tree, _) = self.cgroups.agent(&lineage[..=i]).usage();
+            if tree.pids >= limit {
+                return Err(SysError::new(
+                    crate::abi::Errno::EAGAIN,
+                    format!(
+                        "the tree of agent {ancestor} is at its pids limit: {} of pids = {limit} used",
+                        tree.pids
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// After a child joined: refuses it if the tree of an ancestor holds
+    /// more pids than its limit.
+    fn check_tree_pids_over(&self, parent: Pid) -> Result<(), LaunchError> {
+        let lineage = self.table.lineage(parent);
+        for (i, &ancestor) in lineage.iter().enumerate() {
+            let Some(limit) = self.table.get(ancestor).map(|p| p.limits.pids) else {
+                continue;
+            };
+            let (tree, _) = self.cgroups.agent(&lineage[..=i]).usage();
+            if tree.pids > limit {
+                return Err(LaunchError::TreePids {
+                    ancestor,
+                    used: tree.pids,
+                    limit,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The PCB of a new agent: READY, with its own uid as uid and gid.
@@ -135,10 +181,12 @@ impl Kernel {
         let workspace = open_workspace(&self.quotas, pcb)?;
         // 2. The agent's cgroups, created on a blocking thread while the
         //    sandbox's pid 1 builds its namespaces and root.
-        let cgroup_paths = self.cgroups.agent(pid);
+        //    It nests inside the parent's, so the parent's limits bound it.
+        let lineage = self.table.lineage(pid);
+        let cgroup_paths = self.cgroups.agent(&lineage);
         let creating = {
             let (cgroups, limits) = (self.cgroups.clone(), pcb.limits);
-            tokio::task::spawn_blocking(move || cgroups.create(pid, &limits))
+            tokio::task::spawn_blocking(move || cgroups.create(&lineage, &limits))
         };
         // 3. The plan: the profile's sandbox with the agent's program, binds,
         //    cgroups and environment.
@@ -163,6 +211,7 @@ impl Kernel {
         let live = Arc::new(Live {
             cgroup,
             host_pid: Some(sandbox.host_pid),
+            host_start: sandbox.start_time(),
             workspace: Arc::new(workspace),
             inbox: Default::default(),
             stdin: Default::default(),
@@ -181,6 +230,12 @@ impl Kernel {
             Ok(host_pid) => self.mark_running(pid, host_pid),
             Err(e) => Err(e.into()),
         };
+        // 8b. Pid 1 joined by migration, which pids.max does not stop: a
+        //     tree that a racing fork filled meanwhile does not keep it.
+        let running = running.and_then(|()| match pcb.ppid {
+            0 => Ok(()),
+            ppid => self.check_tree_pids_over(ppid),
+        });
         if let Err(e) = running {
             let reason = e.to_string();
             live.kill(&reason);
@@ -289,6 +344,12 @@ enum LaunchError {
     Record(#[source] StoreError),
     #[error("the PCB vanished during the launch")]
     Vanished,
+    #[error("the tree of agent {ancestor} is over its pids limit: {used} of pids = {limit} used")]
+    TreePids {
+        ancestor: Pid,
+        used: u64,
+        limit: u64,
+    },
 }
 
 /// Step 5 of a launch: with pid 1 started and the cgroups made, tells pid 1

@@ -96,6 +96,24 @@ impl Table {
         false
     }
 
+    /// The lineage of `pid`: its root agent first, `pid` itself last.
+    pub fn lineage(&self, pid: Pid) -> Vec<Pid> {
+        let map = self.lock();
+        let mut out = vec![pid];
+        let mut cur = pid;
+        for _ in 0..map.len() + 1 {
+            match map.get(&cur) {
+                Some(p) if p.ppid != 0 && p.ppid != cur => {
+                    cur = p.ppid;
+                    out.push(cur);
+                }
+                _ => break,
+            }
+        }
+        out.reverse();
+        out
+    }
+
     /// `root` and every agent below it, in pid order.
     pub fn subtree(&self, root: Pid) -> Vec<Pcb> {
         let map = self.lock();

@@ -282,19 +282,36 @@ fn set_no_new_privs() -> nix::Result<()> {
     nix::sys::prctl::set_no_new_privs()
 }
 
-/// Opens the directory above each agent cgroup (`procs` are
-/// `<parent>/<leaf>/cgroup.procs`), which exists before the daemon creates
-/// the leaf.
+/// Splits a `cgroup.procs` path into the directory that exists before the
+/// daemon creates the sandbox's cgroup and the path below it: an agent's
+/// `<parent>/agent-<pid>/self/cgroup.procs` gives `<parent>` and
+/// `agent-<pid>/self/cgroup.procs`, an EXEC_CMD's
+/// `<agent>/exec-<n>/cgroup.procs` gives `<agent>` and `exec-<n>/cgroup.procs`.
+fn split_cgroup_procs(p: &Path) -> std::io::Result<(&Path, PathBuf)> {
+    let bad = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is not <parent>/<leaf>/cgroup.procs", p.display()),
+        )
+    };
+    let leaf_dir = p.parent().ok_or_else(bad)?;
+    let leaf = leaf_dir.file_name().ok_or_else(bad)?;
+    let above = leaf_dir.parent().ok_or_else(bad)?;
+    if leaf == "self" {
+        let agent = above.file_name().ok_or_else(bad)?;
+        let base = above.parent().ok_or_else(bad)?;
+        return Ok((base, Path::new(agent).join(leaf).join("cgroup.procs")));
+    }
+    Ok((above, Path::new(leaf).join("cgroup.procs")))
+}
+
+/// Opens the directory above each sandbox cgroup (see
+/// [`split_cgroup_procs`]), which exists before the daemon creates it.
 fn open_cgroup_parents(procs: &[PathBuf]) -> std::io::Result<Vec<OwnedFd>> {
     procs
         .iter()
         .map(|p| {
-            let parent = p.parent().and_then(Path::parent).ok_or_else(|| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    format!("{} is not <parent>/<leaf>/cgroup.procs", p.display()),
-                )
-            })?;
+            let (parent, _) = split_cgroup_procs(p)?;
             let dir = nix::fcntl::open(
                 parent,
                 OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -327,10 +344,7 @@ fn join_cgroups(parents: &[OwnedFd], procs: &[PathBuf]) -> std::io::Result<()> {
         }
     }
     for (parent, p) in parents.iter().zip(procs) {
-        let leaf = p.parent().and_then(Path::file_name).ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, p.display().to_string())
-        })?;
-        let rel = Path::new(leaf).join("cgroup.procs");
+        let (_, rel) = split_cgroup_procs(p)?;
         let procs_file = nix::fcntl::openat(
             parent,
             &rel,

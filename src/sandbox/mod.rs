@@ -10,7 +10,8 @@
 //! exec. The agent's program and extra binds are opened by the daemon with
 //! the owner's permissions ([`binds`], through the per-thread credentials
 //! of [`creds`], which the workspace file driver uses too); agent uids come
-//! from [`uids`], kernel features from [`features`].
+//! from [`uids`], kernel features from [`features`]; every signal to an agent process goes
+//! through a pidfd ([`pidfd`]).
 
 pub mod beneath;
 pub mod binds;
@@ -25,6 +26,7 @@ pub mod landlock;
 pub mod launch_server;
 pub mod launcher;
 pub mod mounts;
+pub mod pidfd;
 pub mod plan;
 pub mod profile;
 pub mod quota;

@@ -94,6 +94,8 @@ pub struct Launched {
     /// Host pid of the sandbox's pid 1 (the launcher server's child);
     /// killing it ends its whole pid namespace.
     pub host_pid: i32,
+    /// Start time of pid 1, so that a recycled pid is never signalled.
+    start: Option<u64>,
     exit: oneshot::Receiver<i32>,
     ended: Option<Option<ExitStatus>>,
 }
@@ -111,14 +113,19 @@ impl Launched {
         status
     }
 
-    /// Sends SIGKILL to pid 1, unless it was already seen to end.
+    /// Sends SIGKILL to pid 1 through a pidfd, unless it was already seen
+    /// to end.
     pub fn kill(&self) {
-        if self.ended.is_none() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.host_pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+        if self.ended.is_none()
+            && let Some(start) = self.start
+        {
+            super::pidfd::kill_if_same(self.host_pid, start);
         }
+    }
+
+    /// Start time of pid 1 (see [`super::pidfd::start_time`]).
+    pub fn start_time(&self) -> Option<u64> {
+        self.start
     }
 }
 
@@ -228,6 +235,7 @@ impl Spawner {
         };
         Ok(Launched {
             host_pid,
+            start: super::pidfd::start_time(host_pid),
             exit: exited_rx,
             ended: None,
         })

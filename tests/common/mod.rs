@@ -380,15 +380,21 @@ fn remove_cgroups(name: &str) {
         return;
     };
     for dir in entries {
-        if let Ok(children) = std::fs::read_dir(&dir) {
-            for c in children.flatten() {
-                if c.path().is_dir() {
-                    let _ = std::fs::remove_dir(c.path());
-                }
+        remove_depth_first(&dir);
+    }
+}
+
+/// Removes `dir` and the (nested agent) cgroup directories below it, the
+/// deepest first.
+fn remove_depth_first(dir: &Path) {
+    if let Ok(children) = std::fs::read_dir(dir) {
+        for c in children.flatten() {
+            if c.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                remove_depth_first(&c.path());
             }
         }
-        let _ = std::fs::remove_dir(&dir);
     }
+    let _ = std::fs::remove_dir(dir);
 }
 
 fn walk_named(root: &Path, name: &str) -> std::io::Result<Vec<PathBuf>> {

@@ -44,8 +44,9 @@ pub struct SandboxJob {
     pub plan: LaunchPlan,
     pub spawner: Arc<Spawner>,
     pub cgroups: Cgroups,
-    /// Name of the command's cgroup under the daemon's instance.
-    pub cgroup_leaf: String,
+    /// Path of the command's cgroup under the daemon's instance: inside
+    /// its agent's (`<agent path>/exec-<n>`), so the agent's limits bound it.
+    pub cgroup_leaf: std::path::PathBuf,
     pub limits: Limits,
     pub timeout: Duration,
     pub max_output: usize,

@@ -85,6 +85,12 @@ impl Kernel {
             .get(pid)
             .map(|p| p.limits.memory_bytes)
             .unwrap_or(0);
+        let shutting_down = self.shutting_down.load(std::sync::atomic::Ordering::SeqCst);
+        if !(shutting_down && kill_reason.is_none()) {
+            // The subtree ends with its root: every live descendant is ended
+            // with its reason before the cgroup (which holds theirs) goes.
+            self.end_descendants(pid);
+        }
         let cgroup = live.cgroup.clone();
         let _ = tokio::task::spawn_blocking(move || cgroup.remove()).await;
 
@@ -121,6 +127,30 @@ impl Kernel {
         )
         .await;
         self.live.remove(pid);
+    }
+
+    /// Ends every live descendant of `pid`, each for the reason "parent
+    /// <its parent> ended" (set before any of them is killed, so none of
+    /// them ends for another reason). Descendants still being launched
+    /// fail their cgroup step: the parent's cgroup is gone.
+    pub(crate) fn end_descendants(&self, pid: Pid) {
+        let below: Vec<_> = self
+            .table
+            .subtree(pid)
+            .into_iter()
+            .filter(|p| p.pid != pid && p.is_live())
+            .collect();
+        let lives: Vec<_> = below
+            .iter()
+            .filter_map(|p| self.live.get(p.pid).map(|l| (p.ppid, l)))
+            .collect();
+        for (ppid, live) in &lives {
+            live.set_reason(&format!("parent {ppid} ended"));
+        }
+        for (ppid, live) in &lives {
+            live.cgroup.freeze(false);
+            live.kill(&format!("parent {ppid} ended"));
+        }
     }
 
     /// Makes the PCB TERMINATED (keeping an exit status already recorded by
