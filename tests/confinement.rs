@@ -193,6 +193,13 @@ fn mount_points_are_made_beneath_the_new_root() {
     // Not under /tmp: the sandbox's private /tmp would hide the symlink.
     let base = std::path::PathBuf::from(format!("/var/tmp/agentos-mp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
+    struct RemoveOnDrop(std::path::PathBuf);
+    impl Drop for RemoveOnDrop {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = RemoveOnDrop(base.clone());
     let victim = base.join("victim");
     std::fs::create_dir_all(&victim).expect("mkdir");
     std::fs::write(victim.join("file"), "host file\n").expect("write");
@@ -247,5 +254,4 @@ fn mount_points_are_made_beneath_the_new_root() {
     let ok = d.spawn_probe("fine", &["exit", "0"], &[]);
     let exit = d.wait(ok.pid, Duration::from_secs(30));
     assert_eq!(exit.code, 0, "{exit:?}");
-    let _ = std::fs::remove_dir_all(&base);
 }
