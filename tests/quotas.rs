@@ -239,7 +239,6 @@ fn output_floods_stay_within_log_bytes() {
 }
 
 #[test]
-#[ignore = "coalescing of repeated denials is not implemented yet"]
 fn repeated_denials_are_coalesced_in_audit_and_journal() {
     if !require_root("repeated_denials_are_coalesced_in_audit_and_journal") {
         return;

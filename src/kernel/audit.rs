@@ -2,10 +2,19 @@
 //! admin request), kept in the `audit` tree and read with `agentos audit`.
 //! Entries ride the next group commit; they are also logged on the `audit`
 //! tracing target.
+//!
+//! Bounded: a denial identical to the agent's previous audit entry (same
+//! kind, call and reason) is not written again; that entry counts it
+//! (`repeated`) and takes its time. At most `audit_entries` (a profile
+//! limit) entries about one agent are kept, counted since the daemon
+//! started; older ones are removed first.
 
 use super::Kernel;
 use super::pcb::{Pid, now_ms};
+use super::store::key;
 use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard};
 
 /// One audit record.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -23,6 +32,30 @@ pub struct AuditEntry {
     pub op: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
+    /// How many identical denials this entry stands for, when more than one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeated: Option<u64>,
+}
+
+/// Per agent: the sequence numbers of its audit entries, oldest first, and
+/// whether the newest may absorb a repetition.
+#[derive(Default)]
+struct AgentTrail {
+    seqs: VecDeque<u64>,
+    last: Option<AuditEntry>,
+}
+
+/// Coalescing and retention state of the audit trail.
+#[derive(Default)]
+pub struct AuditTrail {
+    agents: Mutex<HashMap<Pid, AgentTrail>>,
+}
+
+impl AuditTrail {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Pid, AgentTrail>> {
+        // Plain bookkeeping: a panic leaves nothing half-done that matters.
+        self.agents.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Kernel {
@@ -34,9 +67,54 @@ impl Kernel {
             pid,
             op: op.to_string(),
             detail: super::journal::clip(detail.to_string()),
+            repeated: None,
         };
-        if let Err(e) = self.store.append(&self.store.trees.audit, 0, &entry) {
-            tracing::error!("audit write failed: {e}");
+        let tree = &self.store.trees.audit;
+        let Some(pid) = pid else {
+            if let Err(e) = self.store.append(tree, 0, &entry) {
+                tracing::error!("audit write failed: {e}");
+            }
+            return;
+        };
+        let keep = self
+            .table
+            .get(pid)
+            .map_or(crate::abi::limits::DEFAULT_AUDIT_ENTRIES, |p| {
+                p.limits.audit_entries
+            })
+            .max(1);
+        let mut agents = self.audit_trail.lock();
+        let trail = agents.entry(pid).or_default();
+        // The same denial again: the previous entry counts it.
+        if kind == "syscall-denied"
+            && let (Some(last), Some(&seq)) = (trail.last.as_mut(), trail.seqs.back())
+            && last.kind == entry.kind
+            && last.op == entry.op
+            && last.detail == entry.detail
+        {
+            last.repeated = Some(last.repeated.unwrap_or(1) + 1);
+            last.ts_ms = entry.ts_ms;
+            let written = serde_json::to_vec(&*last)
+                .map_err(super::store::StoreError::from)
+                .and_then(|b| Ok(tree.insert(key(0, seq), b)?));
+            if let Err(e) = written {
+                tracing::error!("audit write failed: {e}");
+            }
+            return;
+        }
+        match self.store.append(tree, 0, &entry) {
+            Ok(seq) => {
+                trail.seqs.push_back(seq);
+                trail.last = Some(entry);
+                while trail.seqs.len() as u64 > keep {
+                    if let Some(old) = trail.seqs.pop_front()
+                        && let Err(e) = tree.remove(key(0, old))
+                    {
+                        tracing::error!("audit retention failed: {e}");
+                    }
+                }
+            }
+            Err(e) => tracing::error!("audit write failed: {e}"),
         }
     }
 

@@ -92,8 +92,10 @@ async fn execute(k: &Arc<Kernel>, pid: Pid, req: Request) -> Reply {
     let entry = JournalEntry::syscall(&req.call, &recorded_args, &outcome, elapsed);
     // A read-only call changed nothing: its entry waits in memory and goes
     // into the journal with the agent's next entry (journal.rs). Refusals
-    // are audited and written at once.
-    let journaled = if read_only && !denied {
+    // are audited and written at once, repeated identical ones coalesced.
+    let journaled = if denied {
+        k.journal_denied(pid, entry)
+    } else if read_only {
         k.journal_read_only(pid, entry)
     } else {
         k.journal(pid, entry)

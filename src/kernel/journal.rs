@@ -252,13 +252,57 @@ impl Pending {
 }
 
 /// Read-only calls of every agent waiting for that agent's next journal
-/// entry (see the module documentation).
+/// entry (see the module documentation), and each agent's latest denied
+/// call while it is the agent's latest entry (for coalescing).
 #[derive(Default)]
 pub struct PendingCalls {
     map: Mutex<HashMap<Pid, Pending>>,
+    denied: Mutex<HashMap<Pid, Denied>>,
+}
+
+/// An agent's latest journal entry, a denied call, and how many identical
+/// denials it stands for.
+struct Denied {
+    seq: u64,
+    entry: JournalEntry,
+    count: u64,
+}
+
+/// Denied calls are identical when the call and the refusal are (the
+/// arguments may differ: the entry keeps the first call's).
+fn same_denial(a: &JournalEntry, b: &JournalEntry) -> bool {
+    match (a, b) {
+        (
+            JournalEntry::Syscall {
+                call: c1,
+                error: e1,
+                result: r1,
+                ..
+            },
+            JournalEntry::Syscall {
+                call: c2,
+                error: e2,
+                result: r2,
+                ..
+            },
+        ) => c1 == c2 && e1 == e2 && r1 == r2,
+        _ => false,
+    }
 }
 
 impl PendingCalls {
+    fn denied(&self) -> MutexGuard<'_, HashMap<Pid, Denied>> {
+        self.denied.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Another entry follows the agent's latest denial: no more coalescing.
+    fn break_chain(&self, pid: Pid) {
+        let mut d = self.denied();
+        if !d.is_empty() {
+            d.remove(&pid);
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<Pid, Pending>> {
         // Plain buffers: a panic cannot leave one half-updated in a way
         // that matters, so poisoning is ignored.
@@ -289,6 +333,7 @@ impl Kernel {
     /// Appends a journal entry (durable with the next group commit), with
     /// the agent's read-only calls waiting in memory before it.
     pub fn journal(&self, pid: Pid, entry: JournalEntry) -> Result<u64, StoreError> {
+        self.pending.break_chain(pid);
         let seq = self.store.next_seq()?;
         let bytes = serde_json::to_vec(&entry)?;
         let journal = &self.store.trees.journal;
@@ -316,9 +361,50 @@ impl Kernel {
     /// Records a read-only call: counted by the caller, shown by `agentos
     /// logs` at once, written to the journal with the agent's next entry.
     pub fn journal_read_only(&self, pid: Pid, entry: JournalEntry) -> Result<u64, StoreError> {
+        self.pending.break_chain(pid);
         let seq = self.store.next_seq()?;
         self.broadcast(pid, seq, &entry);
         self.pending.push(pid, seq, entry);
+        Ok(seq)
+    }
+
+    /// Journals a denied call. When the agent's latest entry is the same
+    /// denial, that entry is rewritten in place to count it ("denied N
+    /// times", with the time of the latest) instead of a new one being
+    /// added: a flood of identical refusals takes one entry.
+    pub fn journal_denied(&self, pid: Pid, entry: JournalEntry) -> Result<u64, StoreError> {
+        {
+            let mut denied = self.pending.denied();
+            if let Some(d) = denied.get_mut(&pid)
+                && same_denial(&d.entry, &entry)
+            {
+                d.count += 1;
+                let mut merged = d.entry.clone();
+                if let (
+                    JournalEntry::Syscall { ts_ms, result, .. },
+                    JournalEntry::Syscall { ts_ms: now, .. },
+                ) = (&mut merged, &entry)
+                {
+                    *ts_ms = *now;
+                    *result = format!("{result} (denied {} times)", d.count);
+                }
+                self.store
+                    .trees
+                    .journal
+                    .insert(key(pid, d.seq), serde_json::to_vec(&merged)?)?;
+                self.broadcast(pid, d.seq, &merged);
+                return Ok(d.seq);
+            }
+        }
+        let seq = self.journal(pid, entry.clone())?;
+        self.pending.denied().insert(
+            pid,
+            Denied {
+                seq,
+                entry,
+                count: 1,
+            },
+        );
         Ok(seq)
     }
 

@@ -100,6 +100,8 @@ pub struct Kernel {
     pub logs: tokio::sync::broadcast::Sender<journal::LogEvent>,
     /// Read-only calls waiting for their agent's next journal entry.
     pub pending: journal::PendingCalls,
+    /// Coalescing and retention state of the audit trail.
+    pub audit_trail: audit::AuditTrail,
     /// Woken whenever an agent terminates (WAIT, `agentos wait`).
     pub exits: tokio::sync::Notify,
     pub started: std::time::Instant,
@@ -178,6 +180,7 @@ impl Kernel {
             memory,
             logs,
             pending: Default::default(),
+            audit_trail: Default::default(),
             exits: tokio::sync::Notify::new(),
             started: std::time::Instant::now(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
