@@ -10,6 +10,7 @@
 //! line's length. A refused connection gets one error line, then is closed.
 
 use super::conns::{Admission, Refusal, Slot};
+use super::owners::{self, Owners, Usage};
 use super::protocol::{AdminRequest, AdminResponse, SpawnRequest};
 use crate::abi::{Errno, SysError};
 use crate::kernel::Kernel;
@@ -92,6 +93,7 @@ pub async fn run(
     tokio::pin!(shutdown);
     let cfg = &kernel.config.file.admin;
     let admission = Admission::new(cfg.max_connections, cfg.max_connections_per_uid);
+    let owners = Arc::new(Owners::default());
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
@@ -106,7 +108,7 @@ pub async fn run(
                     };
                     match admission.admit(peer.uid) {
                         Ok(slot) => {
-                            tokio::spawn(serve_client(kernel.clone(), stream, peer, slot));
+                            tokio::spawn(serve_client(kernel.clone(), owners.clone(), stream, peer, slot));
                         }
                         Err(refusal) => refuse(&stream, peer, &refusal),
                     }
@@ -129,7 +131,13 @@ fn refuse(stream: &UnixStream, peer: Peer, refusal: &Refusal) {
     let _ = stream.try_write(&line);
 }
 
-async fn serve_client(k: Arc<Kernel>, stream: UnixStream, peer: Peer, _slot: Slot) {
+async fn serve_client(
+    k: Arc<Kernel>,
+    owners: Arc<Owners>,
+    stream: UnixStream,
+    peer: Peer,
+    _slot: Slot,
+) {
     let cap = k.config.file.admin.max_request_bytes;
     let timeout_s = k.config.file.admin.request_timeout_s;
     let (rd, mut wr) = stream.into_split();
@@ -183,7 +191,7 @@ async fn serve_client(k: Arc<Kernel>, stream: UnixStream, peer: Peer, _slot: Slo
             follow_logs(&k, pid, tail, &mut wr).await;
             return;
         }
-        let resp = match handle(&k, peer, req).await {
+        let resp = match handle(&k, &owners, peer, req).await {
             Ok(v) => AdminResponse::result(v),
             Err(e) => AdminResponse::error(e),
         };
@@ -229,7 +237,12 @@ fn authorize(k: &Kernel, peer: Peer, pid: Pid) -> Result<Pcb, SysError> {
     Ok(pcb)
 }
 
-async fn handle(k: &Arc<Kernel>, peer: Peer, req: AdminRequest) -> Result<Value, SysError> {
+async fn handle(
+    k: &Arc<Kernel>,
+    owners: &Owners,
+    peer: Peer,
+    req: AdminRequest,
+) -> Result<Value, SysError> {
     let op = req.name();
     let target = req.target();
     let checked = match target {
@@ -345,7 +358,28 @@ async fn handle(k: &Arc<Kernel>, peer: Peer, req: AdminRequest) -> Result<Value,
                 uid: peer.uid,
                 gid: peer.gid,
             };
-            let pcb = k.spawn(parent, child_request(*s)).await?;
+            let request = child_request(*s);
+            if peer.is_root() {
+                return Ok(json!(k.spawn(parent, request).await?));
+            }
+            // Other users: within their [admin] ceiling, checked and
+            // spawned in one turn per uid.
+            let _turn = owners.turn(peer.uid).await;
+            let spec = k.child_spec(parent, request.clone())?;
+            let usage = Usage::of(peer.uid, &k.table.all());
+            let inference = k.inference();
+            owners::check(
+                &k.config.file.admin,
+                inference.default_model.as_deref(),
+                peer.uid,
+                &spec,
+                usage,
+            )
+            .inspect_err(|e| {
+                tracing::warn!(target: "audit", uid = peer.uid, "admin spawn refused: {}", e.message);
+                k.audit("admin-denied", Some(peer.uid), None, "spawn", &e.message);
+            })?;
+            let pcb = k.spawn(parent, request).await?;
             Ok(json!(pcb))
         }
     }
@@ -374,6 +408,7 @@ fn status(k: &Kernel) -> Value {
     let all = k.table.all();
     let live = all.iter().filter(|p| p.is_live()).count();
     let features = crate::sandbox::features::detect(k.cgroups.describe());
+    let a = &k.config.file.admin;
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "daemon_pid": std::process::id(),
@@ -384,6 +419,13 @@ fn status(k: &Kernel) -> Value {
         "uid_range": format!("{}-{}", k.config.uid_range.first, k.config.uid_range.last),
         "profiles": k.profiles.names().collect::<Vec<_>>(),
         "kernel": features,
+        "owner_ceiling": {
+            "profiles": a.profiles,
+            "models": a.models,
+            "max_priority": a.max_priority,
+            "max_agents": a.max_agents,
+            "max_memory_bytes": a.max_memory_bytes,
+        },
     })
 }
 
