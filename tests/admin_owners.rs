@@ -248,3 +248,38 @@ fn a_user_is_refused_agents_and_memory_beyond_its_ceiling() {
     neighbour_answers(&d, "neighbour");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn concurrent_spawns_of_one_user_cannot_pass_max_agents() {
+    if !common::require_root("concurrent_spawns_of_one_user_cannot_pass_max_agents") {
+        return;
+    }
+    let (d, dir) = start("race");
+    // Eight small spawns at once against max_agents = 3.
+    let outs: Vec<Out> = std::thread::scope(|s| {
+        let d = &d;
+        let handles: Vec<_> = (0..8)
+            .map(|i| s.spawn(move || user_spawn(d, &format!("racer-{i}"), &["--memory", "16M"])))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    let ok = outs.iter().filter(|o| o.code == 0).count();
+    assert_eq!(
+        ok,
+        3,
+        "{}",
+        outs.iter()
+            .map(|o| o.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    for o in outs.iter().filter(|o| o.code != 0) {
+        assert!(o.stderr.contains("max_agents = 3"), "{o}");
+    }
+    assert_eq!(users_live(&d).len(), 3, "{}", d.log());
+    neighbour_answers(&d, "neighbour");
+    let _ = std::fs::remove_dir_all(dir);
+}
