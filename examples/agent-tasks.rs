@@ -400,9 +400,15 @@ fn run_one(
             inspect(d, pid)
         })
         .collect::<Result<_, _>>()?;
-    let mailbox: Vec<Message> =
-        serde_json::from_value(call(d, &AdminRequest::Inbox { pid: env.mailbox })?)
-            .map_err(|e| format!("inbox: {e}"))?;
+    let mailbox: Vec<Message> = serde_json::from_value(call(
+        d,
+        &AdminRequest::Inbox {
+            pid: env.mailbox,
+            tail: Some(agentos::admin::protocol::MAX_PAGE),
+            since: None,
+        },
+    )?)
+    .map_err(|e| format!("inbox: {e}"))?;
     let outcome = Outcome {
         pcb: final_pcb.clone(),
         exit: exit.clone(),
@@ -443,7 +449,8 @@ fn agent_log(d: &BenchDaemon, pid: u64) -> String {
         &AdminRequest::Logs {
             pid,
             follow: false,
-            tail: None,
+            tail: Some(agentos::admin::protocol::MAX_PAGE),
+            since: None,
         },
     )
     .unwrap_or_default();

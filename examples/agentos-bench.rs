@@ -382,6 +382,7 @@ fn wait_exit(
                 pid,
                 follow: false,
                 tail: Some(20),
+                since: None,
             },
         )
         .unwrap_or_default();

@@ -87,6 +87,17 @@ pub struct AdminConfig {
     pub request_timeout_s: u64,
     /// Longest request line, bytes.
     pub max_request_bytes: usize,
+    /// Profiles users other than root may spawn agents with.
+    pub profiles: Vec<String>,
+    /// Models users other than root may give their agents (`--model`,
+    /// `--allow-model`). None: only `scheduler.default_model`.
+    pub models: Option<Vec<String>>,
+    /// Highest priority users other than root may give an agent.
+    pub max_priority: u32,
+    /// Live agents (children included) of one user other than root.
+    pub max_agents: usize,
+    /// Sum of the memory limits of one non-root user's live agents.
+    pub max_memory_bytes: u64,
 }
 
 impl Default for AdminConfig {
@@ -96,6 +107,13 @@ impl Default for AdminConfig {
             max_connections_per_uid: 32,
             request_timeout_s: 30,
             max_request_bytes: 512 << 10,
+            profiles: ["default", "program", "restricted"]
+                .map(String::from)
+                .to_vec(),
+            models: None,
+            max_priority: 1,
+            max_agents: 64,
+            max_memory_bytes: 8 << 30,
         }
     }
 }
@@ -347,6 +365,23 @@ impl FileConfig {
             return Err(invalid(
                 "admin.max_request_bytes".into(),
                 "must be at least 4096".into(),
+            ));
+        }
+        if !(1..=100).contains(&a.max_priority) {
+            return Err(invalid(
+                "admin.max_priority".into(),
+                "must be between 1 and 100".into(),
+            ));
+        }
+        if let Some(m) = a
+            .models
+            .iter()
+            .flatten()
+            .find(|m| !models.contains(m.as_str()))
+        {
+            return Err(invalid(
+                "admin.models".into(),
+                format!("no model named {m:?}"),
             ));
         }
         self.workspaces

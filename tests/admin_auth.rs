@@ -92,7 +92,15 @@ fn root_ps(d: &Daemon) -> Vec<Pcb> {
 }
 
 fn inbox(d: &Daemon, pid: u64) -> Vec<Message> {
-    serde_json::from_value(d.call(AdminRequest::Inbox { pid }).expect("inbox")).expect("messages")
+    serde_json::from_value(
+        d.call(AdminRequest::Inbox {
+            pid,
+            tail: Some(agentos::admin::protocol::MAX_PAGE),
+            since: None,
+        })
+        .expect("inbox"),
+    )
+    .expect("messages")
 }
 
 fn pids_of(list: &Value) -> Vec<u64> {

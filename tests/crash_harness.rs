@@ -73,7 +73,11 @@ enum KillAt {
 
 fn inbox(d: &Daemon, pid: u64) -> Vec<Message> {
     let v = d
-        .call(AdminRequest::Inbox { pid })
+        .call(AdminRequest::Inbox {
+            pid,
+            tail: Some(agentos::admin::protocol::MAX_PAGE),
+            since: None,
+        })
         .unwrap_or_else(|e| panic!("inbox {pid}: {e}\n{}", d.log()));
     serde_json::from_value(v).expect("messages")
 }

@@ -128,7 +128,11 @@ fn a_full_disk_refuses_acknowledgements_and_loses_nothing() {
     std::fs::remove_file(&filler).expect("free space");
     d.launch();
     let v = d
-        .call(AdminRequest::Inbox { pid: recipient })
+        .call(AdminRequest::Inbox {
+            pid: recipient,
+            tail: Some(agentos::admin::protocol::MAX_PAGE),
+            since: None,
+        })
         .expect("inbox");
     let inbox: Vec<Message> = serde_json::from_value(v).expect("messages");
     let bodies: std::collections::HashSet<&str> = inbox.iter().map(|m| m.body.as_str()).collect();

@@ -84,7 +84,13 @@ fn run_case(point: &str, errno: i32) {
 
     d.wrapper.clear();
     d.launch();
-    let v = d.call(AdminRequest::Inbox { pid: inbox }).expect("inbox");
+    let v = d
+        .call(AdminRequest::Inbox {
+            pid: inbox,
+            tail: Some(agentos::admin::protocol::MAX_PAGE),
+            since: None,
+        })
+        .expect("inbox");
     let got: Vec<Message> = serde_json::from_value(v).expect("messages");
     let bodies: std::collections::HashSet<&str> = got.iter().map(|m| m.body.as_str()).collect();
     for b in &acked {

@@ -69,7 +69,8 @@ fn log_events(d: &Daemon, pid: u64) -> Vec<Value> {
         .call(AdminRequest::Logs {
             pid,
             follow: false,
-            tail: None,
+            tail: Some(agentos::admin::protocol::MAX_PAGE),
+            since: None,
         })
         .expect("logs");
     v.as_array().cloned().unwrap_or_default()
@@ -251,6 +252,8 @@ fn repeated_denials_are_coalesced_in_audit_and_journal() {
         .call(AdminRequest::Audit {
             pid: Some(pid),
             since_ms: None,
+            tail: Some(agentos::admin::protocol::MAX_PAGE),
+            since_seq: None,
         })
         .expect("audit");
     let entries = audit.as_array().cloned().unwrap_or_default();

@@ -94,7 +94,13 @@ fn kept_messages_come_back_after_a_crash_until_acknowledged() {
         "{report}"
     );
     assert_eq!(report["after_ack"], serde_json::json!([]), "{report}");
-    let inbox = d.call(AdminRequest::Inbox { pid: a.pid }).expect("inbox");
+    let inbox = d
+        .call(AdminRequest::Inbox {
+            pid: a.pid,
+            tail: Some(agentos::admin::protocol::MAX_PAGE),
+            since: None,
+        })
+        .expect("inbox");
     assert_eq!(inbox, serde_json::json!([]));
 }
 
@@ -112,7 +118,13 @@ fn an_agents_timers_are_cancelled_when_it_ends() {
         d.logs(a.pid)
     );
     std::thread::sleep(Duration::from_millis(2500));
-    let inbox = d.call(AdminRequest::Inbox { pid: a.pid }).expect("inbox");
+    let inbox = d
+        .call(AdminRequest::Inbox {
+            pid: a.pid,
+            tail: Some(agentos::admin::protocol::MAX_PAGE),
+            since: None,
+        })
+        .expect("inbox");
     assert_eq!(
         inbox,
         serde_json::json!([]),
@@ -299,9 +311,13 @@ fn two_hundred_live_agents_all_answer_after_a_crash() {
     let all_answered = eventually(Duration::from_secs(60), || {
         pids.iter()
             .all(|&pid| {
-                d.call(AdminRequest::Inbox { pid })
-                    .map(|v| v.as_array().is_some_and(|a| a.is_empty()))
-                    .unwrap_or(false)
+                d.call(AdminRequest::Inbox {
+                    pid,
+                    tail: Some(agentos::admin::protocol::MAX_PAGE),
+                    since: None,
+                })
+                .map(|v| v.as_array().is_some_and(|a| a.is_empty()))
+                .unwrap_or(false)
             })
             .then_some(())
     });
@@ -310,9 +326,13 @@ fn two_hundred_live_agents_all_answer_after_a_crash() {
         .iter()
         .copied()
         .filter(|&pid| {
-            d.call(AdminRequest::Inbox { pid })
-                .map(|v| !v.as_array().is_some_and(|a| a.is_empty()))
-                .unwrap_or(true)
+            d.call(AdminRequest::Inbox {
+                pid,
+                tail: Some(agentos::admin::protocol::MAX_PAGE),
+                since: None,
+            })
+            .map(|v| !v.as_array().is_some_and(|a| a.is_empty()))
+            .unwrap_or(true)
         })
         .collect();
     assert!(

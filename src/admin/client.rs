@@ -79,6 +79,19 @@ impl Client {
         }
     }
 
+    /// Sends a request for a page (`inbox`, `logs`, `audit`) and returns
+    /// its result and how many earlier entries the page left out (None from
+    /// a daemon that does not page).
+    pub fn call_paged(&mut self, req: &AdminRequest) -> Result<(Value, Option<u64>), ClientError> {
+        self.send(req)?;
+        let resp = self.read()?;
+        match (resp.ok, resp.error) {
+            (false, Some(e)) => Err(ClientError::Refused(e)),
+            (false, None) => Err(ClientError::Protocol("error without details".into())),
+            (true, _) => Ok((resp.result.unwrap_or(Value::Null), resp.skipped)),
+        }
+    }
+
     /// Sends a streaming request and calls `each` for every event until the
     /// stream ends.
     pub fn stream(

@@ -3,5 +3,6 @@
 
 pub mod client;
 pub mod conns;
+pub mod owners;
 pub mod protocol;
 pub mod server;

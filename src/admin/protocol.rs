@@ -12,6 +12,17 @@ use serde_json::Value;
 /// Default admin socket path.
 pub const DEFAULT_SOCKET: &str = "/run/agentos/agentosd.sock";
 
+/// Entries `inbox`, `logs` and `audit` return without `tail`: the last
+/// ones; the reply's `skipped` says how many earlier ones were left out.
+pub const DEFAULT_PAGE: usize = 1000;
+/// The most entries one `inbox`, `logs` or `audit` reply holds.
+pub const MAX_PAGE: usize = 10_000;
+
+/// The page size a request asks for: `tail`, at most [`MAX_PAGE`].
+pub fn page_size(tail: Option<usize>) -> usize {
+    tail.unwrap_or(DEFAULT_PAGE).min(MAX_PAGE)
+}
+
 /// An admin request.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -26,8 +37,12 @@ pub enum AdminRequest {
         pid: Pid,
         #[serde(default)]
         follow: bool,
+        /// Only the last N events (default [`DEFAULT_PAGE`]).
         #[serde(default)]
         tail: Option<usize>,
+        /// Only events with a sequence number above this.
+        #[serde(default)]
+        since: Option<u64>,
     },
     Kill {
         pid: Pid,
@@ -49,6 +64,12 @@ pub enum AdminRequest {
     },
     Inbox {
         pid: Pid,
+        /// Only the last N messages (default [`DEFAULT_PAGE`]).
+        #[serde(default)]
+        tail: Option<usize>,
+        /// Only messages with a sequence number above this.
+        #[serde(default)]
+        since: Option<u64>,
     },
     Status,
     /// Per-agent inference and syscall figures plus the scheduler's queues.
@@ -59,6 +80,12 @@ pub enum AdminRequest {
         pid: Option<Pid>,
         #[serde(default)]
         since_ms: Option<u64>,
+        /// Only the last N entries (default [`DEFAULT_PAGE`]).
+        #[serde(default)]
+        tail: Option<usize>,
+        /// Only entries with a sequence number above this.
+        #[serde(default)]
+        since_seq: Option<u64>,
     },
 }
 
@@ -73,7 +100,7 @@ impl AdminRequest {
             | AdminRequest::Cont { pid }
             | AdminRequest::Send { pid, .. }
             | AdminRequest::Wait { pid, .. }
-            | AdminRequest::Inbox { pid } => Some(*pid),
+            | AdminRequest::Inbox { pid, .. } => Some(*pid),
             AdminRequest::Spawn(_)
             | AdminRequest::Ps
             | AdminRequest::Tree
@@ -154,6 +181,10 @@ pub struct AdminResponse {
     /// Closes a stream.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub end: bool,
+    /// A page of `inbox`, `logs` or `audit`: how many earlier entries it
+    /// left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<u64>,
 }
 
 impl AdminResponse {
@@ -164,6 +195,7 @@ impl AdminResponse {
             error: None,
             event: None,
             end: false,
+            skipped: None,
         }
     }
 
@@ -174,6 +206,7 @@ impl AdminResponse {
             error: Some(e),
             event: None,
             end: false,
+            skipped: None,
         }
     }
 
@@ -184,6 +217,7 @@ impl AdminResponse {
             error: None,
             event: Some(e),
             end: false,
+            skipped: None,
         }
     }
 
@@ -194,6 +228,7 @@ impl AdminResponse {
             error: None,
             event: None,
             end: true,
+            skipped: None,
         }
     }
 
@@ -216,6 +251,7 @@ mod tests {
             pid: 3,
             follow: true,
             tail: None,
+            since: Some(7),
         };
         let s = serde_json::to_string(&r).expect("encode");
         assert!(s.contains(r#""op":"logs""#), "{s}");
@@ -225,5 +261,18 @@ mod tests {
                 .expect("spawn");
         assert_eq!(spawn.name(), "spawn");
         assert!(serde_json::from_str::<AdminRequest>(r#"{"op":"format_disk"}"#).is_err());
+        // Requests of older clients, without the paging fields, still parse.
+        let old: AdminRequest = serde_json::from_str(r#"{"op":"inbox","pid":4}"#).expect("inbox");
+        assert_eq!(
+            old,
+            AdminRequest::Inbox {
+                pid: 4,
+                tail: None,
+                since: None
+            }
+        );
+        let reply: AdminResponse =
+            serde_json::from_str(r#"{"ok":true,"result":[]}"#).expect("reply");
+        assert_eq!(reply.skipped, None);
     }
 }

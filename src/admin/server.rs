@@ -10,7 +10,8 @@
 //! line's length. A refused connection gets one error line, then is closed.
 
 use super::conns::{Admission, Refusal, Slot};
-use super::protocol::{AdminRequest, AdminResponse, SpawnRequest};
+use super::owners::{self, Owners, Usage};
+use super::protocol::{AdminRequest, AdminResponse, SpawnRequest, page_size};
 use crate::abi::{Errno, SysError};
 use crate::kernel::Kernel;
 use crate::kernel::pcb::{Pcb, Pid};
@@ -92,6 +93,7 @@ pub async fn run(
     tokio::pin!(shutdown);
     let cfg = &kernel.config.file.admin;
     let admission = Admission::new(cfg.max_connections, cfg.max_connections_per_uid);
+    let owners = Arc::new(Owners::default());
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
@@ -106,7 +108,7 @@ pub async fn run(
                     };
                     match admission.admit(peer.uid) {
                         Ok(slot) => {
-                            tokio::spawn(serve_client(kernel.clone(), stream, peer, slot));
+                            tokio::spawn(serve_client(kernel.clone(), owners.clone(), stream, peer, slot));
                         }
                         Err(refusal) => refuse(&stream, peer, &refusal),
                     }
@@ -129,7 +131,13 @@ fn refuse(stream: &UnixStream, peer: Peer, refusal: &Refusal) {
     let _ = stream.try_write(&line);
 }
 
-async fn serve_client(k: Arc<Kernel>, stream: UnixStream, peer: Peer, _slot: Slot) {
+async fn serve_client(
+    k: Arc<Kernel>,
+    owners: Arc<Owners>,
+    stream: UnixStream,
+    peer: Peer,
+    _slot: Slot,
+) {
     let cap = k.config.file.admin.max_request_bytes;
     let timeout_s = k.config.file.admin.request_timeout_s;
     let (rd, mut wr) = stream.into_split();
@@ -174,17 +182,21 @@ async fn serve_client(k: Arc<Kernel>, stream: UnixStream, peer: Peer, _slot: Slo
             pid,
             follow: true,
             tail,
+            since,
         } = req
         {
             if let Err(e) = authorize(&k, peer, pid) {
                 let _ = send(&mut wr, &AdminResponse::error(e), timeout_s).await;
                 continue;
             }
-            follow_logs(&k, pid, tail, &mut wr).await;
+            follow_logs(&k, pid, tail, since, &mut wr).await;
             return;
         }
-        let resp = match handle(&k, peer, req).await {
-            Ok(v) => AdminResponse::result(v),
+        let resp = match handle(&k, &owners, peer, req).await {
+            Ok((v, skipped)) => AdminResponse {
+                skipped,
+                ..AdminResponse::result(v)
+            },
             Err(e) => AdminResponse::error(e),
         };
         if !send(&mut wr, &resp, timeout_s).await {
@@ -229,7 +241,14 @@ fn authorize(k: &Kernel, peer: Peer, pid: Pid) -> Result<Pcb, SysError> {
     Ok(pcb)
 }
 
-async fn handle(k: &Arc<Kernel>, peer: Peer, req: AdminRequest) -> Result<Value, SysError> {
+/// Answers one request: its result and, for a page of `inbox`, `logs` or
+/// `audit`, how many earlier entries it left out.
+async fn handle(
+    k: &Arc<Kernel>,
+    owners: &Owners,
+    peer: Peer,
+    req: AdminRequest,
+) -> Result<(Value, Option<u64>), SysError> {
     let op = req.name();
     let target = req.target();
     let checked = match target {
@@ -253,25 +272,42 @@ async fn handle(k: &Arc<Kernel>, peer: Peer, req: AdminRequest) -> Result<Value,
         k.audit("admin", Some(peer.uid), target, op, "");
     }
     let visible = |p: &Pcb| peer.is_root() || p.owner == peer.uid;
-    match req {
+    let store_err = |e: crate::kernel::store::StoreError| SysError::io(e.to_string());
+    let value = match req {
         AdminRequest::Status => Ok(status(k)),
-        AdminRequest::Audit { pid, since_ms } => {
+        AdminRequest::Audit {
+            pid,
+            since_ms,
+            tail,
+            since_seq,
+        } => {
             if let Some(p) = pid {
                 authorize(k, peer, p)?;
             }
             // Non-root users see entries about their own agents or by themselves.
-            let entries: Vec<_> = k
-                .read_audit(pid, since_ms)
-                .into_iter()
-                .filter(|e| {
-                    peer.is_root()
+            let keep = |e: &crate::kernel::audit::AuditEntry| {
+                (pid.is_none() || e.pid == pid)
+                    && since_ms.is_none_or(|s| e.ts_ms >= s)
+                    && (peer.is_root()
                         || e.uid == Some(peer.uid)
                         || e.pid
                             .and_then(|p| k.table.get(p))
-                            .is_some_and(|p| p.owner == peer.uid)
+                            .is_some_and(|p| p.owner == peer.uid))
+            };
+            let (entries, skipped) = k
+                .read_audit_page(since_seq, page_size(tail), keep)
+                .map_err(store_err)?;
+            let list: Vec<Value> = entries
+                .into_iter()
+                .map(|(seq, e)| {
+                    let mut v = json!(e);
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert("seq".into(), json!(seq));
+                    }
+                    v
                 })
                 .collect();
-            Ok(json!(entries))
+            return Ok((json!(list), Some(skipped)));
         }
         AdminRequest::Top => {
             let agents: Vec<Pcb> = k
@@ -300,11 +336,13 @@ async fn handle(k: &Arc<Kernel>, peer: Peer, req: AdminRequest) -> Result<Value,
             Ok(json!(list))
         }
         AdminRequest::Inspect { .. } => Ok(json!(checked)),
-        AdminRequest::Logs { pid, tail, .. } => {
-            let events = k
-                .read_log(pid, None, tail)
-                .map_err(|e| SysError::io(e.to_string()))?;
-            Ok(json!(events))
+        AdminRequest::Logs {
+            pid, tail, since, ..
+        } => {
+            let (events, skipped) = k
+                .read_log_page(pid, since, page_size(tail))
+                .map_err(store_err)?;
+            return Ok((json!(events), Some(skipped)));
         }
         AdminRequest::Kill { pid } => {
             k.kill_agent(pid, &format!("killed by admin (uid {})", peer.uid))?;
@@ -332,12 +370,21 @@ async fn handle(k: &Arc<Kernel>, peer: Peer, req: AdminRequest) -> Result<Value,
             let exit = k.wait_for(pid, timeout_ms, None).await?;
             Ok(json!({"pid": pid, "exit": exit}))
         }
-        AdminRequest::Inbox { pid } => {
+        AdminRequest::Inbox { pid, tail, since } => {
+            let inbox = &k.store.trees.inbox;
+            let limit = page_size(tail);
             let msgs: Vec<(u64, crate::kernel::ipc::Message)> = k
                 .store
-                .range(&k.store.trees.inbox, pid, None, 10_000)
-                .map_err(|e| SysError::io(e.to_string()))?;
-            Ok(json!(msgs.into_iter().map(|(_, m)| m).collect::<Vec<_>>()))
+                .range_tail(inbox, pid, since, limit)
+                .map_err(store_err)?;
+            let skipped = match msgs.first() {
+                Some((first, _)) if msgs.len() >= limit => {
+                    k.store.count_between(inbox, pid, since, *first) as u64
+                }
+                _ => 0,
+            };
+            let list: Vec<_> = msgs.into_iter().map(|(_, m)| m).collect();
+            return Ok((json!(list), Some(skipped)));
         }
         AdminRequest::Spawn(s) => {
             // A client's ceiling is the profile it names (root's is none).
@@ -345,10 +392,32 @@ async fn handle(k: &Arc<Kernel>, peer: Peer, req: AdminRequest) -> Result<Value,
                 uid: peer.uid,
                 gid: peer.gid,
             };
-            let pcb = k.spawn(parent, child_request(*s)).await?;
+            let request = child_request(*s);
+            if peer.is_root() {
+                return Ok((json!(k.spawn(parent, request).await?), None));
+            }
+            // Other users: within their [admin] ceiling, checked and
+            // spawned in one turn per uid.
+            let _turn = owners.turn(peer.uid).await;
+            let spec = k.child_spec(parent, request.clone())?;
+            let usage = Usage::of(peer.uid, &k.table.all());
+            let inference = k.inference();
+            owners::check(
+                &k.config.file.admin,
+                inference.default_model.as_deref(),
+                peer.uid,
+                &spec,
+                usage,
+            )
+            .inspect_err(|e| {
+                tracing::warn!(target: "audit", uid = peer.uid, "admin spawn refused: {}", e.message);
+                k.audit("admin-denied", Some(peer.uid), None, "spawn", &e.message);
+            })?;
+            let pcb = k.spawn(parent, request).await?;
             Ok(json!(pcb))
         }
-    }
+    };
+    value.map(|v| (v, None))
 }
 
 /// The spawn rule's form of an admin spawn request (an empty program
@@ -374,6 +443,7 @@ fn status(k: &Kernel) -> Value {
     let all = k.table.all();
     let live = all.iter().filter(|p| p.is_live()).count();
     let features = crate::sandbox::features::detect(k.cgroups.describe());
+    let a = &k.config.file.admin;
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "daemon_pid": std::process::id(),
@@ -384,24 +454,38 @@ fn status(k: &Kernel) -> Value {
         "uid_range": format!("{}-{}", k.config.uid_range.first, k.config.uid_range.last),
         "profiles": k.profiles.names().collect::<Vec<_>>(),
         "kernel": features,
+        "owner_ceiling": {
+            "profiles": a.profiles,
+            "models": a.models,
+            "max_priority": a.max_priority,
+            "max_agents": a.max_agents,
+            "max_memory_bytes": a.max_memory_bytes,
+        },
     })
 }
 
-/// Streams the stored log, then new events, until the agent has terminated
-/// and everything it wrote was sent.
+/// Streams the stored log (the last `tail` events after `since`, default
+/// one page), then new events a page at a time, until the agent has
+/// terminated and everything it wrote was sent.
 async fn follow_logs(
     k: &Arc<Kernel>,
     pid: Pid,
     tail: Option<usize>,
+    since: Option<u64>,
     wr: &mut tokio::net::unix::OwnedWriteHalf,
 ) {
     let mut wake = k.logs.subscribe();
-    let mut last = 0u64;
+    let mut last = since;
     let mut first = true;
+    let limit = page_size(None);
     loop {
         let terminated = k.table.get(pid).is_none_or(|p| !p.is_live());
-        let after = if first { None } else { Some(last) };
-        let events = match k.read_log(pid, after, if first { tail } else { None }) {
+        let read = if first {
+            k.read_log_page(pid, last, page_size(tail)).map(|(e, _)| e)
+        } else {
+            k.read_log_after(pid, last, limit)
+        };
+        let events = match read {
             Ok(e) => e,
             Err(e) => {
                 let _ = wr
@@ -413,9 +497,13 @@ async fn follow_logs(
             }
         };
         first = false;
+        let full = events.len() >= limit;
         let seen = last;
-        for ev in events.into_iter().filter(|e| e.seq > seen) {
-            last = ev.seq;
+        for ev in events
+            .into_iter()
+            .filter(|e| seen.is_none_or(|s| e.seq > s))
+        {
+            last = Some(ev.seq);
             if wr
                 .write_all(&AdminResponse::event(ev).to_line())
                 .await
@@ -423,6 +511,10 @@ async fn follow_logs(
             {
                 return;
             }
+        }
+        if full {
+            // More is waiting: the next page at once.
+            continue;
         }
         if terminated {
             let _ = wr.write_all(&AdminResponse::end().to_line()).await;

@@ -51,20 +51,35 @@ enum Command {
     },
     /// Show an agent's whole process control block.
     Inspect { pid: u64 },
-    /// Show an agent's output and syscall trace.
+    /// Show an agent's output and syscall trace: the last 1000 events
+    /// unless --tail says otherwise (at most 10000); a note on stderr says
+    /// how many earlier ones were left out.
     Logs {
         pid: u64,
         /// Keep following until the agent terminates.
         #[arg(long, short)]
         follow: bool,
-        /// Only the last N events.
+        /// Only the last N events (default 1000, at most 10000).
         #[arg(long)]
         tail: Option<usize>,
+        /// Only events after sequence number SEQ (the `seq` of --json).
+        #[arg(long, value_name = "SEQ")]
+        since: Option<u64>,
     },
     /// Put a message in an agent's inbox (it reads it with RECV_MSG).
     Send { pid: u64, message: String },
-    /// List the messages waiting in an agent's inbox.
-    Inbox { pid: u64 },
+    /// List the messages waiting in an agent's inbox: the last 1000
+    /// unless --tail says otherwise (at most 10000); a note on stderr says
+    /// how many earlier ones were left out.
+    Inbox {
+        pid: u64,
+        /// Only the last N messages (default 1000, at most 10000).
+        #[arg(long)]
+        tail: Option<usize>,
+        /// Only messages after sequence number SEQ.
+        #[arg(long, value_name = "SEQ")]
+        since: Option<u64>,
+    },
     /// Freeze an agent (all its processes).
     Stop { pid: u64 },
     /// Thaw a stopped agent.
@@ -80,11 +95,19 @@ enum Command {
     },
     /// Daemon version, uptime and the kernel's confinement features.
     Status,
-    /// The audit trail: denied syscalls and admin actions.
+    /// The audit trail: denied syscalls and admin actions; the last 1000
+    /// entries unless --tail says otherwise (at most 10000); a note on
+    /// stderr says how many earlier ones were left out.
     Audit {
         /// Only entries about this agent.
         #[arg(long)]
         pid: Option<u64>,
+        /// Only the last N entries (default 1000, at most 10000).
+        #[arg(long)]
+        tail: Option<usize>,
+        /// Only entries after sequence number SEQ (the `seq` of --json).
+        #[arg(long, value_name = "SEQ")]
+        since_seq: Option<u64>,
         /// Only entries newer than this: a duration ago (30s, 10m, 2h, 1d)
         /// or a Unix time in milliseconds.
         #[arg(long, value_parser = parse_since)]
@@ -312,7 +335,12 @@ fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
             }
         }
         Command::Inspect { pid } => print_json(&c.call(&AdminRequest::Inspect { pid: *pid })?),
-        Command::Logs { pid, follow, tail } => {
+        Command::Logs {
+            pid,
+            follow,
+            tail,
+            since,
+        } => {
             let show = |e: &LogEvent| {
                 if cli.json {
                     println!("{}", serde_json::to_string(e).unwrap_or_default());
@@ -324,6 +352,7 @@ fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
                 pid: *pid,
                 follow: *follow,
                 tail: *tail,
+                since: *since,
             };
             if *follow {
                 c.stream(&req, |e| {
@@ -331,8 +360,10 @@ fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
                     true
                 })?;
             } else {
-                let events: Vec<LogEvent> = decode(c.call(&req)?)?;
+                let (v, skipped) = c.call_paged(&req)?;
+                let events: Vec<LogEvent> = decode(v)?;
                 events.iter().for_each(show);
+                note_skipped(skipped, events.len(), "events", "--since");
             }
         }
         Command::Send { pid, message } => {
@@ -346,8 +377,18 @@ fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
                 println!("delivered to agent {pid} (seq {})", v["seq"]);
             }
         }
-        Command::Inbox { pid } => {
-            let v = c.call(&AdminRequest::Inbox { pid: *pid })?;
+        Command::Inbox { pid, tail, since } => {
+            let (v, skipped) = c.call_paged(&AdminRequest::Inbox {
+                pid: *pid,
+                tail: *tail,
+                since: *since,
+            })?;
+            note_skipped(
+                skipped,
+                v.as_array().map_or(0, Vec::len),
+                "messages",
+                "--since",
+            );
             if cli.json {
                 print_json(&v);
             } else {
@@ -417,11 +458,24 @@ fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
             std::thread::sleep(std::time::Duration::from_secs_f64(interval.max(0.1)));
         },
         Command::Completions { .. } => {}
-        Command::Audit { pid, since } => {
-            let v = c.call(&AdminRequest::Audit {
+        Command::Audit {
+            pid,
+            since,
+            tail,
+            since_seq,
+        } => {
+            let (v, skipped) = c.call_paged(&AdminRequest::Audit {
                 pid: *pid,
                 since_ms: *since,
+                tail: *tail,
+                since_seq: *since_seq,
             })?;
+            note_skipped(
+                skipped,
+                v.as_array().map_or(0, Vec::len),
+                "entries",
+                "--since-seq",
+            );
             if cli.json {
                 print_json(&v);
             } else {
@@ -454,6 +508,15 @@ fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Says on stderr that a page left earlier entries out.
+fn note_skipped(skipped: Option<u64>, shown: usize, what: &str, since_flag: &str) {
+    if let Some(n) = skipped.filter(|n| *n > 0) {
+        eprintln!(
+            "agentos: {n} earlier {what} skipped, showing the last {shown} (use --tail N or {since_flag} SEQ)"
+        );
+    }
 }
 
 fn decode<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ClientError> {

@@ -118,15 +118,31 @@ impl Kernel {
         }
     }
 
-    /// Audit entries since `since_ms`, about `pid` if given, oldest first.
-    pub fn read_audit(&self, pid: Option<Pid>, since_ms: Option<u64>) -> Vec<AuditEntry> {
+    /// A page of the audit trail: the last `limit` entries after sequence
+    /// `after` that `keep` accepts, oldest first, with their sequence
+    /// numbers, and how many earlier accepted ones were left out. Entries
+    /// are decoded one at a time from the newest back; only the page is
+    /// held.
+    pub fn read_audit_page(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+        keep: impl Fn(&AuditEntry) -> bool,
+    ) -> Result<(Vec<(u64, AuditEntry)>, u64), super::store::StoreError> {
+        let mut page = Vec::new();
+        let mut skipped = 0u64;
         self.store
-            .range::<AuditEntry>(&self.store.trees.audit, 0, None, usize::MAX)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(_, e)| e)
-            .filter(|e| pid.is_none() || e.pid == pid)
-            .filter(|e| since_ms.is_none_or(|s| e.ts_ms >= s))
-            .collect()
+            .scan_back(&self.store.trees.audit, 0, after, |seq, e: AuditEntry| {
+                if keep(&e) {
+                    if page.len() < limit {
+                        page.push((seq, e));
+                    } else {
+                        skipped += 1;
+                    }
+                }
+                true
+            })?;
+        page.reverse();
+        Ok((page, skipped))
     }
 }

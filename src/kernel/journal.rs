@@ -509,52 +509,68 @@ impl Kernel {
         }
     }
 
-    /// The stored log of `pid` after sequence `after`: output lines and the
-    /// syscall trace (read-only calls still in memory included) merged in
-    /// sequence order; the last `tail` events if given.
-    pub fn read_log(
+    /// A page of the stored log of `pid` after sequence `after`: output
+    /// lines and the syscall trace (read-only calls still in memory
+    /// included) merged in sequence order, the last `limit` of them, and
+    /// how many earlier ones (after `after`) were left out. Only what is
+    /// returned is decoded: the trees are scanned from the end, and the
+    /// skipped entries are counted by key.
+    pub fn read_log_page(
         &self,
         pid: Pid,
         after: Option<u64>,
-        tail: Option<usize>,
+        limit: usize,
+    ) -> Result<(Vec<LogEvent>, u64), StoreError> {
+        let pending = self.pending_entries(pid, after);
+        let lines = self
+            .store
+            .range_tail(&self.store.trees.log, pid, after, limit)?;
+        let entries = self
+            .store
+            .range_tail(&self.store.trees.journal, pid, after, limit)?;
+        let held: Vec<u64> = pending.iter().map(|(seq, _)| *seq).collect();
+        let mut events = merge(pid, lines, entries, pending);
+        let skip = events.len().saturating_sub(limit);
+        events.drain(..skip);
+        let skipped = match events.first() {
+            Some(first) if events.len() >= limit => {
+                let before = first.seq;
+                let count = |tree: &sled::Tree| self.store.count_between(tree, pid, after, before);
+                let held = held.iter().filter(|seq| **seq < before).count();
+                (count(&self.store.trees.log) + count(&self.store.trees.journal) + held) as u64
+            }
+            _ => 0,
+        };
+        Ok((events, skipped))
+    }
+
+    /// The first `limit` events of the stored log of `pid` after sequence
+    /// `after` (as [`Self::read_log_page`], read forwards: `logs --follow`).
+    pub fn read_log_after(
+        &self,
+        pid: Pid,
+        after: Option<u64>,
+        limit: usize,
     ) -> Result<Vec<LogEvent>, StoreError> {
-        // Memory first: a call that moves to the tree meanwhile is then
-        // seen twice (and shown once), never missed.
-        let pending: Vec<(u64, JournalEntry)> = self
-            .pending
+        let pending = self.pending_entries(pid, after);
+        let lines = self.store.range(&self.store.trees.log, pid, after, limit)?;
+        let entries = self
+            .store
+            .range(&self.store.trees.journal, pid, after, limit)?;
+        let mut events = merge(pid, lines, entries, pending);
+        events.truncate(limit);
+        Ok(events)
+    }
+
+    /// Calls of `pid` still in memory after `after`. Read before the trees:
+    /// a call that moves to the tree meanwhile is then seen twice (and
+    /// shown once), never missed.
+    fn pending_entries(&self, pid: Pid, after: Option<u64>) -> Vec<(u64, JournalEntry)> {
+        self.pending
             .lock()
             .get(&pid)
             .map(|p| p.entries(after))
-            .unwrap_or_default();
-        let lines: Vec<(u64, LogLine)> =
-            self.store
-                .range(&self.store.trees.log, pid, after, usize::MAX)?;
-        let entries: Vec<(u64, JournalEntry)> =
-            self.store
-                .range(&self.store.trees.journal, pid, after, usize::MAX)?;
-        let mut events: Vec<LogEvent> = lines
-            .into_iter()
-            .map(|(seq, l)| LogEvent {
-                pid,
-                seq,
-                ts_ms: l.ts_ms,
-                stream: l.stream,
-                text: l.text,
-            })
-            .chain(
-                entries
-                    .into_iter()
-                    .chain(pending)
-                    .map(|(seq, e)| e.to_log(pid, seq)),
-            )
-            .collect();
-        events.sort_by_key(|e| e.seq);
-        events.dedup_by_key(|e| e.seq);
-        if let Some(n) = tail {
-            let skip = events.len().saturating_sub(n);
-            events.drain(..skip);
-        }
-        Ok(events)
+            .unwrap_or_default()
     }
 
     /// For LLM agents (`has_model`), keeps every call with its full
@@ -605,4 +621,33 @@ impl Kernel {
         entries.dedup_by_key(|(seq, _)| *seq);
         Ok(entries)
     }
+}
+
+/// Output lines and trace entries of `pid` as log events in sequence
+/// order, each once.
+fn merge(
+    pid: Pid,
+    lines: Vec<(u64, LogLine)>,
+    entries: Vec<(u64, JournalEntry)>,
+    pending: Vec<(u64, JournalEntry)>,
+) -> Vec<LogEvent> {
+    let mut events: Vec<LogEvent> = lines
+        .into_iter()
+        .map(|(seq, l)| LogEvent {
+            pid,
+            seq,
+            ts_ms: l.ts_ms,
+            stream: l.stream,
+            text: l.text,
+        })
+        .chain(
+            entries
+                .into_iter()
+                .chain(pending)
+                .map(|(seq, e)| e.to_log(pid, seq)),
+        )
+        .collect();
+    events.sort_by_key(|e| e.seq);
+    events.dedup_by_key(|e| e.seq);
+    events
 }

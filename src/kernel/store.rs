@@ -505,6 +505,63 @@ impl Store {
         Ok(out)
     }
 
+    /// The last `limit` entries of one pid after `after_seq`, oldest
+    /// first: a range scan from the end that decodes only what it returns.
+    pub fn range_tail<T: DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+        pid: Pid,
+        after_seq: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, T)>, StoreError> {
+        let start = key(pid, after_seq.map(|s| s.saturating_add(1)).unwrap_or(0));
+        let end = key(pid, u64::MAX);
+        let mut out = Vec::new();
+        for kv in tree.range(start..=end).rev().take(limit) {
+            let (k, v) = kv?;
+            out.push((seq_of(&k), serde_json::from_slice(&v)?));
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Walks one pid's entries from the newest back to the first after
+    /// `after_seq`, decoding one at a time, until `each` returns false.
+    pub fn scan_back<T: DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+        pid: Pid,
+        after_seq: Option<u64>,
+        mut each: impl FnMut(u64, T) -> bool,
+    ) -> Result<(), StoreError> {
+        let start = key(pid, after_seq.map(|s| s.saturating_add(1)).unwrap_or(0));
+        let end = key(pid, u64::MAX);
+        for kv in tree.range(start..=end).rev() {
+            let (k, v) = kv?;
+            if !each(seq_of(&k), serde_json::from_slice(&v)?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of entries of one pid with `after_seq < seq < before_seq`
+    /// (keys only: nothing is decoded).
+    pub fn count_between(
+        &self,
+        tree: &sled::Tree,
+        pid: Pid,
+        after_seq: Option<u64>,
+        before_seq: u64,
+    ) -> usize {
+        let start = key(pid, after_seq.map(|s| s.saturating_add(1)).unwrap_or(0));
+        let end = key(pid, before_seq);
+        if start >= end {
+            return 0;
+        }
+        tree.range(start..end).keys().count()
+    }
+
     /// Number of entries of one pid in a per-pid tree (a scan; the inbox
     /// and stdin queues are counted in [`Store::queues`]).
     pub fn count(&self, tree: &sled::Tree, pid: Pid) -> usize {

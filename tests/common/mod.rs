@@ -286,7 +286,8 @@ impl Daemon {
             .call(AdminRequest::Logs {
                 pid,
                 follow: false,
-                tail: None,
+                tail: Some(agentos::admin::protocol::MAX_PAGE),
+                since: None,
             })
             .expect("logs");
         v.as_array()
