@@ -163,23 +163,29 @@ fn settled(d: &Daemon, children: &[u64], marker: &str) -> bool {
     })
 }
 
+/// What agent `pid` wrote to its /report.json.
+fn report(d: &Daemon, pid: u64) -> serde_json::Value {
+    let report = eventually(Duration::from_secs(120), || {
+        std::fs::read_to_string(d.workspace(pid).join("report.json")).ok()
+    })
+    .unwrap_or_else(|| panic!("agent {pid} reported nothing\n{}\n{}", d.logs(pid), d.log()));
+    serde_json::from_str(&report).expect("report is JSON")
+}
+
 /// The children that a fan-out agent reported.
 fn reported_children(d: &Daemon, root: u64) -> Vec<u64> {
-    let report = eventually(Duration::from_secs(120), || {
-        std::fs::read_to_string(d.workspace(root).join("report.json")).ok()
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "agent {root} reported nothing\n{}\n{}",
-            d.logs(root),
-            d.log()
-        )
-    });
-    let v: serde_json::Value = serde_json::from_str(&report).expect("report is JSON");
-    v["children"]
+    report(d, root)["children"]
         .as_array()
         .map(|a| a.iter().filter_map(|x| x.as_u64()).collect())
         .unwrap_or_default()
+}
+
+/// Live agents below `root`.
+fn live_descendants(d: &Daemon, root: u64) -> usize {
+    subtree(d, root)
+        .iter()
+        .filter(|p| p.pid != root && running(p))
+        .count()
 }
 
 #[test]
@@ -422,4 +428,109 @@ fn sys_exit_of_a_parent_ends_its_children() {
     assert!(procs.len() >= 4, "too few processes seen: {procs:?}");
     assert_tree_gone(&d, root, &tree, &procs);
     neighbour_answers(&d, "after-exit");
+}
+
+#[test]
+fn a_roots_max_descendants_bounds_its_children() {
+    if !require_root("a_roots_max_descendants_bounds_its_children") {
+        return;
+    }
+    let d = Daemon::start();
+    let root = spawn_root(
+        &d,
+        "desc-root",
+        &["fan", "5", "sleeper"],
+        LimitsPatch {
+            max_descendants: Some(3),
+            ..Default::default()
+        },
+    );
+    let r = report(&d, root);
+    let children = r["children"].as_array().expect("children").len();
+    let errors = r["errors"].as_array().expect("errors");
+    assert_eq!(children, 3, "{r}\n{}", d.logs(root));
+    assert_eq!(errors.len(), 2, "{r}");
+    for e in errors {
+        assert_eq!(e["code"], "EAGAIN", "{e}");
+        let msg = e["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains("max_descendants = 3") && msg.contains("3 live descendants"),
+            "refusal does not name the limit: {msg}"
+        );
+    }
+    assert_eq!(live_descendants(&d, root), 3);
+    neighbour_answers(&d, "beside-fan");
+}
+
+#[test]
+fn a_roots_max_descendants_counts_grandchildren() {
+    if !require_root("a_roots_max_descendants_counts_grandchildren") {
+        return;
+    }
+    let d = Daemon::start();
+    // The root asks for 2 children and each for 2 grandchildren: 6 agents
+    // under a limit of 4. Whatever the order, exactly 4 get in.
+    let root = spawn_root(
+        &d,
+        "grand-root",
+        &["tree", "2", "2"],
+        LimitsPatch {
+            max_descendants: Some(4),
+            ..Default::default()
+        },
+    );
+    let mut peak = 0;
+    let ready = eventually(Duration::from_secs(180), || {
+        let tree = subtree(&d, root);
+        let live = tree.iter().filter(|p| running(p)).count() - 1;
+        peak = peak.max(live);
+        let all_ready = tree
+            .iter()
+            .all(|p| !running(p) || d.logs(p.pid).contains("tree ready"));
+        (all_ready && live == 4).then_some(live)
+    });
+    assert!(peak <= 4, "the tree held {peak} live descendants");
+    assert_eq!(ready, Some(4), "tree: {:?}\n{}", subtree(&d, root), d.log());
+    assert_eq!(live_descendants(&d, root), 4);
+    neighbour_answers(&d, "beside-grandchildren");
+}
+
+#[test]
+fn a_chain_of_agents_stops_at_max_depth() {
+    if !require_root("a_chain_of_agents_stops_at_max_depth") {
+        return;
+    }
+    let d = Daemon::start();
+    let root = spawn_root(
+        &d,
+        "chain-root",
+        &["chain"],
+        LimitsPatch {
+            max_depth: Some(2),
+            ..Default::default()
+        },
+    );
+    let mut links = vec![root];
+    let refusal = loop {
+        let last = *links.last().expect("a link");
+        let r = report(&d, last);
+        if let Some(child) = r["child"].as_u64() {
+            assert!(
+                links.len() <= 2,
+                "the chain went deeper: {links:?} -> {child}"
+            );
+            links.push(child);
+        } else {
+            break r["refused"].clone();
+        }
+    };
+    assert_eq!(links.len(), 3, "root + 2 levels: {links:?}");
+    assert_eq!(refusal["code"], "EPERM", "{refusal}");
+    let msg = refusal["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("max_depth = 2") && msg.contains(&format!("agent {root}")),
+        "refusal does not name the limit: {msg}"
+    );
+    assert_eq!(live_descendants(&d, root), 2);
+    neighbour_answers(&d, "beside-chain");
 }
