@@ -534,3 +534,85 @@ fn a_chain_of_agents_stops_at_max_depth() {
     assert_eq!(live_descendants(&d, root), 2);
     neighbour_answers(&d, "beside-chain");
 }
+
+/// Runs the `agentos` CLI against the daemon and returns its stdout.
+fn cli(d: &Daemon, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_agentos"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(args)
+        .output()
+        .expect("run agentos");
+    assert!(
+        out.status.success(),
+        "agentos {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn inspect_and_top_show_own_and_tree_use() {
+    if !require_root("inspect_and_top_show_own_and_tree_use") {
+        return;
+    }
+    let d = Daemon::start();
+    // Two children holding 8 MiB each: the tree holds at least 16 MiB
+    // more than the root's own processes.
+    let root = spawn_root(
+        &d,
+        "usage-root",
+        &["fan", "2", "balloon", "8"],
+        LimitsPatch::default(),
+    );
+    let children = reported_children(&d, root);
+    assert_eq!(children.len(), 2, "{}", d.logs(root));
+    let held = eventually(Duration::from_secs(120), || {
+        children
+            .iter()
+            .all(|&c| d.logs(c).contains("held"))
+            .then_some(())
+    });
+    assert!(held.is_some(), "children did not balloon");
+
+    let v: serde_json::Value =
+        serde_json::from_str(&cli(&d, &["--json", "inspect", &root.to_string()])).expect("json");
+    let u = &v["usage"];
+    eprintln!("inspect {root}: usage {u}");
+    assert_eq!(u["descendants"], 2, "{u}");
+    let own_mem = u["own"]["memory_bytes"].as_u64().expect("own memory");
+    let tree_mem = u["tree"]["memory_bytes"].as_u64().expect("tree memory");
+    assert!(own_mem > 0, "{u}");
+    assert!(tree_mem >= own_mem + (16 << 20), "{u}");
+    let own_pids = u["own"]["pids"].as_u64().expect("own pids");
+    let tree_pids = u["tree"]["pids"].as_u64().expect("tree pids");
+    assert!(own_pids >= 1 && tree_pids >= own_pids + 2, "{u}");
+    // The PCB fields are still there (the output is additive).
+    assert_eq!(v["pid"], root);
+    assert!(v["limits"]["max_descendants"].as_u64().is_some(), "{v}");
+
+    let child: serde_json::Value =
+        serde_json::from_str(&cli(&d, &["--json", "inspect", &children[0].to_string()]))
+            .expect("json");
+    assert_eq!(child["usage"]["descendants"], 0, "{child}");
+    assert!(child["usage"]["own"]["memory_bytes"].as_u64().unwrap_or(0) >= 8 << 20);
+
+    let top: serde_json::Value =
+        serde_json::from_str(&cli(&d, &["--json", "top", "--once"])).expect("json");
+    let row = top["agents"]
+        .as_array()
+        .expect("agents")
+        .iter()
+        .find(|a| a["pid"] == root)
+        .expect("root in top")
+        .clone();
+    assert_eq!(row["usage"]["descendants"], 2, "{row}");
+    let text = cli(&d, &["top", "--once"]);
+    assert!(text.contains("TREE MiB") && text.contains("DESC"), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(root.to_string().as_str()))
+        .unwrap_or_else(|| panic!("no row for {root}: {text}"));
+    assert_eq!(line.split_whitespace().last(), Some("2"), "{line}");
+    neighbour_answers(&d, "beside-usage");
+}

@@ -229,6 +229,21 @@ fn authorize(k: &Kernel, peer: Peer, pid: Pid) -> Result<Pcb, SysError> {
     Ok(pcb)
 }
 
+/// The PCB as JSON plus `usage`: memory and pids of the agent's own
+/// processes (`own`) and of its whole subtree (`tree`) from its cgroups,
+/// and its live `descendants`.
+fn with_usage(k: &Kernel, p: &Pcb) -> Value {
+    let (tree, own) = k.cgroups.agent(&k.table.lineage(p.pid)).usage();
+    let mut v = json!(p);
+    if let Some(o) = v.as_object_mut() {
+        o.insert(
+            "usage".into(),
+            json!({"own": own, "tree": tree, "descendants": k.table.live_descendants(p.pid)}),
+        );
+    }
+    v
+}
+
 async fn handle(k: &Arc<Kernel>, peer: Peer, req: AdminRequest) -> Result<Value, SysError> {
     let op = req.name();
     let target = req.target();
@@ -280,6 +295,7 @@ async fn handle(k: &Arc<Kernel>, peer: Peer, req: AdminRequest) -> Result<Value,
                 .into_iter()
                 .filter(|p| p.is_live() && visible(p))
                 .collect();
+            let agents: Vec<Value> = agents.iter().map(|p| with_usage(k, p)).collect();
             Ok(json!({"agents": agents, "scheduler": k.inference().scheduler.stats()}))
         }
         AdminRequest::Ps => Ok(json!(
@@ -299,7 +315,10 @@ async fn handle(k: &Arc<Kernel>, peer: Peer, req: AdminRequest) -> Result<Value,
                 .collect();
             Ok(json!(list))
         }
-        AdminRequest::Inspect { .. } => Ok(json!(checked)),
+        AdminRequest::Inspect { .. } => Ok(match &checked {
+            Some(p) => with_usage(k, p),
+            None => Value::Null,
+        }),
         AdminRequest::Logs { pid, tail, .. } => {
             let events = k
                 .read_log(pid, None, tail)
