@@ -148,20 +148,7 @@ impl Table {
 
     /// The lineage of `pid`: its root agent first, `pid` itself last.
     pub fn lineage(&self, pid: Pid) -> Vec<Pid> {
-        let map = self.lock();
-        let mut out = vec![pid];
-        let mut cur = pid;
-        for _ in 0..map.len() + 1 {
-            match map.get(&cur) {
-                Some(p) if p.ppid != 0 && p.ppid != cur => {
-                    cur = p.ppid;
-                    out.push(cur);
-                }
-                _ => break,
-            }
-        }
-        out.reverse();
-        out
+        lineage_in(&self.lock(), pid)
     }
 
     /// `root` and every agent below it, in pid order.
