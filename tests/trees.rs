@@ -163,23 +163,29 @@ fn settled(d: &Daemon, children: &[u64], marker: &str) -> bool {
     })
 }
 
+/// What agent `pid` wrote to its /report.json.
+fn report(d: &Daemon, pid: u64) -> serde_json::Value {
+    let report = eventually(Duration::from_secs(120), || {
+        std::fs::read_to_string(d.workspace(pid).join("report.json")).ok()
+    })
+    .unwrap_or_else(|| panic!("agent {pid} reported nothing\n{}\n{}", d.logs(pid), d.log()));
+    serde_json::from_str(&report).expect("report is JSON")
+}
+
 /// The children that a fan-out agent reported.
 fn reported_children(d: &Daemon, root: u64) -> Vec<u64> {
-    let report = eventually(Duration::from_secs(120), || {
-        std::fs::read_to_string(d.workspace(root).join("report.json")).ok()
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "agent {root} reported nothing\n{}\n{}",
-            d.logs(root),
-            d.log()
-        )
-    });
-    let v: serde_json::Value = serde_json::from_str(&report).expect("report is JSON");
-    v["children"]
+    report(d, root)["children"]
         .as_array()
         .map(|a| a.iter().filter_map(|x| x.as_u64()).collect())
         .unwrap_or_default()
+}
+
+/// Live agents below `root`.
+fn live_descendants(d: &Daemon, root: u64) -> usize {
+    subtree(d, root)
+        .iter()
+        .filter(|p| p.pid != root && running(p))
+        .count()
 }
 
 #[test]
@@ -422,4 +428,191 @@ fn sys_exit_of_a_parent_ends_its_children() {
     assert!(procs.len() >= 4, "too few processes seen: {procs:?}");
     assert_tree_gone(&d, root, &tree, &procs);
     neighbour_answers(&d, "after-exit");
+}
+
+#[test]
+fn a_roots_max_descendants_bounds_its_children() {
+    if !require_root("a_roots_max_descendants_bounds_its_children") {
+        return;
+    }
+    let d = Daemon::start();
+    let root = spawn_root(
+        &d,
+        "desc-root",
+        &["fan", "5", "sleeper"],
+        LimitsPatch {
+            max_descendants: Some(3),
+            ..Default::default()
+        },
+    );
+    let r = report(&d, root);
+    let children = r["children"].as_array().expect("children").len();
+    let errors = r["errors"].as_array().expect("errors");
+    assert_eq!(children, 3, "{r}\n{}", d.logs(root));
+    assert_eq!(errors.len(), 2, "{r}");
+    for e in errors {
+        assert_eq!(e["code"], "EAGAIN", "{e}");
+        let msg = e["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains("max_descendants = 3") && msg.contains("3 live descendants"),
+            "refusal does not name the limit: {msg}"
+        );
+    }
+    assert_eq!(live_descendants(&d, root), 3);
+    neighbour_answers(&d, "beside-fan");
+}
+
+#[test]
+fn a_roots_max_descendants_counts_grandchildren() {
+    if !require_root("a_roots_max_descendants_counts_grandchildren") {
+        return;
+    }
+    let d = Daemon::start();
+    // The root asks for 2 children and each for 2 grandchildren: 6 agents
+    // under a limit of 4. Whatever the order, exactly 4 get in.
+    let root = spawn_root(
+        &d,
+        "grand-root",
+        &["tree", "2", "2"],
+        LimitsPatch {
+            max_descendants: Some(4),
+            ..Default::default()
+        },
+    );
+    let mut peak = 0;
+    let ready = eventually(Duration::from_secs(180), || {
+        let tree = subtree(&d, root);
+        let live = tree.iter().filter(|p| running(p)).count() - 1;
+        peak = peak.max(live);
+        let all_ready = tree
+            .iter()
+            .all(|p| !running(p) || d.logs(p.pid).contains("tree ready"));
+        (all_ready && live == 4).then_some(live)
+    });
+    assert!(peak <= 4, "the tree held {peak} live descendants");
+    assert_eq!(ready, Some(4), "tree: {:?}\n{}", subtree(&d, root), d.log());
+    assert_eq!(live_descendants(&d, root), 4);
+    neighbour_answers(&d, "beside-grandchildren");
+}
+
+#[test]
+fn a_chain_of_agents_stops_at_max_depth() {
+    if !require_root("a_chain_of_agents_stops_at_max_depth") {
+        return;
+    }
+    let d = Daemon::start();
+    let root = spawn_root(
+        &d,
+        "chain-root",
+        &["chain"],
+        LimitsPatch {
+            max_depth: Some(2),
+            ..Default::default()
+        },
+    );
+    let mut links = vec![root];
+    let refusal = loop {
+        let last = *links.last().expect("a link");
+        let r = report(&d, last);
+        if let Some(child) = r["child"].as_u64() {
+            assert!(
+                links.len() <= 2,
+                "the chain went deeper: {links:?} -> {child}"
+            );
+            links.push(child);
+        } else {
+            break r["refused"].clone();
+        }
+    };
+    assert_eq!(links.len(), 3, "root + 2 levels: {links:?}");
+    assert_eq!(refusal["code"], "EPERM", "{refusal}");
+    let msg = refusal["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("max_depth = 2") && msg.contains(&format!("agent {root}")),
+        "refusal does not name the limit: {msg}"
+    );
+    assert_eq!(live_descendants(&d, root), 2);
+    neighbour_answers(&d, "beside-chain");
+}
+
+/// Runs the `agentos` CLI against the daemon and returns its stdout.
+fn cli(d: &Daemon, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_agentos"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(args)
+        .output()
+        .expect("run agentos");
+    assert!(
+        out.status.success(),
+        "agentos {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn inspect_and_top_show_own_and_tree_use() {
+    if !require_root("inspect_and_top_show_own_and_tree_use") {
+        return;
+    }
+    let d = Daemon::start();
+    // Two children holding 8 MiB each: the tree holds at least 16 MiB
+    // more than the root's own processes.
+    let root = spawn_root(
+        &d,
+        "usage-root",
+        &["fan", "2", "balloon", "8"],
+        LimitsPatch::default(),
+    );
+    let children = reported_children(&d, root);
+    assert_eq!(children.len(), 2, "{}", d.logs(root));
+    let held = eventually(Duration::from_secs(120), || {
+        children
+            .iter()
+            .all(|&c| d.logs(c).contains("held"))
+            .then_some(())
+    });
+    assert!(held.is_some(), "children did not balloon");
+
+    let v: serde_json::Value =
+        serde_json::from_str(&cli(&d, &["--json", "inspect", &root.to_string()])).expect("json");
+    let u = &v["usage"];
+    eprintln!("inspect {root}: usage {u}");
+    assert_eq!(u["descendants"], 2, "{u}");
+    let own_mem = u["own"]["memory_bytes"].as_u64().expect("own memory");
+    let tree_mem = u["tree"]["memory_bytes"].as_u64().expect("tree memory");
+    assert!(own_mem > 0, "{u}");
+    assert!(tree_mem >= own_mem + (16 << 20), "{u}");
+    let own_pids = u["own"]["pids"].as_u64().expect("own pids");
+    let tree_pids = u["tree"]["pids"].as_u64().expect("tree pids");
+    assert!(own_pids >= 1 && tree_pids >= own_pids + 2, "{u}");
+    // The PCB fields are still there (the output is additive).
+    assert_eq!(v["pid"], root);
+    assert!(v["limits"]["max_descendants"].as_u64().is_some(), "{v}");
+
+    let child: serde_json::Value =
+        serde_json::from_str(&cli(&d, &["--json", "inspect", &children[0].to_string()]))
+            .expect("json");
+    assert_eq!(child["usage"]["descendants"], 0, "{child}");
+    assert!(child["usage"]["own"]["memory_bytes"].as_u64().unwrap_or(0) >= 8 << 20);
+
+    let top: serde_json::Value =
+        serde_json::from_str(&cli(&d, &["--json", "top", "--once"])).expect("json");
+    let row = top["agents"]
+        .as_array()
+        .expect("agents")
+        .iter()
+        .find(|a| a["pid"] == root)
+        .expect("root in top")
+        .clone();
+    assert_eq!(row["usage"]["descendants"], 2, "{row}");
+    let text = cli(&d, &["top", "--once"]);
+    assert!(text.contains("TREE MiB") && text.contains("DESC"), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(root.to_string().as_str()))
+        .unwrap_or_else(|| panic!("no row for {root}: {text}"));
+    assert_eq!(line.split_whitespace().last(), Some("2"), "{line}");
+    neighbour_answers(&d, "beside-usage");
 }

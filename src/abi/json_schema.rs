@@ -37,6 +37,11 @@ const LIMIT_FIELDS: &[(&str, &str)] = &[
         "reply bytes queued before requests stop being read",
     ),
     ("audit_entries", "audit entries kept about the agent"),
+    (
+        "max_descendants",
+        "live agents below the child at any depth",
+    ),
+    ("max_depth", "levels of agents below the child"),
 ];
 
 pub fn string(description: &str) -> Value {

@@ -80,6 +80,14 @@ pub struct Limits {
     /// identical denials share one entry.
     #[serde(default = "default_audit_entries")]
     pub audit_entries: u64,
+    /// Live agents below this one at any depth; the limit of every
+    /// ancestor (the root's first) bounds its whole tree.
+    #[serde(default = "default_max_descendants")]
+    pub max_descendants: u64,
+    /// Levels of agents below this one (1: children only, no
+    /// grandchildren).
+    #[serde(default = "default_max_depth")]
+    pub max_depth: u64,
 }
 
 /// Default of [`Limits::inbox_bytes`]: 16 MiB.
@@ -96,6 +104,10 @@ pub const DEFAULT_RECV_REPLY_BYTES: u64 = 4 << 20;
 pub const DEFAULT_REPLY_BYTES_IN_FLIGHT: u64 = 8 << 20;
 /// Default of [`Limits::audit_entries`].
 pub const DEFAULT_AUDIT_ENTRIES: u64 = 1000;
+/// Default of [`Limits::max_descendants`].
+pub const DEFAULT_MAX_DESCENDANTS: u64 = 16;
+/// Default of [`Limits::max_depth`].
+pub const DEFAULT_MAX_DEPTH: u64 = 4;
 
 fn default_inbox_bytes() -> u64 {
     DEFAULT_INBOX_BYTES
@@ -117,6 +129,12 @@ fn default_reply_bytes_in_flight() -> u64 {
 }
 fn default_audit_entries() -> u64 {
     DEFAULT_AUDIT_ENTRIES
+}
+fn default_max_descendants() -> u64 {
+    DEFAULT_MAX_DESCENDANTS
+}
+fn default_max_depth() -> u64 {
+    DEFAULT_MAX_DEPTH
 }
 
 /// A partial set of limits, as given on spawn; absent fields are inherited.
@@ -150,6 +168,10 @@ pub struct LimitsPatch {
     pub reply_bytes_in_flight: Option<u64>,
     #[serde(default)]
     pub audit_entries: Option<u64>,
+    #[serde(default)]
+    pub max_descendants: Option<u64>,
+    #[serde(default)]
+    pub max_depth: Option<u64>,
 }
 
 macro_rules! for_each_limit {
@@ -173,6 +195,8 @@ macro_rules! for_each_limit {
         $m!(recv_reply_bytes, false);
         $m!(reply_bytes_in_flight, false);
         $m!(audit_entries, false);
+        $m!(max_descendants, false);
+        $m!(max_depth, false);
     };
 }
 
@@ -254,6 +278,8 @@ mod tests {
             recv_reply_bytes: 100,
             reply_bytes_in_flight: 200,
             audit_entries: 10,
+            max_descendants: 16,
+            max_depth: 4,
         }
     }
 

@@ -241,6 +241,21 @@ fn authorize(k: &Kernel, peer: Peer, pid: Pid) -> Result<Pcb, SysError> {
     Ok(pcb)
 }
 
+/// The PCB as JSON plus `usage`: memory and pids of the agent's own
+/// processes (`own`) and of its whole subtree (`tree`) from its cgroups,
+/// and its live `descendants`.
+fn with_usage(k: &Kernel, p: &Pcb) -> Value {
+    let (tree, own) = k.cgroups.agent(&k.table.lineage(p.pid)).usage();
+    let mut v = json!(p);
+    if let Some(o) = v.as_object_mut() {
+        o.insert(
+            "usage".into(),
+            json!({"own": own, "tree": tree, "descendants": k.table.live_descendants(p.pid)}),
+        );
+    }
+    v
+}
+
 /// Answers one request: its result and, for a page of `inbox`, `logs` or
 /// `audit`, how many earlier entries it left out.
 async fn handle(
@@ -316,6 +331,7 @@ async fn handle(
                 .into_iter()
                 .filter(|p| p.is_live() && visible(p))
                 .collect();
+            let agents: Vec<Value> = agents.iter().map(|p| with_usage(k, p)).collect();
             Ok(json!({"agents": agents, "scheduler": k.inference().scheduler.stats()}))
         }
         AdminRequest::Ps => Ok(json!(
@@ -335,7 +351,10 @@ async fn handle(
                 .collect();
             Ok(json!(list))
         }
-        AdminRequest::Inspect { .. } => Ok(json!(checked)),
+        AdminRequest::Inspect { .. } => Ok(match &checked {
+            Some(p) => with_usage(k, p),
+            None => Value::Null,
+        }),
         AdminRequest::Logs {
             pid, tail, since, ..
         } => {

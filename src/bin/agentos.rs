@@ -645,13 +645,29 @@ fn print_top(v: &Value) {
         );
     }
     println!(
-        "\n{:>6} {:<16} {:<10} {:<14} {:>9} {:>9} {:>6} {:>9} {:>8}",
-        "PID", "NAME", "STATE", "MODEL", "TOK IN", "TOK OUT", "LLM", "SYSCALLS", "WAIT ms"
+        "\n{:>6} {:<16} {:<10} {:<14} {:>9} {:>9} {:>6} {:>9} {:>8} {:>8} {:>8} {:>9} {:>5}",
+        "PID",
+        "NAME",
+        "STATE",
+        "MODEL",
+        "TOK IN",
+        "TOK OUT",
+        "LLM",
+        "SYSCALLS",
+        "WAIT ms",
+        "MEM MiB",
+        "TREE MiB",
+        "PIDS/TREE",
+        "DESC"
     );
-    let agents: Vec<Pcb> = serde_json::from_value(v["agents"].clone()).unwrap_or_default();
-    for p in agents {
+    for a in v["agents"].as_array().into_iter().flatten() {
+        let Ok(p) = serde_json::from_value::<Pcb>(a.clone()) else {
+            continue;
+        };
+        let u = &a["usage"];
+        let mib = |x: &Value| format!("{:.1}", x.as_u64().unwrap_or(0) as f64 / 1048576.0);
         println!(
-            "{:>6} {:<16} {:<10} {:<14} {:>9} {:>9} {:>6} {:>9} {:>8}",
+            "{:>6} {:<16} {:<10} {:<14} {:>9} {:>9} {:>6} {:>9} {:>8} {:>8} {:>8} {:>9} {:>5}",
             p.pid,
             truncate(&p.name, 16),
             p.state.as_str(),
@@ -660,7 +676,15 @@ fn print_top(v: &Value) {
             p.counters.tokens_out,
             p.counters.llm_calls,
             p.counters.syscalls,
-            p.counters.llm_wait_ms
+            p.counters.llm_wait_ms,
+            mib(&u["own"]["memory_bytes"]),
+            mib(&u["tree"]["memory_bytes"]),
+            format!(
+                "{}/{}",
+                u["own"]["pids"].as_u64().unwrap_or(0),
+                u["tree"]["pids"].as_u64().unwrap_or(0)
+            ),
+            u["descendants"].as_u64().unwrap_or(0)
         );
     }
 }

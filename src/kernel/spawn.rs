@@ -60,9 +60,21 @@ impl Kernel {
             .allocate()
             .map_err(|e| SysError::new(crate::abi::Errno::EAGAIN, e.to_string()))?;
         let pcb = self.new_pcb(pid, uid, &spec);
-        if let Err(e) = self.table.insert(pcb.clone()) {
-            self.release_uid(uid);
-            return Err(store_err(e));
+        let inserted = if spec.ppid == 0 {
+            self.table.insert(pcb.clone()).map(Ok)
+        } else {
+            self.table.insert_child(spec.ppid, pcb.clone())
+        };
+        match inserted {
+            Ok(Ok(())) => {}
+            Ok(Err(refusal)) => {
+                self.release_uid(uid);
+                return Err(rule::tree_refusal(refusal));
+            }
+            Err(e) => {
+                self.release_uid(uid);
+                return Err(store_err(e));
+            }
         }
 
         if let Err(e) = self.launch(&pcb, &spec.profile, bind_fds).await {

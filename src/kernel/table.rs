@@ -7,6 +7,27 @@ use super::store::{Store, StoreError};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+/// Why an agent's tree has no room for one more agent below `parent`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TreeRefusal {
+    #[error(
+        "the tree of agent {ancestor} is at its max_descendants limit: {live} live descendants of max_descendants = {limit}"
+    )]
+    Descendants {
+        ancestor: Pid,
+        live: u64,
+        limit: u64,
+    },
+    #[error(
+        "a child would be {depth} levels below agent {ancestor}, beyond its max_depth = {limit}"
+    )]
+    Depth {
+        ancestor: Pid,
+        depth: u64,
+        limit: u64,
+    },
+}
+
 pub struct Table {
     store: Store,
     pcbs: Mutex<BTreeMap<Pid, Pcb>>,
@@ -82,6 +103,35 @@ impl Table {
         Ok(from)
     }
 
+    /// Checks that one more agent fits below `parent`: for every ancestor
+    /// (the root first, `parent` last), its live descendants stay within
+    /// its `max_descendants` and the new agent within its `max_depth`.
+    pub fn tree_room(&self, parent: Pid) -> Result<(), TreeRefusal> {
+        tree_room_in(&self.lock(), parent)
+    }
+
+    /// Inserts a new agent below `parent` and persists it, if
+    /// [`Table::tree_room`] admits it; both under one lock, so concurrent
+    /// spawns in one tree cannot overshoot its limits.
+    pub fn insert_child(
+        &self,
+        parent: Pid,
+        pcb: Pcb,
+    ) -> Result<Result<(), TreeRefusal>, StoreError> {
+        let mut map = self.lock();
+        if let Err(refusal) = tree_room_in(&map, parent) {
+            return Ok(Err(refusal));
+        }
+        self.store.put_pcb(&pcb)?;
+        map.insert(pcb.pid, pcb);
+        Ok(Ok(()))
+    }
+
+    /// Live agents below `root` at any depth.
+    pub fn live_descendants(&self, root: Pid) -> u64 {
+        live_descendants_in(&self.lock(), root)
+    }
+
     /// Whether `descendant` is in the subtree below `ancestor`.
     pub fn is_descendant(&self, ancestor: Pid, descendant: Pid) -> bool {
         let map = self.lock();
@@ -98,20 +148,7 @@ impl Table {
 
     /// The lineage of `pid`: its root agent first, `pid` itself last.
     pub fn lineage(&self, pid: Pid) -> Vec<Pid> {
-        let map = self.lock();
-        let mut out = vec![pid];
-        let mut cur = pid;
-        for _ in 0..map.len() + 1 {
-            match map.get(&cur) {
-                Some(p) if p.ppid != 0 && p.ppid != cur => {
-                    cur = p.ppid;
-                    out.push(cur);
-                }
-                _ => break,
-            }
-        }
-        out.reverse();
-        out
+        lineage_in(&self.lock(), pid)
     }
 
     /// `root` and every agent below it, in pid order.
@@ -129,4 +166,64 @@ impl Table {
             .filter_map(|pid| map.get(pid).cloned())
             .collect()
     }
+}
+
+/// The lineage of `pid` in `map`: its root first, `pid` last.
+fn lineage_in(map: &BTreeMap<Pid, Pcb>, pid: Pid) -> Vec<Pid> {
+    let mut out = vec![pid];
+    let mut cur = pid;
+    for _ in 0..map.len() + 1 {
+        match map.get(&cur) {
+            Some(p) if p.ppid != 0 && p.ppid != cur => {
+                cur = p.ppid;
+                out.push(cur);
+            }
+            _ => break,
+        }
+    }
+    out.reverse();
+    out
+}
+
+/// Live agents below `root` in `map`, `root` itself not counted.
+fn live_descendants_in(map: &BTreeMap<Pid, Pcb>, root: Pid) -> u64 {
+    let mut keep = std::collections::BTreeSet::from([root]);
+    let mut live = 0;
+    // A child is always younger than its parent: one pass in pid order.
+    for p in map.range(root + 1..).map(|(_, p)| p) {
+        if keep.contains(&p.ppid) {
+            keep.insert(p.pid);
+            if p.is_live() {
+                live += 1;
+            }
+        }
+    }
+    live
+}
+
+fn tree_room_in(map: &BTreeMap<Pid, Pcb>, parent: Pid) -> Result<(), TreeRefusal> {
+    let lineage = lineage_in(map, parent);
+    let n = lineage.len() as u64;
+    for (i, ancestor) in lineage.iter().enumerate() {
+        let Some(a) = map.get(ancestor) else {
+            continue;
+        };
+        let depth = n - i as u64;
+        if depth > a.limits.max_depth {
+            return Err(TreeRefusal::Depth {
+                ancestor: *ancestor,
+                depth,
+                limit: a.limits.max_depth,
+            });
+        }
+        let live = live_descendants_in(map, *ancestor);
+        if live >= a.limits.max_descendants {
+            return Err(TreeRefusal::Descendants {
+                ancestor: *ancestor,
+                live,
+                limit: a.limits.max_descendants,
+            });
+        }
+    }
+    Ok(())
 }

@@ -231,6 +231,8 @@ fn load_one(dir: &Path, path: &Path) -> Result<Profile, ProfileError> {
         ("recv_reply_bytes", l.recv_reply_bytes),
         ("reply_bytes_in_flight", l.reply_bytes_in_flight),
         ("audit_entries", l.audit_entries),
+        ("max_descendants", l.max_descendants),
+        ("max_depth", l.max_depth),
     ] {
         if v == 0 {
             return Err(invalid(format!("limits.{name} must be greater than 0")));

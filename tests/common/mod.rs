@@ -365,13 +365,14 @@ impl Drop for Daemon {
     }
 }
 
-/// The cgroup directories of agent `pid` of the daemon named `cgroup_name`.
+/// The cgroup directories of agent `pid` of the daemon named `cgroup_name`
+/// (a child's are nested in its ancestors').
 pub fn agent_cgroup_dirs(cgroup_name: &str, pid: u64) -> Vec<PathBuf> {
+    let agent = format!("agent-{pid}");
     walk_named(Path::new("/sys/fs/cgroup"), cgroup_name)
         .unwrap_or_default()
         .into_iter()
-        .map(|d| d.join(format!("agent-{pid}")))
-        .filter(|d| d.exists())
+        .flat_map(|d| walk_named(&d, &agent).unwrap_or_default())
         .collect()
 }
 

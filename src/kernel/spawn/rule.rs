@@ -1,8 +1,9 @@
 //! The spawn rule: what a new agent may be, derived in one place from what
 //! is asked ([`ChildRequest`]) and who asks ([`Ceiling`]). The admin
 //! socket's `spawn` and SPAWN_AGENT both come here, and every check runs
-//! once, in this order: profile, permissions, limits, model, program,
-//! models, priority, pipe_to, name, and last the paths on disk.
+//! once, in this order: profile, permissions, limits, the tree's room
+//! (`max_descendants`, `max_depth`), model, program, models, priority,
+//! pipe_to, name, and last the paths on disk.
 //!
 //! An admin client's ceiling is the profile it names: root may raise the
 //! limits above it and grant any permission, any other user gets at most
@@ -16,6 +17,7 @@ use crate::abi::calls::{Call, expand_permissions};
 use crate::abi::limits::{Limits, LimitsPatch};
 use crate::kernel::Kernel;
 use crate::kernel::pcb::{Pcb, Pid};
+use crate::kernel::table::TreeRefusal;
 use crate::sandbox::profile::Profile;
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
@@ -184,6 +186,13 @@ impl Kernel {
                 .map_err(|e| SysError::acces(e.to_string()))?,
         };
 
+        // 3b. Room in the tree: every ancestor's max_descendants and
+        //     max_depth (checked again, atomically, when the PCB is
+        //     inserted).
+        if let Ceiling::Agent(pcb) = parent {
+            self.table.tree_room(pcb.pid).map_err(tree_refusal)?;
+        }
+
         // 4. The model: the one asked for or, for an LLM agent, the
         //    configured default (admin) or the parent's (agent). An agent's
         //    child may only use models its parent may.
@@ -333,6 +342,15 @@ impl Kernel {
             models,
             priority,
         })
+    }
+}
+
+/// The error of a spawn that does not fit in its tree: EAGAIN while the
+/// tree is full (room returns when an agent ends), EPERM when too deep.
+pub fn tree_refusal(r: TreeRefusal) -> SysError {
+    match r {
+        TreeRefusal::Descendants { .. } => SysError::new(crate::abi::Errno::EAGAIN, r.to_string()),
+        TreeRefusal::Depth { .. } => SysError::perm(r.to_string()),
     }
 }
 

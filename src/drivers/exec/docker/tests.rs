@@ -30,6 +30,8 @@ fn spec() -> ContainerSpec {
             recv_reply_bytes: 1 << 20,
             reply_bytes_in_flight: 1 << 20,
             audit_entries: 100,
+            max_descendants: 16,
+            max_depth: 4,
         },
         allow_network: false,
         name: "t".into(),
