@@ -9,11 +9,10 @@ mod common;
 use agentos::admin::protocol::{AdminRequest, SpawnRequest};
 use agentos::kernel::ipc::Message;
 use agentos::kernel::pcb::{Pcb, State};
-use common::Daemon;
+use common::{CliOut as Out, Daemon, cli_as};
 use serde_json::Value;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
-use std::process::Command;
 
 /// The socket's group (no real group uses it).
 const GROUP: u32 = 4242;
@@ -22,56 +21,10 @@ const USER: u32 = 4343;
 /// An unprivileged user outside GROUP.
 const STRANGER: u32 = 4444;
 
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
-    }
-}
-
-impl std::fmt::Display for Out {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\nstdout: {}\nstderr: {}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-/// Starts a daemon whose socket is 0660 root:GROUP, with its directory
-/// traversable by other users.
 fn start() -> Daemon {
     let d = Daemon::start_with(&["--socket-mode", "660", "--socket-group", "4242"]);
     std::fs::set_permissions(&d.dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
     d
-}
-
-/// Runs the real CLI as `uid`/`gid` (no supplementary groups: std drops
-/// them when root sets a uid).
-fn cli_as(d: &Daemon, uid: u32, gid: u32, args: &[&str]) -> Out {
-    let out = Command::new(env!("CARGO_BIN_EXE_agentos"))
-        .arg("--socket")
-        .arg(&d.socket)
-        .arg("--json")
-        .args(args)
-        .env_remove("AGENTOS_SOCKET")
-        .current_dir("/")
-        .uid(uid)
-        .gid(gid)
-        .output()
-        .expect("run agentos");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 fn user(d: &Daemon, args: &[&str]) -> Out {
@@ -89,18 +42,6 @@ fn root_sleeper(d: &Daemon, name: &str) -> Pcb {
 
 fn root_ps(d: &Daemon) -> Vec<Pcb> {
     serde_json::from_value(d.call(AdminRequest::Ps).expect("ps")).expect("pcbs")
-}
-
-fn inbox(d: &Daemon, pid: u64) -> Vec<Message> {
-    serde_json::from_value(
-        d.call(AdminRequest::Inbox {
-            pid,
-            tail: Some(agentos::admin::protocol::MAX_PAGE),
-            since: None,
-        })
-        .expect("inbox"),
-    )
-    .expect("messages")
 }
 
 fn pids_of(list: &Value) -> Vec<u64> {
@@ -173,7 +114,7 @@ fn another_users_agent_is_invisible_and_untouchable() {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(host), None).is_ok(),
         "host process {host} of root's agent is gone"
     );
-    assert_eq!(inbox(&d, theirs.pid), Vec::<Message>::new(), "{}", d.log());
+    assert_eq!(d.inbox(theirs.pid), Vec::<Message>::new(), "{}", d.log());
     // The refusals were audited.
     let audited = d.log().matches("admin request denied").count();
     assert!(

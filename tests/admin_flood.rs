@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{Daemon, python_agent};
+use common::{Daemon, neighbour_answers, python_agent};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -151,14 +151,6 @@ fn cli_ps(d: &Daemon) -> std::process::Output {
         .env_remove("AGENTOS_SOCKET")
         .output()
         .expect("run agentos")
-}
-
-/// A well-behaved agent spawned now answers its GETPID round trips.
-fn neighbour_answers(d: &Daemon, name: &str) {
-    let pcb = d.spawn(python_agent(name, "hostile_admin.py", &["neighbour"], None));
-    let rep = d.finish(pcb.pid, Duration::from_secs(120));
-    assert_eq!(rep["pid"].as_u64(), Some(pcb.pid), "{rep}");
-    assert_eq!(rep["answered"].as_u64(), Some(20), "{rep}");
 }
 
 #[test]

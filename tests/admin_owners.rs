@@ -8,12 +8,9 @@ mod common;
 
 use agentos::admin::protocol::{AdminRequest, SpawnRequest};
 use agentos::kernel::pcb::{Pcb, State};
-use common::{Daemon, python_agent};
+use common::{CliOut as Out, Daemon, neighbour_answers};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::Command;
-use std::time::Duration;
 
 /// The socket's group.
 const GROUP: u32 = 4242;
@@ -21,22 +18,6 @@ const GROUP: u32 = 4242;
 const USER: u32 = 4545;
 /// 1.25 GiB: two default-profile agents (512 MiB each) and a small one.
 const MAX_MEMORY: u64 = 1_342_177_280;
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Out {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\nstdout: {}\nstderr: {}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
 
 /// A daemon whose socket is 0660 root:GROUP, with two configured models
 /// ("a", the default, and "b") of which users may use only "a".
@@ -84,22 +65,7 @@ max_memory_bytes = {MAX_MEMORY}
 
 /// Runs the real CLI as USER.
 fn user(d: &Daemon, args: &[&str]) -> Out {
-    let out = Command::new(env!("CARGO_BIN_EXE_agentos"))
-        .arg("--socket")
-        .arg(&d.socket)
-        .arg("--json")
-        .args(args)
-        .env_remove("AGENTOS_SOCKET")
-        .current_dir("/")
-        .uid(USER)
-        .gid(GROUP)
-        .output()
-        .expect("run agentos");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    common::cli_as(d, USER, GROUP, args)
 }
 
 /// `agentos spawn` of a sleeper as USER, with `extra` options.
@@ -144,14 +110,6 @@ fn root_sleeper(name: &str) -> SpawnRequest {
         args: vec!["300".into()],
         ..Default::default()
     }
-}
-
-/// A well-behaved agent spawned now answers all its GETPID round trips.
-fn neighbour_answers(d: &Daemon, name: &str) {
-    let pcb = d.spawn(python_agent(name, "hostile_admin.py", &["neighbour"], None));
-    let rep = d.finish(pcb.pid, Duration::from_secs(120));
-    assert_eq!(rep["pid"].as_u64(), Some(pcb.pid), "{rep}");
-    assert_eq!(rep["answered"].as_u64(), Some(20), "{rep}");
 }
 
 #[test]

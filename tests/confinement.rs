@@ -90,6 +90,25 @@ fn workspaces_are_private_to_their_agent() {
     d.call(AdminRequest::Kill { pid: a.pid }).expect("kill");
 }
 
+/// Writes to `dir` a copy of the shipped policies' `agent` seccomp filter
+/// and their default profile with `old` replaced by `new`.
+fn policies_with_default(dir: &std::path::Path, old: &str, new: &str) {
+    std::fs::create_dir_all(dir.join("profiles")).expect("mkdir");
+    std::fs::create_dir_all(dir.join("seccomp")).expect("mkdir");
+    let repo = common::repo().join("policies");
+    std::fs::copy(
+        repo.join("seccomp/agent.json"),
+        dir.join("seccomp/agent.json"),
+    )
+    .expect("copy");
+    let profile = std::fs::read_to_string(repo.join("profiles/default.toml")).expect("profile");
+    assert!(
+        profile.contains(old),
+        "default profile no longer says {old}"
+    );
+    std::fs::write(dir.join("profiles/default.toml"), profile.replace(old, new)).expect("write");
+}
+
 #[test]
 fn a_profile_the_kernel_cannot_enforce_is_refused() {
     if !require_root("a_profile_the_kernel_cannot_enforce_is_refused") {
@@ -108,21 +127,7 @@ fn a_profile_the_kernel_cannot_enforce_is_refused() {
     }
     let dir = std::env::temp_dir().join(format!("agentos-policies-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("profiles")).expect("mkdir");
-    std::fs::create_dir_all(dir.join("seccomp")).expect("mkdir");
-    let repo = common::repo().join("policies");
-    std::fs::copy(
-        repo.join("seccomp/agent.json"),
-        dir.join("seccomp/agent.json"),
-    )
-    .expect("copy");
-    let profile = std::fs::read_to_string(repo.join("profiles/default.toml")).expect("profile");
-    let demanding = profile.replace("min_abi = 3", "min_abi = 10");
-    assert_ne!(
-        demanding, profile,
-        "default profile no longer says min_abi = 3"
-    );
-    std::fs::write(dir.join("profiles/default.toml"), demanding).expect("write");
+    policies_with_default(&dir, "min_abi = 3", "min_abi = 10");
 
     let d = Daemon::start_with(&["--policies", &dir.display().to_string()]);
     let err = d
@@ -207,22 +212,11 @@ fn mount_points_are_made_beneath_the_new_root() {
     std::os::unix::fs::symlink(&victim, &link).expect("symlink");
 
     let dir = base.join("policies");
-    std::fs::create_dir_all(dir.join("profiles")).expect("mkdir");
-    std::fs::create_dir_all(dir.join("seccomp")).expect("mkdir");
-    let repo = common::repo().join("policies");
-    std::fs::copy(
-        repo.join("seccomp/agent.json"),
-        dir.join("seccomp/agent.json"),
-    )
-    .expect("copy");
-    let profile = std::fs::read_to_string(repo.join("profiles/default.toml")).expect("profile");
-    let old = r#"ro_binds = ["/usr", "/bin","#;
-    assert!(profile.contains(old), "default profile's ro_binds moved");
-    let with_link = profile.replace(
-        old,
+    policies_with_default(
+        &dir,
+        r#"ro_binds = ["/usr", "/bin","#,
         &format!(r#"ro_binds = ["{}", "/usr", "/bin","#, link.display()),
     );
-    std::fs::write(dir.join("profiles/default.toml"), with_link).expect("write");
 
     let d = Daemon::start_with(&["--policies", &dir.display().to_string()]);
     let err = d

@@ -17,7 +17,6 @@
 mod common;
 
 use agentos::admin::protocol::{AdminRequest, SpawnRequest};
-use agentos::kernel::ipc::Message;
 use agentos::kernel::pcb::{Pcb, State};
 use common::{Daemon, eventually, python_agent, require_root};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -71,17 +70,6 @@ enum KillAt {
     DuringRecovery,
 }
 
-fn inbox(d: &Daemon, pid: u64) -> Vec<Message> {
-    let v = d
-        .call(AdminRequest::Inbox {
-            pid,
-            tail: Some(agentos::admin::protocol::MAX_PAGE),
-            since: None,
-        })
-        .unwrap_or_else(|e| panic!("inbox {pid}: {e}\n{}", d.log()));
-    serde_json::from_value(v).expect("messages")
-}
-
 /// Reads the acknowledgements a sender agent wrote to its workspace.
 fn agent_acks(d: &Daemon, pid: u64) -> Vec<String> {
     std::fs::read_to_string(d.workspace(pid).join("acks.txt"))
@@ -113,7 +101,7 @@ fn check(d: &Daemon, acks: &Acks, agent_senders: &[(u64, u64, String)], iteratio
         }
     }
     for (recipient, acked) in &expected {
-        let got = inbox(d, *recipient);
+        let got = d.inbox(*recipient);
         let mut count: HashMap<&str, usize> = HashMap::new();
         for m in &got {
             *count.entry(m.body.as_str()).or_default() += 1;

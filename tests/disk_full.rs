@@ -6,7 +6,6 @@
 mod common;
 
 use agentos::admin::protocol::AdminRequest;
-use agentos::kernel::ipc::Message;
 use common::{Daemon, require_root};
 use std::path::Path;
 use std::process::Command;
@@ -127,14 +126,7 @@ fn a_full_disk_refuses_acknowledgements_and_loses_nothing() {
     // Free the space; the daemon starts again and nothing acknowledged is lost.
     std::fs::remove_file(&filler).expect("free space");
     d.launch();
-    let v = d
-        .call(AdminRequest::Inbox {
-            pid: recipient,
-            tail: Some(agentos::admin::protocol::MAX_PAGE),
-            since: None,
-        })
-        .expect("inbox");
-    let inbox: Vec<Message> = serde_json::from_value(v).expect("messages");
+    let inbox = d.inbox(recipient);
     let bodies: std::collections::HashSet<&str> = inbox.iter().map(|m| m.body.as_str()).collect();
     let lost: Vec<&String> = acked
         .iter()

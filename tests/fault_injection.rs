@@ -9,7 +9,6 @@
 mod common;
 
 use agentos::admin::protocol::AdminRequest;
-use agentos::kernel::ipc::Message;
 use common::{Daemon, require_root};
 use std::process::Command;
 use std::time::Duration;
@@ -84,14 +83,7 @@ fn run_case(point: &str, errno: i32) {
 
     d.wrapper.clear();
     d.launch();
-    let v = d
-        .call(AdminRequest::Inbox {
-            pid: inbox,
-            tail: Some(agentos::admin::protocol::MAX_PAGE),
-            since: None,
-        })
-        .expect("inbox");
-    let got: Vec<Message> = serde_json::from_value(v).expect("messages");
+    let got = d.inbox(inbox);
     let bodies: std::collections::HashSet<&str> = got.iter().map(|m| m.body.as_str()).collect();
     for b in &acked {
         assert!(

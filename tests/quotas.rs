@@ -64,18 +64,6 @@ fn dir_bytes(p: &Path) -> u64 {
         .sum()
 }
 
-fn log_events(d: &Daemon, pid: u64) -> Vec<Value> {
-    let v = d
-        .call(AdminRequest::Logs {
-            pid,
-            follow: false,
-            tail: Some(agentos::admin::protocol::MAX_PAGE),
-            since: None,
-        })
-        .expect("logs");
-    v.as_array().cloned().unwrap_or_default()
-}
-
 #[test]
 fn recv_msg_replies_that_are_not_read_do_not_grow_the_daemon() {
     if !require_root("recv_msg_replies_that_are_not_read_do_not_grow_the_daemon") {
@@ -219,7 +207,7 @@ fn output_floods_stay_within_log_bytes() {
             },
         );
         d.finish(pid, Duration::from_secs(120));
-        let events = log_events(&d, pid);
+        let events = d.log_events(pid);
         let (bytes, lines) = charged(&events);
         assert!(
             bytes + lines as u64 * (overhead - 1) <= cap,
@@ -271,7 +259,8 @@ fn repeated_denials_are_coalesced_in_audit_and_journal() {
         .map(|e| e["repeated"].as_u64().unwrap_or(1))
         .sum();
     assert_eq!(counted, 5000, "the coalesced entries count every denial");
-    let journal: Vec<String> = log_events(&d, pid)
+    let journal: Vec<String> = d
+        .log_events(pid)
         .iter()
         .filter(|e| e["stream"] == "syscall")
         .filter_map(|e| e["text"].as_str().map(str::to_string))

@@ -94,14 +94,8 @@ fn kept_messages_come_back_after_a_crash_until_acknowledged() {
         "{report}"
     );
     assert_eq!(report["after_ack"], serde_json::json!([]), "{report}");
-    let inbox = d
-        .call(AdminRequest::Inbox {
-            pid: a.pid,
-            tail: Some(agentos::admin::protocol::MAX_PAGE),
-            since: None,
-        })
-        .expect("inbox");
-    assert_eq!(inbox, serde_json::json!([]));
+    let inbox = d.inbox(a.pid);
+    assert!(inbox.is_empty());
 }
 
 #[test]
@@ -118,16 +112,8 @@ fn an_agents_timers_are_cancelled_when_it_ends() {
         d.logs(a.pid)
     );
     std::thread::sleep(Duration::from_millis(2500));
-    let inbox = d
-        .call(AdminRequest::Inbox {
-            pid: a.pid,
-            tail: Some(agentos::admin::protocol::MAX_PAGE),
-            since: None,
-        })
-        .expect("inbox");
-    assert_eq!(
-        inbox,
-        serde_json::json!([]),
+    assert!(
+        d.inbox(a.pid).is_empty(),
         "a timer fired for an agent that had ended"
     );
     assert!(
@@ -310,30 +296,14 @@ fn two_hundred_live_agents_all_answer_after_a_crash() {
     }
     let all_answered = eventually(Duration::from_secs(60), || {
         pids.iter()
-            .all(|&pid| {
-                d.call(AdminRequest::Inbox {
-                    pid,
-                    tail: Some(agentos::admin::protocol::MAX_PAGE),
-                    since: None,
-                })
-                .map(|v| v.as_array().is_some_and(|a| a.is_empty()))
-                .unwrap_or(false)
-            })
+            .all(|&pid| d.try_inbox(pid).is_ok_and(|m| m.is_empty()))
             .then_some(())
     });
     let took = started.elapsed();
     let silent: Vec<u64> = pids
         .iter()
         .copied()
-        .filter(|&pid| {
-            d.call(AdminRequest::Inbox {
-                pid,
-                tail: Some(agentos::admin::protocol::MAX_PAGE),
-                since: None,
-            })
-            .map(|v| !v.as_array().is_some_and(|a| a.is_empty()))
-            .unwrap_or(true)
-        })
+        .filter(|&pid| d.try_inbox(pid).map_or(true, |m| !m.is_empty()))
         .collect();
     assert!(
         all_answered.is_some(),

@@ -243,14 +243,14 @@ fn authorize(k: &Kernel, peer: Peer, pid: Pid) -> Result<Pcb, SysError> {
 
 /// The PCB as JSON plus `usage`: memory and pids of the agent's own
 /// processes (`own`) and of its whole subtree (`tree`) from its cgroups,
-/// and its live `descendants`.
-fn with_usage(k: &Kernel, p: &Pcb) -> Value {
+/// and its live `descendants` (counted by the caller).
+fn with_usage(k: &Kernel, p: &Pcb, descendants: u64) -> Value {
     let (tree, own) = k.cgroups.agent(&k.table.lineage(p.pid)).usage();
     let mut v = json!(p);
     if let Some(o) = v.as_object_mut() {
         o.insert(
             "usage".into(),
-            json!({"own": own, "tree": tree, "descendants": k.table.live_descendants(p.pid)}),
+            json!({"own": own, "tree": tree, "descendants": descendants}),
         );
     }
     v
@@ -331,7 +331,11 @@ async fn handle(
                 .into_iter()
                 .filter(|p| p.is_live() && visible(p))
                 .collect();
-            let agents: Vec<Value> = agents.iter().map(|p| with_usage(k, p)).collect();
+            let descendants = k.table.live_descendant_counts();
+            let agents: Vec<Value> = agents
+                .iter()
+                .map(|p| with_usage(k, p, descendants.get(&p.pid).copied().unwrap_or(0)))
+                .collect();
             Ok(json!({"agents": agents, "scheduler": k.inference().scheduler.stats()}))
         }
         AdminRequest::Ps => Ok(json!(
@@ -352,7 +356,7 @@ async fn handle(
             Ok(json!(list))
         }
         AdminRequest::Inspect { .. } => Ok(match &checked {
-            Some(p) => with_usage(k, p),
+            Some(p) => with_usage(k, p, k.table.live_descendants(p.pid)),
             None => Value::Null,
         }),
         AdminRequest::Logs {

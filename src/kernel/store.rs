@@ -80,6 +80,11 @@ pub fn key(pid: Pid, seq: u64) -> [u8; 16] {
     k
 }
 
+/// The first key of `pid` after sequence `after_seq` (all of them: None).
+fn first_key_after(pid: Pid, after_seq: Option<u64>) -> [u8; 16] {
+    key(pid, after_seq.map_or(0, |s| s.saturating_add(1)))
+}
+
 pub fn pid_key(pid: Pid) -> [u8; 8] {
     pid.to_be_bytes()
 }
@@ -487,6 +492,22 @@ impl Store {
         Ok(seq)
     }
 
+    /// The keys of one pid in a per-pid tree after `after_seq`.
+    fn pid_range(tree: &sled::Tree, pid: Pid, after_seq: Option<u64>) -> sled::Iter {
+        tree.range(first_key_after(pid, after_seq)..=key(pid, u64::MAX))
+    }
+
+    /// Decodes (seq, value) pairs of a range scan.
+    fn decode<T: DeserializeOwned>(
+        kvs: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+    ) -> Result<Vec<(u64, T)>, StoreError> {
+        kvs.map(|kv| {
+            let (k, v) = kv?;
+            Ok((seq_of(&k), serde_json::from_slice(&v)?))
+        })
+        .collect()
+    }
+
     /// Entries of one pid in a per-pid tree, oldest first, after `after_seq`.
     pub fn range<T: DeserializeOwned>(
         &self,
@@ -495,14 +516,7 @@ impl Store {
         after_seq: Option<u64>,
         limit: usize,
     ) -> Result<Vec<(u64, T)>, StoreError> {
-        let start = key(pid, after_seq.map(|s| s.saturating_add(1)).unwrap_or(0));
-        let end = key(pid, u64::MAX);
-        let mut out = Vec::new();
-        for kv in tree.range(start..=end).take(limit) {
-            let (k, v) = kv?;
-            out.push((seq_of(&k), serde_json::from_slice(&v)?));
-        }
-        Ok(out)
+        Self::decode(Self::pid_range(tree, pid, after_seq).take(limit))
     }
 
     /// The last `limit` entries of one pid after `after_seq`, oldest
@@ -514,13 +528,7 @@ impl Store {
         after_seq: Option<u64>,
         limit: usize,
     ) -> Result<Vec<(u64, T)>, StoreError> {
-        let start = key(pid, after_seq.map(|s| s.saturating_add(1)).unwrap_or(0));
-        let end = key(pid, u64::MAX);
-        let mut out = Vec::new();
-        for kv in tree.range(start..=end).rev().take(limit) {
-            let (k, v) = kv?;
-            out.push((seq_of(&k), serde_json::from_slice(&v)?));
-        }
+        let mut out = Self::decode(Self::pid_range(tree, pid, after_seq).rev().take(limit))?;
         out.reverse();
         Ok(out)
     }
@@ -534,9 +542,7 @@ impl Store {
         after_seq: Option<u64>,
         mut each: impl FnMut(u64, T) -> bool,
     ) -> Result<(), StoreError> {
-        let start = key(pid, after_seq.map(|s| s.saturating_add(1)).unwrap_or(0));
-        let end = key(pid, u64::MAX);
-        for kv in tree.range(start..=end).rev() {
+        for kv in Self::pid_range(tree, pid, after_seq).rev() {
             let (k, v) = kv?;
             if !each(seq_of(&k), serde_json::from_slice(&v)?) {
                 break;
@@ -554,7 +560,7 @@ impl Store {
         after_seq: Option<u64>,
         before_seq: u64,
     ) -> usize {
-        let start = key(pid, after_seq.map(|s| s.saturating_add(1)).unwrap_or(0));
+        let start = first_key_after(pid, after_seq);
         let end = key(pid, before_seq);
         if start >= end {
             return 0;

@@ -7,7 +7,8 @@
 #![allow(dead_code)]
 
 use agentos::admin::client::{Client, ClientError};
-use agentos::admin::protocol::{AdminRequest, SpawnRequest};
+use agentos::admin::protocol::{AdminRequest, MAX_PAGE, SpawnRequest};
+use agentos::kernel::ipc::Message;
 use agentos::kernel::pcb::{ExitStatus, Pcb};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -280,19 +281,41 @@ impl Daemon {
             .expect("pcb")
     }
 
-    /// The agent's stored log (stdout, stderr, syscalls) as text.
-    pub fn logs(&self, pid: u64) -> String {
+    /// The agent's stored log events (stdout, stderr, syscalls), up to the
+    /// largest page.
+    pub fn log_events(&self, pid: u64) -> Vec<Value> {
         let v = self
             .call(AdminRequest::Logs {
                 pid,
                 follow: false,
-                tail: Some(agentos::admin::protocol::MAX_PAGE),
+                tail: Some(MAX_PAGE),
                 since: None,
             })
             .expect("logs");
-        v.as_array()
-            .into_iter()
-            .flatten()
+        v.as_array().cloned().unwrap_or_default()
+    }
+
+    /// The agent's inbox, up to the largest page (an error if the daemon
+    /// does not answer, e.g. while it restarts).
+    pub fn try_inbox(&self, pid: u64) -> Result<Vec<Message>, ClientError> {
+        let v = self.call(AdminRequest::Inbox {
+            pid,
+            tail: Some(MAX_PAGE),
+            since: None,
+        })?;
+        Ok(serde_json::from_value(v).expect("messages"))
+    }
+
+    /// The agent's inbox, up to the largest page.
+    pub fn inbox(&self, pid: u64) -> Vec<Message> {
+        self.try_inbox(pid)
+            .unwrap_or_else(|e| panic!("inbox {pid}: {e}\n{}", self.log()))
+    }
+
+    /// The agent's stored log (stdout, stderr, syscalls) as text.
+    pub fn logs(&self, pid: u64) -> String {
+        self.log_events(pid)
+            .iter()
             .map(|e| {
                 format!(
                     "{} {}\n",
@@ -436,4 +459,59 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
         }
         std::thread::sleep(Duration::from_millis(25));
     }
+}
+
+/// What a run of the `agentos` CLI printed.
+pub struct CliOut {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOut {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
+    }
+}
+
+impl std::fmt::Display for CliOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\nstdout: {}\nstderr: {}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs the real CLI (`--json`) against `d` as `uid`/`gid` (no
+/// supplementary groups: std drops them when root sets a uid).
+pub fn cli_as(d: &Daemon, uid: u32, gid: u32, args: &[&str]) -> CliOut {
+    use std::os::unix::process::CommandExt;
+    let out = Command::new(env!("CARGO_BIN_EXE_agentos"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("--json")
+        .args(args)
+        .env_remove("AGENTOS_SOCKET")
+        .current_dir("/")
+        .uid(uid)
+        .gid(gid)
+        .output()
+        .expect("run agentos");
+    CliOut {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A well-behaved agent (`hostile_admin.py neighbour`) spawned now answers
+/// all 20 of its GETPID round trips.
+pub fn neighbour_answers(d: &Daemon, name: &str) {
+    let pcb = d.spawn(python_agent(name, "hostile_admin.py", &["neighbour"], None));
+    let rep = d.finish(pcb.pid, Duration::from_secs(120));
+    assert_eq!(rep["pid"].as_u64(), Some(pcb.pid), "{rep}");
+    assert_eq!(rep["answered"].as_u64(), Some(20), "{rep}");
 }
