@@ -393,7 +393,7 @@ fn a_swapped_symlink_cannot_smuggle_a_private_file_into_a_bind() {
     let path = link.join("secret.txt").display().to_string();
     let (mut leaked, mut public) = (0, 0);
     for i in 0..30 {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_agentos"))
+        let out = std::process::Command::new(common::cli_for_others())
             .arg("--socket")
             .arg(&d.socket)
             .arg("--json")

@@ -189,7 +189,7 @@ fn wait_detached(device: &Path, image: &Path) -> bool {
 
 /// Runs tests/agents/quota_fill.py as `uid` (gid = uid, no groups).
 fn fill_as(uid: u32, mode: &str, dir: &Path) -> Value {
-    let script = common::repo().join("tests/agents/quota_fill.py");
+    let script = common::for_others(&common::repo().join("tests/agents/quota_fill.py"));
     let out = Command::new("/usr/bin/python3")
         .arg(&script)
         .arg(mode)

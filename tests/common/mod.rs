@@ -485,11 +485,40 @@ impl std::fmt::Display for CliOut {
     }
 }
 
+/// A copy of `file` that any uid may read (and run, if it is a program):
+/// the checkout may lie below a directory only root can enter (a clone in
+/// `mktemp -d`, mode 0700). The copies live in a 0755 directory of this
+/// test process.
+pub fn for_others(file: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("agentos-for-others-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir for others");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let name = file.file_name().expect("a file name");
+    let copy = dir.join(name);
+    if !copy.exists() {
+        // Copy then rename: parallel tests may ask for the same file.
+        let tmp = dir.join(format!(
+            "{}.{:?}",
+            name.to_string_lossy(),
+            std::thread::current().id()
+        ));
+        std::fs::copy(file, &tmp).expect("copy for others");
+        std::fs::rename(&tmp, &copy).expect("rename");
+    }
+    copy
+}
+
+/// The `agentos` CLI where any uid may run it (see [`for_others`]).
+pub fn cli_for_others() -> PathBuf {
+    for_others(Path::new(env!("CARGO_BIN_EXE_agentos")))
+}
+
 /// Runs the real CLI (`--json`) against `d` as `uid`/`gid` (no
 /// supplementary groups: std drops them when root sets a uid).
 pub fn cli_as(d: &Daemon, uid: u32, gid: u32, args: &[&str]) -> CliOut {
     use std::os::unix::process::CommandExt;
-    let out = Command::new(env!("CARGO_BIN_EXE_agentos"))
+    let out = Command::new(cli_for_others())
         .arg("--socket")
         .arg(&d.socket)
         .arg("--json")
