@@ -16,7 +16,9 @@
 //! * `getpid N` — N sequential GETPIDs (after N/10 warm-up calls).
 //! * `pipeline N DEPTH` — N GETPIDs keeping DEPTH in flight.
 //! * `getpid-until` — waits for a message `go START END` (monotonic ns),
-//!   sleeps until START, then makes sequential GETPIDs until END.
+//!   sleeps until START, then makes sequential GETPIDs until END (a `go`
+//!   that arrives late shifts the window; `late=` in the result says by
+//!   how much).
 //! * `send TO N` — N sequential SEND_MSG to agent TO (64-byte bodies).
 //! * `send-self N` — N sequential SEND_MSG to itself.
 //! * `send-until TO` — like `getpid-until`, with SEND_MSG to TO.
@@ -202,8 +204,17 @@ fn timed_calls(c: &mut Conn, call: &str, args: &str, n: usize, samples: &mut Vec
 
 /// Waits for the bench's go, then times back-to-back calls until its end
 /// time, reports them and exits.
-fn timed_calls_until(mut c: Conn, call: &str, args: &str, capacity: usize) -> ! {
-    let (start, end) = c.wait_go();
+/// Sequential calls from START to END of a `go` message. A `go` that
+/// arrives after START starts at once: when `keep_length`, the window keeps
+/// its length (and `late=` says by how much it was shifted), else it ends at
+/// END as the other agents' windows do.
+fn timed_calls_until(mut c: Conn, call: &str, args: &str, capacity: usize, keep_length: bool) -> ! {
+    let (start, mut end) = c.wait_go();
+    let arrived = mono_ns();
+    let late = arrived.saturating_sub(start);
+    if keep_length {
+        end += late;
+    }
     sleep_until(start);
     let mut samples = Vec::with_capacity(capacity);
     let mut now = mono_ns();
@@ -215,7 +226,10 @@ fn timed_calls_until(mut c: Conn, call: &str, args: &str, capacity: usize) -> ! 
         now = t;
     }
     write_result(
-        &format!("count={} start={start} end={now}", samples.len()),
+        &format!(
+            "count={} start={start} end={now} late={late}",
+            samples.len()
+        ),
         &samples,
     );
     c.exit("done")
@@ -276,7 +290,7 @@ fn main() {
             write_result(&format!("count={n} start={start} end={end}"), &[]);
             c.exit("done");
         }
-        "getpid-until" => timed_calls_until(c, "GETPID", "{}", 1 << 16),
+        "getpid-until" => timed_calls_until(c, "GETPID", "{}", 1 << 16, true),
         "send" => {
             let to: u64 = arg(&args, 1, "TO");
             let n: usize = arg(&args, 2, "N");
@@ -300,7 +314,7 @@ fn main() {
         }
         "send-until" => {
             let to: u64 = arg(&args, 1, "TO");
-            timed_calls_until(c, "SEND_MSG", &send_args(to), 1 << 14)
+            timed_calls_until(c, "SEND_MSG", &send_args(to), 1 << 14, false)
         }
         "drain" => {
             let period_ms: u64 = arg(&args, 1, "MS");

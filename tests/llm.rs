@@ -475,6 +475,81 @@ fn a_token_budget_stops_the_agent_at_the_budget() {
     let _ = std::fs::remove_dir_all(cfg);
 }
 
+/// A child's token budget is carved out of its parent's remaining budget:
+/// more than is left is refused, a child that names none takes all that is
+/// left, and what a child did not spend returns when it ends. The tree
+/// never spends more than the root's budget.
+#[test]
+fn a_child_budget_is_carved_from_the_parent_and_returns() {
+    if !require_root("a_child_budget_is_carved_from_the_parent_and_returns") {
+        return;
+    }
+    let mock = MockLlm::start();
+    mock.set_default_text("[SYS_CALL::GETPID] {}", usage(100, 20));
+    let (d, cfg) = daemon_for(&mock, ProviderKind::Openai, false, "max_tokens = 64");
+    let mut req = common::python_agent(
+        "lender",
+        "budget_tree.py",
+        &["parent"],
+        Some(&["process", "inference", "time", "fs"]),
+    );
+    req.models = vec!["m".into()];
+    req.limits = Some(LimitsPatch {
+        budget_tokens: Some(6000),
+        ..Default::default()
+    });
+    let parent = d.spawn(req).pid;
+    let exit = d.wait(parent, Duration::from_secs(120));
+    assert_eq!(exit.code, 0, "{exit:?}\n{}", d.logs(parent));
+    let r = d.report(parent);
+    let n = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k} in {r}"));
+
+    let spender = d.inspect(n("spender"));
+    let spent = spender.counters.tokens_own();
+    assert_eq!(spender.limits.budget_tokens, 2000);
+    assert!(
+        spent > 0 && spent <= 2000,
+        "the child spent {spent} of its 2000"
+    );
+    assert!(
+        spender
+            .exit
+            .as_ref()
+            .is_some_and(|e| e.reason.contains("budget")),
+        "{:?}",
+        spender.exit
+    );
+    assert_eq!(n("start"), 6000, "{r}");
+    assert_eq!(r["too_big"][0], "EQUOTA", "{r}");
+    assert!(
+        r["too_big"][1]
+            .as_str()
+            .is_some_and(|m| m.contains("budget")),
+        "{r}"
+    );
+    assert_eq!(
+        n("after_spender"),
+        6000 - spent,
+        "only what it spent is gone: {r}"
+    );
+
+    let all_of_it = d.inspect(n("all_of_it"));
+    assert_eq!(all_of_it.limits.budget_tokens, 6000 - spent, "{r}");
+    assert_eq!(n("while_lent"), 0, "{r}");
+    assert_eq!(r["infer_while_lent"][0], "EQUOTA", "{r}");
+    assert_eq!(r["spawn_while_lent"][0], "EQUOTA", "{r}");
+    assert_eq!(n("after_kill"), 6000 - spent, "unspent tokens return: {r}");
+
+    assert_eq!(r["infer"][0], "SUCCESS", "{r}");
+    let p = d.inspect(parent);
+    assert_eq!(p.counters.tokens_lent, 0);
+    assert_eq!(p.counters.tokens_children, spent);
+    assert_eq!(n("end"), 6000 - spent - p.counters.tokens_own(), "{r}");
+    let tree_total = p.counters.tokens_own() + spent + all_of_it.counters.tokens_own();
+    assert!(tree_total <= 6000, "the tree spent {tree_total} of 6000");
+    let _ = std::fs::remove_dir_all(cfg);
+}
+
 #[test]
 fn a_context_that_outgrows_the_window_is_compacted() {
     if !require_root("a_context_that_outgrows_the_window_is_compacted") {

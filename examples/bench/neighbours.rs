@@ -125,7 +125,7 @@ fn with_rss_sampler<T>(d: &BenchDaemon, f: impl FnOnce() -> T) -> (T, u64) {
 /// `warmup` (both spent with whatever else is running).
 /// `c` is opened before any attack starts: a flood of other connections
 /// must not keep the operator out.
-fn measure(ctx: &Ctx, d: &BenchDaemon, c: &mut Client, sz: &Sizes) -> Result<Summary, String> {
+fn measure(ctx: &Ctx, d: &BenchDaemon, c: &mut Client, sz: &Sizes) -> Result<Measured, String> {
     let pid = spawn(
         c,
         agent_req(ctx, "neighbour", &args(&[&"getpid-until"]), &["ipc"]),
@@ -141,11 +141,22 @@ fn measure(ctx: &Ctx, d: &BenchDaemon, c: &mut Client, sz: &Sizes) -> Result<Sum
         },
     )?;
     wait_exit(d, c, pid, Duration::from_secs(120))?;
-    let (_, samples) = read_result(d, pid)?;
+    let (header, samples) = read_result(d, pid)?;
     if samples.is_empty() {
         return Err(format!("the neighbour {pid} made no call in its window"));
     }
-    Ok(Summary::of_ns(&samples))
+    Ok(Measured {
+        getpid: Summary::of_ns(&samples),
+        go_late_ns: header.get("late").copied().unwrap_or(0),
+    })
+}
+
+/// One measurement of the well-behaved agent.
+struct Measured {
+    getpid: Summary,
+    /// How late its `go` message (sent by the bench through the admin
+    /// socket, delivered with RECV_MSG) arrived after the window's start.
+    go_late_ns: u64,
 }
 
 /// Runs `attacks` while measuring the neighbour; kills every hostile
@@ -155,7 +166,7 @@ fn under_attack(
     d: &BenchDaemon,
     sz: &Sizes,
     attacks: &[Attack],
-) -> Result<(Summary, Value), String> {
+) -> Result<(Measured, Value), String> {
     let mut c = d.client()?;
     let modes: Vec<&str> = attacks
         .iter()
@@ -254,7 +265,7 @@ pub fn sec_neighbours(ctx: &Ctx, d: &BenchDaemon) -> Result<Value, String> {
     progress("neighbours: GETPID of a well-behaved agent, quiet");
     let mut c = d.client()?;
     let (quiet, quiet_rss) = with_rss_sampler(d, || measure(ctx, d, &mut c, &sz));
-    let quiet = quiet?;
+    let quiet = quiet?.getpid;
     ctx.row("neighbours", "GETPID, quiet", quiet.text());
     let mut rows = Vec::new();
     let mut peak_all = quiet_rss;
@@ -270,7 +281,7 @@ pub fn sec_neighbours(ctx: &Ctx, d: &BenchDaemon) -> Result<Value, String> {
         // on a 2-core host moves the figures more than minutes apart.
         let mut c = d.client()?;
         let (before, rss_before) = with_rss_sampler(d, || measure(ctx, d, &mut c, &sz));
-        let before = before?;
+        let before = before?.getpid;
         drop(c);
         peak_all = peak_all.max(rss_before);
         progress(&format!("neighbours: GETPID while {name}"));
@@ -278,7 +289,9 @@ pub fn sec_neighbours(ctx: &Ctx, d: &BenchDaemon) -> Result<Value, String> {
         let (r, rss) = with_rss_sampler(d, || under_attack(ctx, d, &sz, &attacks));
         peak_all = peak_all.max(rss);
         let row = match r {
-            Ok((s, seen)) => {
+            Ok((m, seen)) => {
+                let s = m.getpid;
+                let late = m.go_late_ns as f64 / 1e6;
                 let agents = seen["hostile_agents"].as_u64().unwrap_or(0) as usize + 1;
                 agents_peak = agents_peak.max(agents);
                 let r99 = ratio(s.p99, before.p99);
@@ -286,11 +299,16 @@ pub fn sec_neighbours(ctx: &Ctx, d: &BenchDaemon) -> Result<Value, String> {
                     "neighbours",
                     &format!("GETPID p99 while {name} (ratio to quiet)"),
                     format!(
-                        "{} against {} quiet ({:.2}×), daemon peak RSS {} MiB",
+                        "{} against {} quiet ({:.2}×), daemon peak RSS {} MiB{}",
                         dur(s.p99),
                         dur(before.p99),
                         r99.unwrap_or(0.0),
-                        rss / 1024
+                        rss / 1024,
+                        if late >= 1.0 {
+                            format!(", its go message {late:.0} ms late")
+                        } else {
+                            String::new()
+                        }
                     ),
                     "≤ 2",
                     r99.map(|r| r <= 2.0),
@@ -301,6 +319,7 @@ pub fn sec_neighbours(ctx: &Ctx, d: &BenchDaemon) -> Result<Value, String> {
                     "ratio_p99": r99.map(round),
                     "ratio_p50": ratio(s.p50, before.p50).map(round),
                     "daemon_peak_rss_kib": rss, "seen": seen,
+                    "go_late_ms": round(late),
                     "elapsed_s": round(started.elapsed().as_secs_f64()),
                 })
             }

@@ -243,14 +243,26 @@ fn authorize(k: &Kernel, peer: Peer, pid: Pid) -> Result<Pcb, SysError> {
 
 /// The PCB as JSON plus `usage`: memory and pids of the agent's own
 /// processes (`own`) and of its whole subtree (`tree`) from its cgroups,
-/// and its live `descendants` (counted by the caller).
+/// its live `descendants` (counted by the caller), and its token budget:
+/// spent by itself, by its ended children, lent to live ones, and left
+/// (null when unlimited).
 fn with_usage(k: &Kernel, p: &Pcb, descendants: u64) -> Value {
     let (tree, own) = k.cgroups.agent(&k.table.lineage(p.pid)).usage();
     let mut v = json!(p);
     if let Some(o) = v.as_object_mut() {
         o.insert(
             "usage".into(),
-            json!({"own": own, "tree": tree, "descendants": descendants}),
+            json!({
+                "own": own,
+                "tree": tree,
+                "descendants": descendants,
+                "tokens": {
+                    "own": p.counters.tokens_own(),
+                    "children": p.counters.tokens_children,
+                    "lent": p.counters.tokens_lent,
+                    "remaining": p.tokens_remaining(),
+                },
+            }),
         );
     }
     v

@@ -122,7 +122,6 @@ pub async fn llm_infer(k: &Arc<Kernel>, pcb: &Pcb, args: &Value) -> Result<Value
 
     // Budget: refuse once spent; never let one reply overshoot it.
     let live = k.table.get(pcb.pid).unwrap_or_else(|| pcb.clone());
-    let used = live.counters.tokens_in + live.counters.tokens_out;
     let chars: usize = a.messages.iter().map(|m| m.content.len()).sum::<usize>()
         + a.tools
             .iter()
@@ -139,12 +138,15 @@ pub async fn llm_infer(k: &Arc<Kernel>, pcb: &Pcb, args: &Value) -> Result<Value
             "turn limit of {turns} inferences reached"
         )));
     }
-    let budget = pcb.limits.budget_tokens;
-    if budget > 0 {
-        let remaining = budget.saturating_sub(used);
+    let budget = live.limits.budget_tokens;
+    if let Some(remaining) = live.tokens_remaining() {
         if remaining <= prompt_estimate {
+            let c = &live.counters;
             return Err(SysError::quota(format!(
-                "token budget of {budget} exhausted ({used} used, the prompt alone needs ~{prompt_estimate})"
+                "token budget of {budget} exhausted ({} used by this agent, {} by its ended children, {} lent to live children; the prompt alone needs ~{prompt_estimate})",
+                c.tokens_own(),
+                c.tokens_children,
+                c.tokens_lent
             )));
         }
         max_tokens = max_tokens.min((remaining - prompt_estimate).min(u32::MAX as u64) as u32);
@@ -208,13 +210,12 @@ pub async fn llm_infer(k: &Arc<Kernel>, pcb: &Pcb, args: &Value) -> Result<Value
     let usage = resp.usage;
     // Persisted with the reply (the dispatcher flushes before answering):
     // budgets and the turn count survive a crash.
-    k.table.update(pcb.pid, |p| {
+    let after = k.table.update(pcb.pid, |p| {
         p.counters.tokens_in += usage.prompt_tokens;
         p.counters.tokens_out += usage.completion_tokens;
         p.counters.llm_calls += 1;
         p.counters.llm_wait_ms += waited.as_millis() as u64;
     })?;
-    let spent = used + usage.total();
     Ok(json!({
         "content": resp.content,
         "tool_calls": resp.tool_calls,
@@ -222,7 +223,7 @@ pub async fn llm_infer(k: &Arc<Kernel>, pcb: &Pcb, args: &Value) -> Result<Value
         "finish_reason": resp.finish_reason,
         "model": name,
         "queue_ms": waited.as_millis() as u64,
-        "budget_remaining": if budget > 0 { Some(budget.saturating_sub(spent)) } else { None },
+        "budget_remaining": after.as_ref().and_then(Pcb::tokens_remaining),
     }))
 }
 
@@ -269,7 +270,8 @@ pub fn agent_info(k: &Arc<Kernel>, pcb: &Pcb, args: &Value) -> Result<Value, Sys
         "permissions": permitted,
         "limits": pcb.limits,
         "exec": {"drivers": exec_drivers},
-        "tokens_used": pcb.counters.tokens_in + pcb.counters.tokens_out,
+        "tokens_used": pcb.counters.tokens_own(),
+        "budget_remaining": pcb.tokens_remaining(),
         "llm_calls": pcb.counters.llm_calls,
         "recoveries": pcb.recoveries,
         "history": history,

@@ -73,6 +73,27 @@ pub struct Counters {
     /// Time spent waiting in the inference queue.
     #[serde(default)]
     pub llm_wait_ms: u64,
+    /// Tokens of this agent's budget carved out for its live children
+    /// (each child's `budget_tokens`); they return when the child ends.
+    #[serde(default)]
+    pub tokens_lent: u64,
+    /// Tokens its ended children (and their subtrees) spent, charged to
+    /// this agent's budget when they ended.
+    #[serde(default)]
+    pub tokens_children: u64,
+}
+
+impl Counters {
+    /// Tokens this agent spent itself (prompt and completion).
+    pub fn tokens_own(&self) -> u64 {
+        self.tokens_in + self.tokens_out
+    }
+
+    /// Tokens no longer available to this agent: its own, those its ended
+    /// children spent, and the budgets of its live children.
+    pub fn tokens_committed(&self) -> u64 {
+        self.tokens_own() + self.tokens_children + self.tokens_lent
+    }
 }
 
 /// The process control block.
@@ -126,6 +147,10 @@ pub struct Pcb {
     /// proportional to it.
     #[serde(default = "default_priority")]
     pub priority: u32,
+    /// Tokens carved out of the parent's budget for this agent (its whole
+    /// `budget_tokens`); 0 when the parent's budget is unlimited.
+    #[serde(default)]
+    pub budget_from_parent: u64,
 }
 
 fn default_priority() -> u32 {
@@ -139,6 +164,15 @@ impl Pcb {
 
     pub fn is_live(&self) -> bool {
         self.state != State::Terminated
+    }
+
+    /// Tokens left for this agent's own inferences and new children's
+    /// budgets; None when its budget is unlimited.
+    pub fn tokens_remaining(&self) -> Option<u64> {
+        match self.limits.budget_tokens {
+            0 => None,
+            budget => Some(budget.saturating_sub(self.counters.tokens_committed())),
+        }
     }
 }
 

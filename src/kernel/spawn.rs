@@ -61,12 +61,12 @@ impl Kernel {
             .map_err(|e| SysError::new(crate::abi::Errno::EAGAIN, e.to_string()))?;
         let pcb = self.new_pcb(pid, uid, &spec);
         let inserted = if spec.ppid == 0 {
-            self.table.insert(pcb.clone()).map(Ok)
+            self.table.insert(pcb.clone()).map(|()| Ok(pcb))
         } else {
-            self.table.insert_child(spec.ppid, pcb.clone())
+            self.table.insert_child(spec.ppid, pcb, spec.budget_asked)
         };
-        match inserted {
-            Ok(Ok(())) => {}
+        let pcb = match inserted {
+            Ok(Ok(pcb)) => pcb,
             Ok(Err(refusal)) => {
                 self.release_uid(uid);
                 return Err(rule::tree_refusal(refusal));
@@ -75,7 +75,7 @@ impl Kernel {
                 self.release_uid(uid);
                 return Err(store_err(e));
             }
-        }
+        };
 
         if let Err(e) = self.launch(&pcb, &spec.profile, bind_fds).await {
             // The PCB stays, TERMINATED, so the failure can be inspected.
@@ -174,6 +174,7 @@ impl Kernel {
             role: spec.role.clone(),
             models: spec.models.clone(),
             priority: spec.priority,
+            budget_from_parent: 0,
         }
     }
 

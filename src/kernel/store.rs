@@ -471,6 +471,17 @@ impl Store {
         Ok(())
     }
 
+    /// Writes several PCBs atomically (all or none survive a crash): a
+    /// child and the parent whose budget it was carved from.
+    pub fn put_pcbs(&self, pcbs: &[&Pcb]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for pcb in pcbs {
+            batch.insert(&pid_key(pcb.pid), serde_json::to_vec(pcb)?);
+        }
+        self.trees.pcb.apply_batch(batch)?;
+        Ok(())
+    }
+
     pub fn all_pcbs(&self) -> Result<Vec<Pcb>, StoreError> {
         self.trees
             .pcb

@@ -26,6 +26,15 @@ pub enum TreeRefusal {
         depth: u64,
         limit: u64,
     },
+    #[error(
+        "agent {parent} has {remaining} tokens of its budget left, fewer than the child's budget_tokens = {asked}{}",
+        if *remaining == 0 { " (its budget is spent or lent to its live children)" } else { "" }
+    )]
+    Budget {
+        parent: Pid,
+        asked: u64,
+        remaining: u64,
+    },
 }
 
 pub struct Table {
@@ -111,20 +120,87 @@ impl Table {
     }
 
     /// Inserts a new agent below `parent` and persists it, if
-    /// [`Table::tree_room`] admits it; both under one lock, so concurrent
-    /// spawns in one tree cannot overshoot its limits.
+    /// [`Table::tree_room`] admits it and the parent's budget covers the
+    /// child's. A parent with a token budget lends the child `budget_asked`
+    /// (or, when none was asked, all it has left): the child's
+    /// `budget_tokens` becomes that amount and the parent's `tokens_lent`
+    /// grows by it until the child ends ([`Table::terminate`]). All under
+    /// one lock and in one atomic write, so concurrent spawns in one tree
+    /// cannot overshoot its limits. Returns the child as inserted.
     pub fn insert_child(
         &self,
         parent: Pid,
-        pcb: Pcb,
-    ) -> Result<Result<(), TreeRefusal>, StoreError> {
+        mut pcb: Pcb,
+        budget_asked: Option<u64>,
+    ) -> Result<Result<Pcb, TreeRefusal>, StoreError> {
         let mut map = self.lock();
         if let Err(refusal) = tree_room_in(&map, parent) {
             return Ok(Err(refusal));
         }
-        self.store.put_pcb(&pcb)?;
-        map.insert(pcb.pid, pcb);
-        Ok(Ok(()))
+        let lender = match map.get(&parent) {
+            Some(p) => p.tokens_remaining().map(|remaining| (p.clone(), remaining)),
+            None => None,
+        };
+        let Some((mut lender, remaining)) = lender else {
+            self.store.put_pcb(&pcb)?;
+            map.insert(pcb.pid, pcb.clone());
+            return Ok(Ok(pcb));
+        };
+        let budget = budget_asked.unwrap_or(remaining);
+        if budget == 0 || budget > remaining {
+            return Ok(Err(TreeRefusal::Budget {
+                parent,
+                asked: budget,
+                remaining,
+            }));
+        }
+        pcb.limits.budget_tokens = budget;
+        pcb.budget_from_parent = budget;
+        lender.counters.tokens_lent += budget;
+        self.store.put_pcbs(&[&lender, &pcb])?;
+        map.insert(parent, lender);
+        map.insert(pcb.pid, pcb.clone());
+        Ok(Ok(pcb))
+    }
+
+    /// Applies `f` to a live agent's PCB and marks it TERMINATED; if its
+    /// budget was carved from its parent's, the parent is repaid in the
+    /// same atomic write: what the child committed (its own tokens, its
+    /// ended children's and what it still lends to live ones, at most its
+    /// budget) is charged to the parent, the rest returns. Returns the
+    /// state it had, or None when it does not exist or already ended.
+    pub fn terminate<F: FnOnce(&mut Pcb)>(
+        &self,
+        pid: Pid,
+        f: F,
+    ) -> Result<Option<(State, Pcb)>, StoreError> {
+        let mut map = self.lock();
+        let Some(old) = map.get(&pid).filter(|p| p.is_live()) else {
+            return Ok(None);
+        };
+        let from = old.state;
+        let mut ended = old.clone();
+        f(&mut ended);
+        ended.state = State::Terminated;
+        let lent = ended.budget_from_parent;
+        let parent = map
+            .get(&ended.ppid)
+            .filter(|_| lent > 0 && ended.ppid != 0)
+            .map(|p| {
+                let mut p = p.clone();
+                p.counters.tokens_lent = p.counters.tokens_lent.saturating_sub(lent);
+                p.counters.tokens_children += ended.counters.tokens_committed().min(lent);
+                p
+            });
+        match &parent {
+            Some(p) => self.store.put_pcbs(&[p, &ended])?,
+            None => self.store.put_pcb(&ended)?,
+        }
+        if let Some(p) = parent {
+            map.insert(p.pid, p);
+        }
+        map.insert(pid, ended.clone());
+        Ok(Some((from, ended)))
     }
 
     /// Live agents below `root` at any depth.

@@ -156,39 +156,26 @@ impl Kernel {
     /// Makes the PCB TERMINATED (keeping an exit status already recorded by
     /// SYS_EXIT), makes that durable, frees the uid and wakes waiters.
     pub(crate) async fn mark_terminated(&self, pid: Pid, exit: ExitStatus) {
-        let mut from = State::Terminated;
-        let mut uid = None;
-        let updated = self.table.update(pid, |p| {
-            from = p.state;
-            if from == State::Terminated {
-                return;
-            }
-            uid = Some(p.uid);
-            p.state = State::Terminated;
+        let ended = self.table.terminate(pid, |p| {
             p.host_pid = None;
             p.ended_ms = Some(now_ms());
             if p.exit.is_none() {
                 p.exit = Some(exit.clone());
             }
         });
-        let reason = match updated {
-            Ok(Some(p)) => p.exit.map(|e| e.reason),
+        let (from, uid, reason) = match ended {
+            Ok(Some((from, p))) => (from, p.uid, p.exit.map(|e| e.reason)),
             Ok(None) => return,
             Err(e) => {
                 tracing::error!(pid, "cannot record termination: {e}");
-                None
+                return;
             }
         };
-        if from == State::Terminated {
-            return;
-        }
         self.journal_state(pid, from, State::Terminated, reason.map(clip));
         if let Err(e) = self.store.durable().await {
             tracing::error!(pid, "flush after termination failed: {e}");
         }
-        if let Some(uid) = uid {
-            self.release_uid(uid);
-        }
+        self.release_uid(uid);
         self.cancel_timers(pid);
         self.drop_webhooks(pid);
         tracing::info!(pid, "agent terminated");

@@ -81,6 +81,10 @@ pub struct SpawnSpec {
     pub ro_binds: Vec<PathBuf>,
     pub permissions: BTreeSet<Call>,
     pub limits: Limits,
+    /// The `budget_tokens` the request named, if any: an agent's child
+    /// without one gets all of its parent's remaining budget when it is
+    /// inserted (see [`crate::kernel::table::Table::insert_child`]).
+    pub budget_asked: Option<u64>,
     pub pipe_to: Option<Pid>,
     /// For LLM agents: model, role and the models it may use.
     pub model: Option<String>,
@@ -169,6 +173,7 @@ impl Kernel {
 
         // 3. Limits: the ceiling's, narrowed by the request (root may
         //    override the profile's).
+        let budget_asked = asked_limits.and_then(|l| l.budget_tokens);
         let limits = match (asked_limits, parent) {
             (None, Ceiling::Admin { .. }) => profile.limits,
             (None, Ceiling::Agent(pcb)) => pcb.limits,
@@ -336,6 +341,7 @@ impl Kernel {
             ro_binds,
             permissions,
             limits,
+            budget_asked,
             pipe_to,
             model,
             role,
@@ -346,11 +352,13 @@ impl Kernel {
 }
 
 /// The error of a spawn that does not fit in its tree: EAGAIN while the
-/// tree is full (room returns when an agent ends), EPERM when too deep.
+/// tree is full (room returns when an agent ends), EPERM when too deep,
+/// EQUOTA when the parent's remaining token budget cannot cover the child's.
 pub fn tree_refusal(r: TreeRefusal) -> SysError {
     match r {
         TreeRefusal::Descendants { .. } => SysError::new(crate::abi::Errno::EAGAIN, r.to_string()),
         TreeRefusal::Depth { .. } => SysError::perm(r.to_string()),
+        TreeRefusal::Budget { .. } => SysError::quota(r.to_string()),
     }
 }
 
