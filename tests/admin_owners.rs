@@ -241,3 +241,58 @@ fn concurrent_spawns_of_one_user_cannot_pass_max_agents() {
     neighbour_answers(&d, "neighbour");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn children_of_a_users_agents_count_towards_max_agents() {
+    if !common::require_root("children_of_a_users_agents_count_towards_max_agents") {
+        return;
+    }
+    let (d, dir) = start("children");
+    let agents = common::repo().join("tests/agents");
+    common::for_others(&agents.join("aos.py"));
+    let script = common::for_others(&agents.join("hostile_trees.py"));
+    let scripts = script.parent().expect("dir").display().to_string();
+    let script = script.display().to_string();
+    // One agent of the user's that tries five children: two fit in 3.
+    let out = user(
+        &d,
+        &[
+            "spawn",
+            "--name",
+            "fan",
+            "--program",
+            "/usr/bin/python3",
+            "--ro",
+            &scripts,
+            "--memory",
+            "128M",
+            "--allow",
+            "process,time,fs",
+            "--",
+            &script,
+            "fan",
+            "5",
+            "sleeper",
+        ],
+    );
+    let fan = user_pcb(&d, &out);
+    let rep = d.report_when_written(fan.pid);
+    let made = rep["children"].as_array().map(Vec::len);
+    assert_eq!(made, Some(2), "{rep}\n{}", d.logs(fan.pid));
+    let errors = rep["errors"].as_array().cloned().unwrap_or_default();
+    assert_eq!(errors.len(), 3, "{rep}");
+    for e in &errors {
+        assert_eq!(e["code"], "EAGAIN", "{rep}");
+        assert!(
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("max_agents = 3")),
+            "{rep}"
+        );
+    }
+    assert_eq!(users_live(&d).len(), 3, "{}", d.log());
+    let out = user_spawn(&d, "one-more", &["--memory", "16M"]);
+    assert_refused(&d, "a fourth agent", &out, "EAGAIN", "max_agents = 3");
+    neighbour_answers(&d, "neighbour");
+    let _ = std::fs::remove_dir_all(dir);
+}

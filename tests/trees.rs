@@ -163,18 +163,9 @@ fn settled(d: &Daemon, children: &[u64], marker: &str) -> bool {
     })
 }
 
-/// What agent `pid` wrote to its /report.json.
-fn report(d: &Daemon, pid: u64) -> serde_json::Value {
-    let report = eventually(Duration::from_secs(120), || {
-        std::fs::read_to_string(d.workspace(pid).join("report.json")).ok()
-    })
-    .unwrap_or_else(|| panic!("agent {pid} reported nothing\n{}\n{}", d.logs(pid), d.log()));
-    serde_json::from_str(&report).expect("report is JSON")
-}
-
 /// The children that a fan-out agent reported.
 fn reported_children(d: &Daemon, root: u64) -> Vec<u64> {
-    report(d, root)["children"]
+    d.report_when_written(root)["children"]
         .as_array()
         .map(|a| a.iter().filter_map(|x| x.as_u64()).collect())
         .unwrap_or_default()
@@ -445,7 +436,7 @@ fn a_roots_max_descendants_bounds_its_children() {
             ..Default::default()
         },
     );
-    let r = report(&d, root);
+    let r = d.report_when_written(root);
     let children = r["children"].as_array().expect("children").len();
     let errors = r["errors"].as_array().expect("errors");
     assert_eq!(children, 3, "{r}\n{}", d.logs(root));
@@ -513,7 +504,7 @@ fn a_chain_of_agents_stops_at_max_depth() {
     let mut links = vec![root];
     let refusal = loop {
         let last = *links.last().expect("a link");
-        let r = report(&d, last);
+        let r = d.report_when_written(last);
         if let Some(child) = r["child"].as_u64() {
             assert!(
                 links.len() <= 2,

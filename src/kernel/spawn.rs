@@ -14,6 +14,7 @@ use super::Kernel;
 use super::live::Live;
 use super::pcb::{Counters, ExitStatus, Pcb, Pid, State, now_ms};
 use super::store::StoreError;
+use super::table::ChildBounds;
 use crate::abi::SysError;
 use crate::drivers::fs::{FsLimits, Workspace};
 use crate::sandbox::binds;
@@ -63,7 +64,11 @@ impl Kernel {
         let inserted = if spec.ppid == 0 {
             self.table.insert(pcb.clone()).map(|()| Ok(pcb))
         } else {
-            self.table.insert_child(spec.ppid, pcb, spec.budget_asked)
+            let bounds = ChildBounds {
+                budget_asked: spec.budget_asked,
+                owner_max_agents: (spec.owner != 0).then_some(self.config.file.admin.max_agents),
+            };
+            self.table.insert_child(spec.ppid, pcb, bounds)
         };
         let pcb = match inserted {
             Ok(Ok(pcb)) => pcb,

@@ -35,6 +35,18 @@ pub enum TreeRefusal {
         asked: u64,
         remaining: u64,
     },
+    #[error("uid {uid} has {live} live agents of [admin] max_agents = {limit}")]
+    OwnerAgents { uid: u32, live: usize, limit: usize },
+}
+
+/// What bounds a new child beyond its tree's shape.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChildBounds {
+    /// The `budget_tokens` the request named, if any.
+    pub budget_asked: Option<u64>,
+    /// For an owner other than root: its `[admin] max_agents`, which the
+    /// children of its agents count towards too.
+    pub owner_max_agents: Option<usize>,
 }
 
 pub struct Table {
@@ -120,8 +132,9 @@ impl Table {
     }
 
     /// Inserts a new agent below `parent` and persists it, if
-    /// [`Table::tree_room`] admits it and the parent's budget covers the
-    /// child's. A parent with a token budget lends the child `budget_asked`
+    /// [`Table::tree_room`] admits it, its owner is below `owner_max_agents`
+    /// and the parent's budget covers the child's. A parent with a token
+    /// budget lends the child `budget_asked`
     /// (or, when none was asked, all it has left): the child's
     /// `budget_tokens` becomes that amount and the parent's `tokens_lent`
     /// grows by it until the child ends ([`Table::terminate`]). All under
@@ -131,11 +144,24 @@ impl Table {
         &self,
         parent: Pid,
         mut pcb: Pcb,
-        budget_asked: Option<u64>,
+        bounds: ChildBounds,
     ) -> Result<Result<Pcb, TreeRefusal>, StoreError> {
         let mut map = self.lock();
         if let Err(refusal) = tree_room_in(&map, parent) {
             return Ok(Err(refusal));
+        }
+        if let Some(limit) = bounds.owner_max_agents {
+            let live = map
+                .values()
+                .filter(|p| p.owner == pcb.owner && p.is_live())
+                .count();
+            if live >= limit {
+                return Ok(Err(TreeRefusal::OwnerAgents {
+                    uid: pcb.owner,
+                    live,
+                    limit,
+                }));
+            }
         }
         let lender = match map.get(&parent) {
             Some(p) => p.tokens_remaining().map(|remaining| (p.clone(), remaining)),
@@ -146,7 +172,7 @@ impl Table {
             map.insert(pcb.pid, pcb.clone());
             return Ok(Ok(pcb));
         };
-        let budget = budget_asked.unwrap_or(remaining);
+        let budget = bounds.budget_asked.unwrap_or(remaining);
         if budget == 0 || budget > remaining {
             return Ok(Err(TreeRefusal::Budget {
                 parent,

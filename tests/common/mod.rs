@@ -344,6 +344,21 @@ impl Daemon {
         serde_json::from_str(&text).expect("report is JSON")
     }
 
+    /// What a still running agent wrote to its /report.json, once it did.
+    pub fn report_when_written(&self, pid: u64) -> Value {
+        let text = eventually(Duration::from_secs(120), || {
+            std::fs::read_to_string(self.workspace(pid).join("report.json")).ok()
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "agent {pid} reported nothing\n{}\n{}",
+                self.logs(pid),
+                self.log()
+            )
+        });
+        serde_json::from_str(&text).expect("report is JSON")
+    }
+
     /// Resident memory of the daemon in KiB.
     pub fn rss_kib(&self) -> u64 {
         let status =

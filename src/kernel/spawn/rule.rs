@@ -352,11 +352,14 @@ impl Kernel {
 }
 
 /// The error of a spawn that does not fit in its tree: EAGAIN while the
-/// tree is full (room returns when an agent ends), EPERM when too deep,
+/// tree, or its owner's `[admin] max_agents`, is full (room returns when an
+/// agent ends), EPERM when too deep,
 /// EQUOTA when the parent's remaining token budget cannot cover the child's.
 pub fn tree_refusal(r: TreeRefusal) -> SysError {
     match r {
-        TreeRefusal::Descendants { .. } => SysError::new(crate::abi::Errno::EAGAIN, r.to_string()),
+        TreeRefusal::Descendants { .. } | TreeRefusal::OwnerAgents { .. } => {
+            SysError::new(crate::abi::Errno::EAGAIN, r.to_string())
+        }
         TreeRefusal::Depth { .. } => SysError::perm(r.to_string()),
         TreeRefusal::Budget { .. } => SysError::quota(r.to_string()),
     }
