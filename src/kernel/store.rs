@@ -257,6 +257,9 @@ pub struct Store {
     pub queues: Arc<Queues>,
 }
 
+/// sled's page cache (see [`Store::open`]).
+const CACHE_BYTES: u64 = 64 << 20;
+
 impl Store {
     /// Opens (or creates) the database and starts the group-commit thread.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
@@ -268,6 +271,10 @@ impl Store {
             // Durability comes from our own flushes; the background flush is
             // only a safety net for unacknowledged data (logs).
             .flush_every_ms(Some(1000))
+            // sled caches up to 1 GiB by default, far beyond the daemon's
+            // own memory bound (sandbox/daemon_memory.rs); reads of cold
+            // logs and inboxes go to disk instead.
+            .cache_capacity(CACHE_BYTES)
             .open()?;
         let trees = Trees {
             pcb: db.open_tree("pcb")?,

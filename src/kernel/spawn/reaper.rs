@@ -14,6 +14,25 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, BufReader};
 
+/// Past `log_bytes` an output pipe is read in chunks of this size...
+const DRAIN_CHUNK: usize = 64 << 10;
+/// ...with this pause after each: at most ~6.4 MB/s, so that an agent
+/// flooding its output blocks in its own writes instead of spending the
+/// daemon's CPU on lines nobody keeps.
+const DRAIN_PAUSE: Duration = Duration::from_millis(10);
+
+/// Reads and discards what remains of an output pipe whose agent has
+/// used up its `log_bytes`, paced (see [`DRAIN_PAUSE`]).
+async fn drain_output<R: tokio::io::AsyncRead + Unpin>(mut reader: BufReader<R>) {
+    let mut sink = vec![0u8; DRAIN_CHUNK];
+    loop {
+        match reader.read(&mut sink).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => tokio::time::sleep(DRAIN_PAUSE).await,
+        }
+    }
+}
+
 impl Kernel {
     /// Copies one output pipe of the agent into its log.
     pub(super) async fn pump_output(
@@ -34,6 +53,9 @@ impl Kernel {
         let mut reader = BufReader::new(rx);
         let mut buf = Vec::new();
         loop {
+            if live.logged_bytes.load(std::sync::atomic::Ordering::Relaxed) > cap {
+                return drain_output(reader).await;
+            }
             buf.clear();
             // Read up to a newline, but never hold more than MAX_LOG_LINE.
             let mut limited = (&mut reader).take(MAX_LOG_LINE as u64);
