@@ -160,3 +160,64 @@ fn the_daemon_runs_under_its_own_memory_bound() {
     let agent_cg = std::fs::read_to_string(format!("/proc/{host_pid}/cgroup")).expect("cgroup");
     assert!(!agent_cg.contains(".supervisor"), "{agent_cg}");
 }
+
+#[test]
+fn the_daemon_outweighs_its_agents_for_cpu() {
+    if !require_root("the_daemon_outweighs_its_agents_for_cpu") {
+        return;
+    }
+    let d = Daemon::start();
+    let ratio = agentos::sandbox::daemon_cpu::RATIO;
+    let cgroups = std::fs::read_to_string(format!("/proc/{}/cgroup", d.pid())).expect("cgroup");
+    let v1 = cgroups.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+        ctrls
+            .split(',')
+            .any(|c| c == "cpu")
+            .then(|| path.to_string())
+    });
+    let (file, dir, default) = match v1 {
+        Some(path) => ("cpu.shares", format!("/sys/fs/cgroup/cpu{path}"), 1024),
+        None => {
+            let path = cgroups
+                .lines()
+                .find_map(|l| l.strip_prefix("0::"))
+                .expect("a cgroup v2 line");
+            ("cpu.weight", format!("/sys/fs/cgroup{path}"), 100)
+        }
+    };
+    let read = |p: &str| -> u64 {
+        std::fs::read_to_string(p)
+            .unwrap_or_else(|e| panic!("{p}: {e}"))
+            .trim()
+            .parse()
+            .expect("a number")
+    };
+    assert!(
+        dir.ends_with(&format!("{}.supervisor", d.cgroup_name)),
+        "the daemon is not in a cpu cgroup of its own: {dir}"
+    );
+    assert_eq!(
+        read(&format!("{dir}/{file}")),
+        ratio * default,
+        "{dir}/{file}"
+    );
+    // Its agents, all together, weigh the default beside it.
+    let agents = dir.trim_end_matches(".supervisor");
+    assert_eq!(
+        read(&format!("{agents}/{file}")),
+        default,
+        "{agents}/{file}"
+    );
+    let a = d.spawn_probe("weighed", &["sleep", "30000"], &[]);
+    let host_pid = common::eventually(Duration::from_secs(5), || d.inspect(a.pid).host_pid)
+        .expect("agent runs");
+    let agent_cg = std::fs::read_to_string(format!("/proc/{host_pid}/cgroup")).expect("cgroup");
+    let leaf = std::path::Path::new(agents).file_name().expect("name");
+    assert!(
+        agent_cg.contains(&format!("/{}/agent-", leaf.to_string_lossy()))
+            && !agent_cg.contains(".supervisor"),
+        "{agent_cg}"
+    );
+}

@@ -155,6 +155,16 @@ impl Kernel {
             ),
             None => tracing::warn!("daemon_memory_max = 0: the daemon's own memory is not bounded"),
         }
+        match crate::sandbox::daemon_cpu::prioritize(&cgroups, &config.cgroup_name)? {
+            Some(dir) => tracing::info!(
+                "the daemon's CPU weight is {}x its agents' ({})",
+                crate::sandbox::daemon_cpu::RATIO,
+                dir.display()
+            ),
+            None => tracing::warn!(
+                "no cpu cgroup controller: busy agents compete with the daemon for CPU on equal terms"
+            ),
+        }
         let spawner = Arc::new(Spawner::start(&config.launcher)?);
         let inference = infer::Inference::from_config(&config.file, config.runtime.clone())?;
         let memory =

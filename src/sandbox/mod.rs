@@ -18,6 +18,7 @@ pub mod binds;
 pub mod bpf;
 pub mod cgroup;
 pub mod creds;
+pub mod daemon_cpu;
 pub mod daemon_memory;
 pub mod features;
 pub mod handoff;
