@@ -258,7 +258,7 @@ pub struct Store {
 }
 
 /// sled's page cache (see [`Store::open`]).
-const CACHE_BYTES: u64 = 64 << 20;
+const CACHE_BYTES: u64 = 16 << 20;
 
 impl Store {
     /// Opens (or creates) the database and starts the group-commit thread.
@@ -271,9 +271,11 @@ impl Store {
             // Durability comes from our own flushes; the background flush is
             // only a safety net for unacknowledged data (logs).
             .flush_every_ms(Some(1000))
-            // sled caches up to 1 GiB by default, far beyond the daemon's
-            // own memory bound (sandbox/daemon_memory.rs); reads of cold
-            // logs and inboxes go to disk instead.
+            // sled caches up to 1 GiB by default (and holds about twice its
+            // capacity), far beyond the daemon's own memory bound
+            // (sandbox/daemon_memory.rs). 16 MiB: the same syscall and IPC
+            // figures as 1 GiB in agentos-bench (docs/BENCHMARKS.md); reads
+            // of cold logs and inboxes go to disk instead.
             .cache_capacity(CACHE_BYTES)
             .open()?;
         let trees = Trees {
