@@ -278,6 +278,58 @@ fn repeated_denials_are_coalesced_in_audit_and_journal() {
     neighbour_answers(&d);
 }
 
+/// 600 journaled calls of ~3 KiB against journal_bytes = 256 KiB: the
+/// oldest entries go, one line says how many, the newest stay.
+#[test]
+fn the_journal_keeps_the_newest_entries_within_journal_bytes() {
+    if !require_root("the_journal_keeps_the_newest_entries_within_journal_bytes") {
+        return;
+    }
+    let d = Daemon::start();
+    let limit = 256 * 1024;
+    let pid = spawn_hostile(
+        &d,
+        "journal_flood",
+        &["process", "ipc"],
+        LimitsPatch {
+            journal_bytes: Some(limit),
+            ..Default::default()
+        },
+    );
+    let report = d.finish(pid, Duration::from_secs(180));
+    assert_eq!(report["codes"], serde_json::json!(["SUCCESS"]), "{report}");
+    let inspect = d.call(AdminRequest::Inspect { pid }).expect("inspect");
+    let held = inspect["usage"]["journal_bytes"]
+        .as_u64()
+        .expect("journal_bytes");
+    assert!(
+        held > 0 && held <= limit + 8192,
+        "{held} bytes held of {limit}"
+    );
+    let events = d.log_events(pid);
+    let trimmed: Vec<&Value> = events
+        .iter()
+        .filter(|e| {
+            e["text"].as_str().is_some_and(|t| {
+                t.contains(&format!(
+                    "earlier journal entries removed (journal_bytes = {limit})"
+                ))
+            })
+        })
+        .collect();
+    assert_eq!(trimmed.len(), 1, "one line says what went: {trimmed:?}");
+    let kept = events.iter().filter(|e| e["stream"] == "syscall").count();
+    assert!(kept > 20 && kept < 300, "{kept} syscall entries kept");
+    // The newest are the ones kept: the agent's exit is there.
+    assert!(
+        events.iter().any(|e| e["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("SYS_EXIT"))),
+        "the newest entries are kept"
+    );
+    neighbour_answers(&d);
+}
+
 #[test]
 fn the_memory_store_refuses_at_memory_store_bytes() {
     if !require_root("the_memory_store_refuses_at_memory_store_bytes") {

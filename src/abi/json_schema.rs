@@ -36,6 +36,10 @@ const LIMIT_FIELDS: &[(&str, &str)] = &[
         "reply_bytes_in_flight",
         "reply bytes queued before requests stop being read",
     ),
+    (
+        "journal_bytes",
+        "bytes of journal entries kept about the agent",
+    ),
     ("audit_entries", "audit entries kept about the agent"),
     (
         "max_descendants",

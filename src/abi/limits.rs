@@ -76,6 +76,10 @@ pub struct Limits {
     /// above it the daemon stops reading the agent's requests.
     #[serde(default = "default_reply_bytes_in_flight")]
     pub reply_bytes_in_flight: u64,
+    /// Bytes of journal entries (its syscall trace and state changes) kept
+    /// about the agent; past it the oldest are removed.
+    #[serde(default = "default_journal_bytes")]
+    pub journal_bytes: u64,
     /// Audit entries kept about the agent (the oldest go first); repeated
     /// identical denials share one entry.
     #[serde(default = "default_audit_entries")]
@@ -104,6 +108,8 @@ pub const DEFAULT_RECV_REPLY_BYTES: u64 = 4 << 20;
 pub const DEFAULT_REPLY_BYTES_IN_FLIGHT: u64 = 8 << 20;
 /// Default of [`Limits::audit_entries`].
 pub const DEFAULT_AUDIT_ENTRIES: u64 = 1000;
+/// Default of [`Limits::journal_bytes`]: 16 MiB.
+pub const DEFAULT_JOURNAL_BYTES: u64 = 16 << 20;
 /// Default of [`Limits::max_descendants`].
 pub const DEFAULT_MAX_DESCENDANTS: u64 = 16;
 /// Default of [`Limits::max_depth`].
@@ -129,6 +135,9 @@ fn default_reply_bytes_in_flight() -> u64 {
 }
 fn default_audit_entries() -> u64 {
     DEFAULT_AUDIT_ENTRIES
+}
+fn default_journal_bytes() -> u64 {
+    DEFAULT_JOURNAL_BYTES
 }
 fn default_max_descendants() -> u64 {
     DEFAULT_MAX_DESCENDANTS
@@ -167,6 +176,8 @@ pub struct LimitsPatch {
     #[serde(default)]
     pub reply_bytes_in_flight: Option<u64>,
     #[serde(default)]
+    pub journal_bytes: Option<u64>,
+    #[serde(default)]
     pub audit_entries: Option<u64>,
     #[serde(default)]
     pub max_descendants: Option<u64>,
@@ -194,6 +205,7 @@ macro_rules! for_each_limit {
         $m!(memory_store_bytes, false);
         $m!(recv_reply_bytes, false);
         $m!(reply_bytes_in_flight, false);
+        $m!(journal_bytes, false);
         $m!(audit_entries, false);
         $m!(max_descendants, false);
         $m!(max_depth, false);
@@ -277,6 +289,7 @@ mod tests {
             memory_store_bytes: 1000,
             recv_reply_bytes: 100,
             reply_bytes_in_flight: 200,
+            journal_bytes: 1000,
             audit_entries: 10,
             max_descendants: 16,
             max_depth: 4,

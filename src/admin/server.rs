@@ -243,7 +243,8 @@ fn authorize(k: &Kernel, peer: Peer, pid: Pid) -> Result<Pcb, SysError> {
 
 /// The PCB as JSON plus `usage`: memory and pids of the agent's own
 /// processes (`own`) and of its whole subtree (`tree`) from its cgroups,
-/// its live `descendants` (counted by the caller), and its token budget:
+/// its live `descendants` (counted by the caller), the bytes its journal
+/// holds (`journal_bytes`), and its token budget:
 /// spent by itself, by its ended children, lent to live ones, and left
 /// (null when unlimited).
 fn with_usage(k: &Kernel, p: &Pcb, descendants: u64) -> Value {
@@ -256,6 +257,7 @@ fn with_usage(k: &Kernel, p: &Pcb, descendants: u64) -> Value {
                 "own": own,
                 "tree": tree,
                 "descendants": descendants,
+                "journal_bytes": k.journal_bytes(p.pid).unwrap_or(0),
                 "tokens": {
                     "own": p.counters.tokens_own(),
                     "children": p.counters.tokens_children,

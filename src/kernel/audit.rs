@@ -56,6 +56,12 @@ impl AuditTrail {
         // Plain bookkeeping: a panic leaves nothing half-done that matters.
         self.agents.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Forgets an ended agent's coalescing and retention state (its
+    /// entries stay).
+    pub fn forget(&self, pid: Pid) {
+        self.lock().remove(&pid);
+    }
 }
 
 impl Kernel {

@@ -63,6 +63,14 @@ pub enum JournalEntry {
         ts_ms: u64,
         calls: u64,
     },
+    /// Older entries removed to keep the agent's journal within its
+    /// `journal_bytes` (see [`super::retention`]).
+    Trimmed {
+        /// Time of the newest entry removed.
+        ts_ms: u64,
+        entries: u64,
+        limit: u64,
+    },
 }
 
 /// What `agentos logs` shows: one line of output or of the syscall trace.
@@ -200,6 +208,29 @@ impl JournalEntry {
                 stream: "syscall".into(),
                 text: format!("… {calls} earlier read-only calls not kept"),
             },
+            JournalEntry::Trimmed {
+                ts_ms,
+                entries,
+                limit,
+            } => LogEvent {
+                pid,
+                seq,
+                ts_ms: *ts_ms,
+                stream: "daemon".into(),
+                text: format!(
+                    "… {entries} earlier journal entries removed (journal_bytes = {limit})"
+                ),
+            },
+        }
+    }
+
+    /// When it happened.
+    pub fn ts_ms(&self) -> u64 {
+        match self {
+            JournalEntry::Syscall { ts_ms, .. }
+            | JournalEntry::State { ts_ms, .. }
+            | JournalEntry::Omitted { ts_ms, .. }
+            | JournalEntry::Trimmed { ts_ms, .. } => *ts_ms,
         }
     }
 
@@ -214,7 +245,7 @@ impl JournalEntry {
                 ..
             } => call.len() + args.len() + error.as_ref().map_or(0, String::len) + result.len(),
             JournalEntry::State { reason, .. } => reason.as_ref().map_or(0, String::len),
-            JournalEntry::Omitted { .. } => 0,
+            JournalEntry::Omitted { .. } | JournalEntry::Trimmed { .. } => 0,
         }
     }
 }
@@ -336,6 +367,7 @@ impl Kernel {
         self.pending.break_chain(pid);
         let seq = self.store.next_seq()?;
         let bytes = serde_json::to_vec(&entry)?;
+        let mut written = super::retention::charge(bytes.len());
         let journal = &self.store.trees.journal;
         let has_pending = self.pending.lock().contains_key(&pid);
         if has_pending {
@@ -345,7 +377,9 @@ impl Kernel {
             let mut batch = sled::Batch::default();
             if let Some(p) = map.get(&pid) {
                 for (s, e) in p.entries(None) {
-                    batch.insert(&key(pid, s), serde_json::to_vec(&e)?);
+                    let value = serde_json::to_vec(&e)?;
+                    written += super::retention::charge(value.len());
+                    batch.insert(&key(pid, s), value);
                 }
             }
             batch.insert(&key(pid, seq), bytes);
@@ -354,6 +388,7 @@ impl Kernel {
         } else {
             journal.insert(key(pid, seq), bytes)?;
         }
+        self.retain_journal(pid, written)?;
         self.broadcast(pid, seq, &entry);
         Ok(seq)
     }

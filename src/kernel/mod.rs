@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod pcb;
 pub mod process;
 pub mod recovery;
+pub mod retention;
 pub mod scheduler;
 pub mod spawn;
 pub mod store;
@@ -102,6 +103,8 @@ pub struct Kernel {
     pub pending: journal::PendingCalls,
     /// Coalescing and retention state of the audit trail.
     pub audit_trail: audit::AuditTrail,
+    /// Bytes each agent's journal holds, for its `journal_bytes`.
+    pub journal_retention: retention::JournalRetention,
     /// Woken whenever an agent terminates (WAIT, `agentos wait`).
     pub exits: tokio::sync::Notify,
     pub started: std::time::Instant,
@@ -191,6 +194,7 @@ impl Kernel {
             logs,
             pending: Default::default(),
             audit_trail: Default::default(),
+            journal_retention: Default::default(),
             exits: tokio::sync::Notify::new(),
             started: std::time::Instant::now(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),

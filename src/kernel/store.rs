@@ -513,6 +513,11 @@ impl Store {
     }
 
     /// The keys of one pid in a per-pid tree after `after_seq`.
+    /// Every (key, value) of one pid in a per-pid tree, oldest first.
+    pub fn pid_entries(&self, tree: &sled::Tree, pid: Pid) -> sled::Iter {
+        Self::pid_range(tree, pid, None)
+    }
+
     fn pid_range(tree: &sled::Tree, pid: Pid, after_seq: Option<u64>) -> sled::Iter {
         tree.range(first_key_after(pid, after_seq)..=key(pid, u64::MAX))
     }

@@ -230,6 +230,7 @@ fn load_one(dir: &Path, path: &Path) -> Result<Profile, ProfileError> {
         ("memory_store_bytes", l.memory_store_bytes),
         ("recv_reply_bytes", l.recv_reply_bytes),
         ("reply_bytes_in_flight", l.reply_bytes_in_flight),
+        ("journal_bytes", l.journal_bytes),
         ("audit_entries", l.audit_entries),
         ("max_descendants", l.max_descendants),
         ("max_depth", l.max_depth),

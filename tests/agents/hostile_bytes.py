@@ -108,6 +108,16 @@ def denied() -> None:
     write_report({"codes": sorted(codes)})
 
 
+def journal_flood(me: int) -> None:
+    """Makes 600 state-changing calls with ~3 KiB of arguments each."""
+    body = "j" * 3000
+    codes = set()
+    for _ in range(300):
+        codes.add(aos.code(aos.call("SEND_MSG", to=me, body=body)))
+        codes.add(aos.code(aos.call("RECV_MSG")))
+    write_report({"codes": sorted(codes)})
+
+
 def mem_fill() -> None:
     value = "v" * (60 * 1024)
     stored, refusal = 0, None
@@ -139,6 +149,8 @@ def main() -> None:
         newlines()
     elif mode == "denied":
         denied()
+    elif mode == "journal_flood":
+        journal_flood(me)
     elif mode == "mem_fill":
         mem_fill()
     else:

@@ -200,6 +200,8 @@ impl Kernel {
         self.release_uid(uid);
         self.cancel_timers(pid);
         self.drop_webhooks(pid);
+        self.journal_retention.forget(pid);
+        self.audit_trail.forget(pid);
         tracing::info!(pid, "agent terminated");
         self.exits.notify_waiters();
     }

@@ -29,6 +29,7 @@ fn spec() -> ContainerSpec {
             memory_store_bytes: 1 << 20,
             recv_reply_bytes: 1 << 20,
             reply_bytes_in_flight: 1 << 20,
+            journal_bytes: 1 << 20,
             audit_entries: 100,
             max_descendants: 16,
             max_depth: 4,
