@@ -25,10 +25,9 @@
 //! daemon RSS ≤ 256 MiB + 64 KiB per agent.
 
 use crate::daemon::BenchDaemon;
+use crate::host::status_field;
 use crate::stats::{Summary, dur, ratio, round};
-use crate::{
-    Ctx, agent_req, args, call, progress, ps, read_result, spawn, status_field, wait_exit,
-};
+use crate::{Ctx, agent_req, args, call, progress, ps, read_result, spawn, wait_exit};
 use agentos::abi::limits::LimitsPatch;
 use agentos::admin::client::Client;
 use agentos::admin::protocol::{AdminRequest, SpawnRequest};
