@@ -42,7 +42,7 @@ fn scratch(tag: &str) -> PathBuf {
 }
 
 /// A copy of the shipped policies plus profile `team`, the default profile
-/// with `[memory] shared = ["team-notes", "handbook"]`.
+/// with `[memory] shared = ["team-notes", "handbook"]`, and `tight`.
 fn team_policies(dir: &Path) -> PathBuf {
     let repo = common::repo().join("policies");
     let out = dir.join("policies");
@@ -61,6 +61,18 @@ fn team_policies(dir: &Path) -> PathBuf {
     let team = default.replace("shared = []", "shared = [\"team-notes\", \"handbook\"]");
     assert_ne!(team, default, "default.toml no longer has `shared = []`");
     std::fs::write(out.join("profiles/team.toml"), team).expect("write team.toml");
+    // `tight`: 8 KiB in the private collection and in shared "tight-notes".
+    let tight = default
+        .replace(
+            "shared = []",
+            "shared = [\"tight-notes\"]\nshared_bytes = 8192",
+        )
+        .replace("memory_store_bytes = 67108864", "memory_store_bytes = 8192");
+    assert!(
+        tight.contains("memory_store_bytes = 8192"),
+        "default.toml changed"
+    );
+    std::fs::write(out.join("profiles/tight.toml"), tight).expect("write tight.toml");
     out
 }
 
@@ -489,6 +501,62 @@ fn shared_suite(env: &Env) {
 /// Writes, crashes the daemon (SIGKILL), restarts it and reads; then
 /// crashes it again and reads the private collection of the first agent
 /// straight from the database. Leaves the daemon stopped.
+/// Writes of ~1.5 KiB values (plus a 2 KiB vector) until refused.
+fn fill_ops(collection: Option<&str>) -> Value {
+    let value = "q".repeat(1500);
+    let ops: Vec<Value> = (0..8)
+        .map(|i| {
+            let mut args = json!({"key": format!("k{i}"), "value": value});
+            if let Some(c) = collection {
+                args["collection"] = json!(c);
+            }
+            json!({"call": "MEM_WRITE", "args": args})
+        })
+        .collect();
+    Value::Array(ops)
+}
+
+/// The writes that succeeded, which must come first; every later one is
+/// EQUOTA naming `limit`.
+#[track_caller]
+fn stored_then_refused(replies: &[Value], limit: &str) -> usize {
+    let stored = replies
+        .iter()
+        .take_while(|r| r["status"] == "SUCCESS")
+        .count();
+    assert!(stored >= 1 && stored < replies.len(), "{replies:?}");
+    for r in &replies[stored..] {
+        assert_eq!(error_code(r), "EQUOTA", "{r}");
+        let message = r["error"]["message"].as_str().unwrap_or("");
+        assert!(message.contains(limit), "{message}");
+    }
+    stored
+}
+
+/// The private collection stops at memory_store_bytes and a shared one at
+/// its profile's shared_bytes, counting every writer's records; an
+/// overwrite is not counted twice.
+fn quota_suite(env: &Env) {
+    let (_, private) = env.run("filler", "tight", MEM, fill_ops(None));
+    stored_then_refused(&private, "memory_store_bytes = 8192");
+    let (_, shared) = env.run("sharer", "tight", MEM_SHARED, fill_ops(Some("tight-notes")));
+    let stored = stored_then_refused(&shared, "shared_bytes = 8192");
+    // Another writer finds the shared collection full, but may replace a
+    // record of the same size.
+    let value = "q".repeat(1500);
+    let (_, other) = env.run(
+        "other-sharer",
+        "tight",
+        MEM_SHARED,
+        json!([
+            {"call": "MEM_WRITE", "args": {"key": "new", "value": value, "collection": "tight-notes"}},
+            {"call": "MEM_WRITE", "args": {"key": format!("k{}", stored - 1), "value": value, "collection": "tight-notes"}},
+        ]),
+    );
+    assert_eq!(error_code(&other[0]), "EQUOTA", "{}", other[0]);
+    result(&other[1]);
+}
+
 fn persistence_suite(env: &mut Env) {
     let (p, rp) = env.run(
         "before",
@@ -557,6 +625,14 @@ fn embedded_shared_collections_need_the_profile_and_mem_shared() {
         return;
     }
     shared_suite(&Env::start(&Backend::Embedded));
+}
+
+#[test]
+fn embedded_collections_stop_at_their_byte_quotas() {
+    if !require_root("embedded_collections_stop_at_their_byte_quotas") {
+        return;
+    }
+    quota_suite(&Env::start(&Backend::Embedded));
 }
 
 #[test]
@@ -884,6 +960,7 @@ fn chroma_backend_passes_the_same_suite() {
     top_k_suite(&env);
     isolation_suite(&env);
     shared_suite(&env);
+    quota_suite(&env);
 
     // What the server holds: collections in the configured (created)
     // tenant and database, cosine space, namespaced names, values in

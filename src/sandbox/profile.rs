@@ -94,11 +94,26 @@ pub struct ExecPolicy {
 }
 
 /// MEM_WRITE / MEM_READ rules — `[memory]`.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MemoryPolicy {
     /// Shared collections agents of this profile may use with MEM_SHARED.
     pub shared: Vec<String>,
+    /// Bytes one shared collection may hold (all writers together); an
+    /// agent of this profile whose write would pass it gets EQUOTA.
+    pub shared_bytes: u64,
+}
+
+/// Default of [`MemoryPolicy::shared_bytes`]: 256 MiB.
+pub const DEFAULT_SHARED_BYTES: u64 = 256 << 20;
+
+impl Default for MemoryPolicy {
+    fn default() -> Self {
+        MemoryPolicy {
+            shared: Vec::new(),
+            shared_bytes: DEFAULT_SHARED_BYTES,
+        }
+    }
 }
 
 /// Landlock requirements.
@@ -238,6 +253,9 @@ fn load_one(dir: &Path, path: &Path) -> Result<Profile, ProfileError> {
         if v == 0 {
             return Err(invalid(format!("limits.{name} must be greater than 0")));
         }
+    }
+    if file.memory.shared_bytes == 0 {
+        return Err(invalid("memory.shared_bytes must be greater than 0".into()));
     }
     for p in file
         .filesystem

@@ -25,7 +25,7 @@
 //! awaits the group commit before MEM_WRITE's reply, so an acknowledged
 //! memory survives a crash.
 
-use super::{Collection, Hit};
+use super::{Collection, Hit, Quota};
 use crate::abi::SysError;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -102,7 +102,7 @@ impl Embedded {
         value: &str,
         metadata: &Map<String, Value>,
         vector: &[f32],
-        quota: Option<u64>,
+        quota: Quota,
     ) -> Result<(), SysError> {
         let doc = Doc {
             key: key.to_string(),
@@ -112,36 +112,31 @@ impl Embedded {
         };
         let record = encode(self.fingerprint, vector, &doc).map_err(EmbeddedError::from)?;
         let k = record_key(coll, key);
-        let _quota = match quota {
-            Some(cap) => {
-                let guard = self.quota_lock.lock().await;
-                let prefix = collection_prefix(coll);
-                let (tree, key_in_tree) = (self.tree.clone(), k.clone());
-                // Stored bytes (keys and records, vectors included) of the
-                // collection, the record being replaced left out.
-                let used = tokio::task::spawn_blocking(move || -> Result<u64, sled::Error> {
-                    let mut used = 0u64;
-                    for kv in tree.scan_prefix(&prefix) {
-                        let (rk, rv) = kv?;
-                        if rk != key_in_tree.as_slice() {
-                            used += (rk.len() + rv.len()) as u64;
-                        }
-                    }
-                    Ok(used)
-                })
-                .await
-                .map_err(EmbeddedError::from)?
-                .map_err(EmbeddedError::from)?;
-                let size = (k.len() + record.len()) as u64;
-                if used + size > cap {
-                    return Err(SysError::quota(format!(
-                        "memory store is full: {used} bytes of memory_store_bytes = {cap} used, {size} more refused"
-                    )));
+        let _turn = self.quota_lock.lock().await;
+        let prefix = collection_prefix(coll);
+        let (tree, key_in_tree) = (self.tree.clone(), k.clone());
+        // Stored bytes (keys and records, vectors included) of the
+        // collection, the record being replaced left out.
+        let used = tokio::task::spawn_blocking(move || -> Result<u64, sled::Error> {
+            let mut used = 0u64;
+            for kv in tree.scan_prefix(&prefix) {
+                let (rk, rv) = kv?;
+                if rk != key_in_tree.as_slice() {
+                    used += (rk.len() + rv.len()) as u64;
                 }
-                Some(guard)
             }
-            None => None,
-        };
+            Ok(used)
+        })
+        .await
+        .map_err(EmbeddedError::from)?
+        .map_err(EmbeddedError::from)?;
+        let size = (k.len() + record.len()) as u64;
+        if used + size > quota.bytes {
+            return Err(SysError::quota(format!(
+                "memory store is full: {used} bytes of {} = {} used, {size} more refused",
+                quota.limit, quota.bytes
+            )));
+        }
         let tree = self.tree.clone();
         tokio::task::spawn_blocking(move || tree.insert(k, record))
             .await
@@ -359,6 +354,11 @@ pub fn top_k<K: Ord, P>(items: impl Iterator<Item = Ranked<K, P>>, k: usize) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const UNBOUNDED: Quota = Quota {
+        bytes: u64::MAX,
+        limit: "none",
+    };
     use crate::drivers::memory::embed::normalize;
 
     /// A deterministic pseudo-random generator (no dependency needed).
@@ -439,7 +439,7 @@ mod tests {
                 &format!("value of {key}"),
                 &Map::new(),
                 &unit,
-                None,
+                UNBOUNDED,
             )
             .await
             .expect("write");
@@ -447,7 +447,7 @@ mod tests {
         // A collection whose prefix extends this one's ("a/11" vs "a/1").
         let mut unit = raw[0].1.clone();
         normalize(&mut unit);
-        e.write(&other, "intruder", "x", &Map::new(), &unit, None)
+        e.write(&other, "intruder", "x", &Map::new(), &unit, UNBOUNDED)
             .await
             .expect("write");
         let query: Vec<f32> = (0..16).map(|_| rng.next()).collect();
@@ -473,7 +473,7 @@ mod tests {
         // Overwrite: same key, new value and vector.
         let mut meta = Map::new();
         meta.insert("v".into(), Value::from(2));
-        e.write(&coll, "doc00", "replaced", &meta, &q, None)
+        e.write(&coll, "doc00", "replaced", &meta, &q, UNBOUNDED)
             .await
             .expect("overwrite");
         let hits = e.search(&coll, &q, 100).await.expect("search");

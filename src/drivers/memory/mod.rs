@@ -43,6 +43,7 @@
 pub mod chroma;
 pub mod embed;
 pub mod embedded;
+pub mod ledger;
 
 use crate::abi::SysError;
 use crate::config::MemoryConfig;
@@ -101,6 +102,14 @@ impl Collection {
     }
 }
 
+/// The most a collection may store, and the name of the limit that says
+/// so (for the EQUOTA message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub bytes: u64,
+    pub limit: &'static str,
+}
+
 /// One search result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {
@@ -126,7 +135,8 @@ impl Hit {
 
 enum Backend {
     Embedded(embedded::Embedded),
-    Chroma(Box<chroma::Chroma>),
+    /// The server, and this daemon's record of what it stored there.
+    Chroma(Box<chroma::Chroma>, ledger::Ledger),
 }
 
 /// The memory driver: an embedder and a backend.
@@ -179,13 +189,16 @@ impl Memory {
                     .as_deref()
                     .ok_or(OpenError::ChromaWithoutUrl)?;
                 let instance = instance_id(&tree)?;
-                Backend::Chroma(Box::new(chroma::Chroma::new(
-                    url,
-                    &cfg.chroma_tenant,
-                    &cfg.chroma_database,
-                    &instance,
-                    &embedder.fingerprint(),
-                )?))
+                Backend::Chroma(
+                    Box::new(chroma::Chroma::new(
+                        url,
+                        &cfg.chroma_tenant,
+                        &cfg.chroma_database,
+                        &instance,
+                        &embedder.fingerprint(),
+                    )?),
+                    ledger::Ledger::new(tree),
+                )
             }
             other => return Err(OpenError::UnknownBackend(other.to_string())),
         };
@@ -198,26 +211,38 @@ impl Memory {
     pub fn describe(&self) -> String {
         match &self.backend {
             Backend::Embedded(_) => "embedded (the daemon's database)".into(),
-            Backend::Chroma(c) => format!("chroma at {}", c.url()),
+            Backend::Chroma(c, _) => format!("chroma at {}", c.url()),
         }
     }
 
-    /// Stores `value` under `key` in `coll` (replacing an earlier value).
-    /// With `quota`, the embedded backend refuses (EQUOTA) a write that
-    /// would take the collection's stored bytes over it; a ChromaDB server
-    /// keeps its own accounts.
+    /// Stores `value` under `key` in `coll` (replacing an earlier value),
+    /// refusing (EQUOTA) a write that would take the collection's stored
+    /// bytes over `quota`: counted in the embedded store itself, or in
+    /// this daemon's [`ledger`] of what it wrote to ChromaDB.
     pub async fn write(
         &self,
         coll: &Collection,
         key: &str,
         value: &str,
         metadata: &Map<String, Value>,
-        quota: Option<u64>,
+        quota: Quota,
     ) -> Result<(), SysError> {
         let vector = self.embedder.embed(value).await?;
         match &self.backend {
             Backend::Embedded(e) => e.write(coll, key, value, metadata, &vector, quota).await,
-            Backend::Chroma(c) => c.write(coll, key, value, metadata, &vector).await,
+            Backend::Chroma(c, ledger) => {
+                let bytes = ledger::record_bytes(key, value, metadata, vector.len());
+                let recorded = ledger
+                    .record(coll, key, bytes, Some(quota.bytes), quota.limit)
+                    .await?;
+                match c.write(coll, key, value, metadata, &vector).await {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        ledger.undo(recorded)?;
+                        Err(e)
+                    }
+                }
+            }
         }
     }
 
@@ -231,7 +256,7 @@ impl Memory {
         let vector = self.embedder.embed(query).await?;
         match &self.backend {
             Backend::Embedded(e) => e.search(coll, &vector, k).await,
-            Backend::Chroma(c) => c.search(coll, &vector, k).await,
+            Backend::Chroma(c, _) => c.search(coll, &vector, k).await,
         }
     }
 }

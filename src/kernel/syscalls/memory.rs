@@ -5,9 +5,10 @@
 
 use crate::abi::SysError;
 use crate::abi::calls::Call;
-use crate::drivers::memory::{self, Collection, Hit, ReadArgs, WriteArgs};
+use crate::drivers::memory::{self, Collection, Hit, Quota, ReadArgs, WriteArgs};
 use crate::kernel::Kernel;
 use crate::kernel::pcb::Pcb;
+use crate::sandbox::profile::DEFAULT_SHARED_BYTES;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -15,8 +16,21 @@ use std::sync::Arc;
 pub async fn mem_write(k: &Arc<Kernel>, pcb: &Pcb, args: &Value) -> Result<Value, SysError> {
     let a = WriteArgs::parse(args)?;
     let coll = resolve_collection(k, pcb, a.collection.as_deref())?;
-    // The private collection is bounded by memory_store_bytes.
-    let quota = matches!(coll, Collection::Agent(_)).then_some(pcb.limits.memory_store_bytes);
+    // The private collection is bounded by the agent's memory_store_bytes,
+    // a shared one by its profile's [memory] shared_bytes.
+    let quota = match coll {
+        Collection::Agent(_) => Quota {
+            bytes: pcb.limits.memory_store_bytes,
+            limit: "memory_store_bytes",
+        },
+        Collection::Shared(_) => Quota {
+            bytes: k
+                .profiles
+                .get(&pcb.profile)
+                .map_or(DEFAULT_SHARED_BYTES, |p| p.memory.shared_bytes),
+            limit: "[memory] shared_bytes",
+        },
+    };
     k.memory
         .write(&coll, &a.key, &a.value, &a.metadata, quota)
         .await?;
