@@ -58,6 +58,22 @@ fn a_broken_provider_script_is_named_at_start() {
         !stderr.contains("opening the state directory"),
         "a provider error blamed on the state directory:\n{stderr}"
     );
+    // Refused before it changed the host: no workspace image is mounted.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let leaked = mounts
+        .lines()
+        .any(|l| l.contains(&dir.display().to_string()));
+    if leaked {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(dir.join("state/workspaces"))
+            .status();
+    }
+    assert!(
+        !leaked,
+        "a refused start left a mount below {}",
+        dir.display()
+    );
     remove_cgroups(&cgroup);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -130,6 +130,11 @@ impl Kernel {
         if !is_executable(&config.launcher) {
             return Err(KernelError::Launcher(config.launcher.clone()));
         }
+        // What only reads the configuration comes before anything that
+        // changes the host (the workspace image is mounted below), so that a
+        // bad profile or provider leaves nothing behind.
+        let profiles = Profiles::load(&config.policies_dir)?;
+        let inference = infer::Inference::from_config(&config.file, config.runtime.clone())?;
         for (dir, mode) in [
             (config.state_dir.clone(), 0o711),
             (config.state_dir.join("workspaces"), 0o711),
@@ -142,7 +147,6 @@ impl Kernel {
             &config.file.workspaces,
             &config.state_dir,
         )?;
-        let profiles = Profiles::load(&config.policies_dir)?;
         let store = Store::open(&config.state_dir.join("db"))?;
         let table = Table::load(store.clone())?;
         let cgroups = Cgroups::setup(&config.cgroup_name)?;
@@ -169,7 +173,6 @@ impl Kernel {
             ),
         }
         let spawner = Arc::new(Spawner::start(&config.launcher)?);
-        let inference = infer::Inference::from_config(&config.file, config.runtime.clone())?;
         let memory =
             crate::drivers::memory::Memory::open(&config.file.memory, store.trees.memory.clone())?;
         let (logs, _) = tokio::sync::broadcast::channel(4096);
