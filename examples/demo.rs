@@ -241,7 +241,8 @@ fn run() -> Result<(), String> {
         _ => println!("  (no report at {})", report.display()),
     }
 
-    drop(demo);
+    // Read while the daemon runs: workspaces live on the image it mounts
+    // (state/workspaces.img) and unmounts when it stops.
     println!("\n== results");
     for (pid, file) in [(1, "summary.md"), (2, "report.md")] {
         let path = dir
@@ -261,8 +262,9 @@ fn run() -> Result<(), String> {
             Err(e) => println!("    ({e})"),
         }
     }
+    drop(demo);
     println!(
-        "state directory: {}/state (sled database, workspaces/<pid>/)",
+        "state directory: {}/state (sled database; workspaces/<pid>/ on workspaces.img, mounted while agentosd runs)",
         dir.display()
     );
     println!("probe report:    {}", report.display());
