@@ -476,8 +476,8 @@ fn a_token_budget_stops_the_agent_at_the_budget() {
 }
 
 /// A child's token budget is carved out of its parent's remaining budget:
-/// more than is left is refused, a child that names none takes all that is
-/// left, and what a child did not spend returns when it ends. The tree
+/// more than is left is refused, a child that names none gets half of what
+/// is left, and what a child did not spend returns when it ends. The tree
 /// never spends more than the root's budget.
 #[test]
 fn a_child_budget_is_carved_from_the_parent_and_returns() {
@@ -533,19 +533,26 @@ fn a_child_budget_is_carved_from_the_parent_and_returns() {
         "only what it spent is gone: {r}"
     );
 
+    let left = 6000 - spent;
+    let half = d.inspect(n("half"));
+    assert_eq!(half.limits.budget_tokens, left.div_ceil(2), "{r}");
+    assert_eq!(n("beside_half"), left - left.div_ceil(2), "{r}");
+    assert_eq!(r["too_much"][0], "EQUOTA", "{r}");
     let all_of_it = d.inspect(n("all_of_it"));
-    assert_eq!(all_of_it.limits.budget_tokens, 6000 - spent, "{r}");
+    assert_eq!(all_of_it.limits.budget_tokens, n("beside_half"), "{r}");
     assert_eq!(n("while_lent"), 0, "{r}");
     assert_eq!(r["infer_while_lent"][0], "EQUOTA", "{r}");
-    assert_eq!(r["spawn_while_lent"][0], "EQUOTA", "{r}");
-    assert_eq!(n("after_kill"), 6000 - spent, "unspent tokens return: {r}");
+    assert_eq!(n("after_kill"), left, "unspent tokens return: {r}");
 
     assert_eq!(r["infer"][0], "SUCCESS", "{r}");
     let p = d.inspect(parent);
     assert_eq!(p.counters.tokens_lent, 0);
     assert_eq!(p.counters.tokens_children, spent);
     assert_eq!(n("end"), 6000 - spent - p.counters.tokens_own(), "{r}");
-    let tree_total = p.counters.tokens_own() + spent + all_of_it.counters.tokens_own();
+    let tree_total = p.counters.tokens_own()
+        + spent
+        + half.counters.tokens_own()
+        + all_of_it.counters.tokens_own();
     assert!(tree_total <= 6000, "the tree spent {tree_total} of 6000");
     let _ = std::fs::remove_dir_all(cfg);
 }

@@ -135,7 +135,7 @@ impl Table {
     /// [`Table::tree_room`] admits it, its owner is below `owner_max_agents`
     /// and the parent's budget covers the child's. A parent with a token
     /// budget lends the child `budget_asked`
-    /// (or, when none was asked, all it has left): the child's
+    /// (or, when none was asked, half of what it has left, rounded up): the child's
     /// `budget_tokens` becomes that amount and the parent's `tokens_lent`
     /// grows by it until the child ends ([`Table::terminate`]). All under
     /// one lock and in one atomic write, so concurrent spawns in one tree
@@ -172,7 +172,7 @@ impl Table {
             map.insert(pcb.pid, pcb.clone());
             return Ok(Ok(pcb));
         };
-        let budget = bounds.budget_asked.unwrap_or(remaining);
+        let budget = bounds.budget_asked.unwrap_or(remaining.div_ceil(2));
         if budget == 0 || budget > remaining {
             return Ok(Err(TreeRefusal::Budget {
                 parent,

@@ -37,16 +37,24 @@ def parent():
     out["too_big"] = code_and_message(sleeper("too-big", {"budget_tokens": 4500}))
     aos.ok("WAIT", pid=spender["pid"], timeout_ms=60000)
     out["after_spender"] = remaining()
-    # 3. A child that names no budget gets all that is left; then nothing is.
+    # 3. A child that names no budget gets half of what is left; more than
+    #    the other half is refused.
+    half = aos.ok("SPAWN_AGENT", name="half", program="/usr/bin/python3",
+                  args=[SCRIPT, "sleep"], permissions=["time"])
+    out["half"] = half["pid"]
+    out["beside_half"] = remaining()
+    out["too_much"] = code_and_message(sleeper("too-much", {"budget_tokens": out["beside_half"] + 1}))
+    # 4. A child given all that is left: the parent may not infer meanwhile.
     all_of_it = aos.ok("SPAWN_AGENT", name="all-of-it", program="/usr/bin/python3",
-                       args=[SCRIPT, "sleep"], permissions=["time"])
+                       args=[SCRIPT, "sleep"], permissions=["time"],
+                       limits={"budget_tokens": out["beside_half"]})
     out["all_of_it"] = all_of_it["pid"]
     out["while_lent"] = remaining()
     out["infer_while_lent"] = code_and_message(aos.call("LLM_INFER", model="m", messages=ASK))
-    out["spawn_while_lent"] = code_and_message(sleeper("nothing-left", {"budget_tokens": 1}))
-    # 4. It ends without spending: all of it comes back.
-    aos.ok("KILL", pid=all_of_it["pid"])
-    aos.ok("WAIT", pid=all_of_it["pid"], timeout_ms=60000)
+    # Both end without spending: all of it comes back.
+    for pid in (half["pid"], all_of_it["pid"]):
+        aos.ok("KILL", pid=pid)
+        aos.ok("WAIT", pid=pid, timeout_ms=60000)
     out["after_kill"] = remaining()
     # 5. The parent's own inference is charged to it, and only it.
     out["infer"] = code_and_message(aos.call("LLM_INFER", model="m", messages=ASK))

@@ -82,7 +82,7 @@ pub struct SpawnSpec {
     pub permissions: BTreeSet<Call>,
     pub limits: Limits,
     /// The `budget_tokens` the request named, if any: an agent's child
-    /// without one gets all of its parent's remaining budget when it is
+    /// without one gets half of its parent's remaining budget when it is
     /// inserted (see [`crate::kernel::table::Table::insert_child`]).
     pub budget_asked: Option<u64>,
     pub pipe_to: Option<Pid>,
