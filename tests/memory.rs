@@ -63,13 +63,11 @@ fn team_policies(dir: &Path) -> PathBuf {
     std::fs::write(out.join("profiles/team.toml"), team).expect("write team.toml");
     // `tight`: 8 KiB in the private collection and in shared "tight-notes".
     let tight = default
-        .replace(
-            "shared = []",
-            "shared = [\"tight-notes\"]\nshared_bytes = 8192",
-        )
+        .replace("shared = []", "shared = [\"tight-notes\"]")
+        .replace("shared_bytes = 268435456", "shared_bytes = 8192")
         .replace("memory_store_bytes = 67108864", "memory_store_bytes = 8192");
     assert!(
-        tight.contains("memory_store_bytes = 8192"),
+        tight.contains("memory_store_bytes = 8192") && tight.contains("shared_bytes = 8192"),
         "default.toml changed"
     );
     std::fs::write(out.join("profiles/tight.toml"), tight).expect("write tight.toml");
