@@ -257,7 +257,7 @@ fn with_usage(k: &Kernel, p: &Pcb, descendants: u64) -> Value {
                 "own": own,
                 "tree": tree,
                 "descendants": descendants,
-                "journal_bytes": k.journal_bytes(p.pid).unwrap_or(0),
+                "journal_bytes": k.journal_bytes(p).unwrap_or(0),
                 "tokens": {
                     "own": p.counters.tokens_own(),
                     "children": p.counters.tokens_children,

@@ -8,7 +8,7 @@
 
 use super::Kernel;
 use super::journal::JournalEntry;
-use super::pcb::Pid;
+use super::pcb::{Pcb, Pid};
 use super::store::{StoreError, key, seq_of};
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -46,12 +46,22 @@ pub fn charge(value_len: usize) -> u64 {
 }
 
 impl Kernel {
-    /// Bytes `pid`'s journal holds (for `agentos inspect`).
-    pub fn journal_bytes(&self, pid: Pid) -> Result<u64, StoreError> {
-        if let Some(h) = self.journal_retention.lock().get(&pid) {
+    /// Bytes `p`'s journal holds (for `agentos inspect` and `top`): counted
+    /// on disk once, then kept with the agent's other counts while it lives.
+    pub fn journal_bytes(&self, p: &Pcb) -> Result<u64, StoreError> {
+        if let Some(h) = self.journal_retention.lock().get(&p.pid) {
             return Ok(h.bytes);
         }
-        self.journal_bytes_on_disk(pid)
+        let bytes = self.journal_bytes_on_disk(p.pid)?;
+        if p.is_live() {
+            let mut agents = self.journal_retention.lock();
+            let held = agents.entry(p.pid).or_insert(Held {
+                bytes,
+                limit: p.limits.journal_bytes,
+            });
+            return Ok(held.bytes);
+        }
+        Ok(bytes)
     }
 
     fn journal_bytes_on_disk(&self, pid: Pid) -> Result<u64, StoreError> {

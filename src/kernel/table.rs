@@ -134,10 +134,10 @@ impl Table {
     /// Inserts a new agent below `parent` and persists it, if
     /// [`Table::tree_room`] admits it, its owner is below `owner_max_agents`
     /// and the parent's budget covers the child's. A parent with a token
-    /// budget lends the child `budget_asked`
-    /// (or, when none was asked, half of what it has left, rounded up): the child's
-    /// `budget_tokens` becomes that amount and the parent's `tokens_lent`
-    /// grows by it until the child ends ([`Table::terminate`]). All under
+    /// budget lends the child `budget_asked` (or, when none was asked, half
+    /// of what it has left, rounded up): the child's `budget_tokens`
+    /// becomes that amount and the parent's `tokens_lent` grows by it until
+    /// the child ends ([`Table::terminate`]). All under
     /// one lock and in one atomic write, so concurrent spawns in one tree
     /// cannot overshoot its limits. Returns the child as inserted.
     pub fn insert_child(
