@@ -11,7 +11,9 @@
 //! the owner's permissions ([`binds`], through the per-thread credentials
 //! of [`creds`], which the workspace file driver uses too); agent uids come
 //! from [`uids`], kernel features from [`features`]; every signal to an agent process goes
-//! through a pidfd ([`pidfd`]).
+//! through a pidfd ([`pidfd`]). The daemon's own cgroup bounds its memory
+//! ([`daemon_memory`]) and weighs it above its agents for CPU
+//! ([`daemon_cpu`]).
 
 pub mod beneath;
 pub mod binds;

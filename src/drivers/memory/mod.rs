@@ -22,7 +22,10 @@
 //! vectors in the daemon's own sled database and searches exactly (see
 //! [`embedded`]); `chroma` uses a ChromaDB server over its HTTP API v2
 //! (see [`chroma`]). Both rank by the cosine similarity of unit vectors,
-//! so scores mean the same thing on both.
+//! so scores mean the same thing on both. Every collection has a byte
+//! quota ([`Quota`]: the agent's `memory_store_bytes` or its profile's
+//! `[memory] shared_bytes`), counted in the embedded store itself or, for
+//! ChromaDB, in the daemon's [`ledger`].
 //!
 //! **Embeddings** come from a configured OpenAI-compatible endpoint or the
 //! built-in *lexical* embedding; see [`embed`] and `docs/MEMORY.md` for the
@@ -30,7 +33,7 @@
 //!
 //! **Errors** (closed codes): EINVAL for malformed arguments (naming the
 //! field), EMSGSIZE for a value or query over 64 KiB or metadata over
-//! 8 KiB, EACCES for a collection the agent may not use, EIO for a failure
+//! 8 KiB, EQUOTA past a byte quota, EACCES for a collection the agent may not use, EIO for a failure
 //! of the backend or the embeddings endpoint (the message names which).
 //! MEM_WRITE answers only once the memory is durable: the dispatcher
 //! flushes the daemon's database before replying to a state change, and a
