@@ -81,14 +81,20 @@ impl CpuSample {
     }
 }
 
-pub(crate) fn meminfo_kib(key: &str) -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
+/// The number after `key:` in a /proc file of `key: value` lines (0 when
+/// absent).
+fn proc_field(path: &str, key: &str) -> u64 {
+    std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
         .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.trim_start_matches(':').split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+pub(crate) fn meminfo_kib(key: &str) -> u64 {
+    proc_field("/proc/meminfo", key)
 }
 
 /// /proc/meminfo lines whose growth per agent shows the kernel's share.
@@ -103,13 +109,7 @@ pub(crate) const KERNEL_MEMINFO: [&str; 7] = [
 ];
 
 pub(crate) fn status_field(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim_start_matches(':').split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    proc_field(&format!("/proc/{pid}/status"), key)
 }
 
 pub(crate) fn fd_count(pid: u32) -> usize {

@@ -49,19 +49,11 @@ impl Kernel {
     /// Bytes `p`'s journal holds (for `agentos inspect` and `top`): counted
     /// on disk once, then kept with the agent's other counts while it lives.
     pub fn journal_bytes(&self, p: &Pcb) -> Result<u64, StoreError> {
-        if let Some(h) = self.journal_retention.lock().get(&p.pid) {
-            return Ok(h.bytes);
+        if !p.is_live() {
+            return self.journal_bytes_on_disk(p.pid);
         }
-        let bytes = self.journal_bytes_on_disk(p.pid)?;
-        if p.is_live() {
-            let mut agents = self.journal_retention.lock();
-            let held = agents.entry(p.pid).or_insert(Held {
-                bytes,
-                limit: p.limits.journal_bytes,
-            });
-            return Ok(held.bytes);
-        }
-        Ok(bytes)
+        let mut agents = self.journal_retention.lock();
+        Ok(self.held(&mut agents, p.pid, p.limits.journal_bytes)?.bytes)
     }
 
     fn journal_bytes_on_disk(&self, pid: Pid) -> Result<u64, StoreError> {
@@ -70,6 +62,23 @@ impl Kernel {
             bytes += charge(kv?.1.len());
         }
         Ok(bytes)
+    }
+
+    /// What `pid`'s journal holds, counted on disk the first time.
+    fn held<'a>(
+        &self,
+        agents: &'a mut HashMap<Pid, Held>,
+        pid: Pid,
+        limit: u64,
+    ) -> Result<&'a mut Held, StoreError> {
+        use std::collections::hash_map::Entry;
+        Ok(match agents.entry(pid) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(Held {
+                bytes: self.journal_bytes_on_disk(pid)?,
+                limit,
+            }),
+        })
     }
 
     /// Counts `bytes` just written to `pid`'s journal and, past its
@@ -81,6 +90,7 @@ impl Kernel {
                 h.bytes += bytes;
                 h
             }
+            // Counted on disk: includes what was just written.
             None => {
                 let limit = self
                     .table
@@ -88,9 +98,7 @@ impl Kernel {
                     .map_or(crate::abi::limits::DEFAULT_JOURNAL_BYTES, |p| {
                         p.limits.journal_bytes
                     });
-                // Includes what was just written.
-                let bytes = self.journal_bytes_on_disk(pid)?;
-                agents.entry(pid).or_insert(Held { bytes, limit })
+                self.held(&mut agents, pid, limit)?
             }
         };
         if held.bytes <= held.limit {
