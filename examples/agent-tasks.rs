@@ -30,8 +30,11 @@ mod tasks;
 
 use agentos::admin::client::Client;
 use agentos::admin::protocol::{AdminRequest, SpawnRequest};
+use agentos::drivers::fs::CopyEntry;
 use agentos::kernel::ipc::Message;
 use agentos::kernel::pcb::{ExitStatus, LimitsPatch, Pcb};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use clap::Parser;
 use daemon::{BenchDaemon, Bins};
 use serde_json::{Value, json};
@@ -295,6 +298,7 @@ fn request(opts: &Opts, env: &Env, mode: &str, task: &Task) -> SpawnRequest {
             permissions: Some(permissions),
             model: Some("text".into()),
             limits,
+            copy: seed(task),
             ..Default::default()
         };
     }
@@ -304,39 +308,23 @@ fn request(opts: &Opts, env: &Env, mode: &str, task: &Task) -> SpawnRequest {
         model: Some(mode.into()),
         permissions: Some(permissions),
         limits,
+        copy: seed(task),
         ..Default::default()
     }
 }
 
-/// Puts the task's files into the workspace, owned by the agent. The
-/// agent's first step is an inference of several seconds, so the files are
-/// in place long before it can look.
-fn seed(pcb: &Pcb, files: &[(&str, &str)]) -> Result<(), String> {
-    let root = PathBuf::from(&pcb.workspace);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !root.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    for (path, content) in files {
-        let p = root.join(path.trim_start_matches('/'));
-        if let Some(dir) = p.parent() {
-            let mut created = Vec::new();
-            let mut d = dir.to_path_buf();
-            while !d.exists() {
-                created.push(d.clone());
-                d = d.parent().map(Path::to_path_buf).unwrap_or_default();
-            }
-            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            for c in created {
-                std::os::unix::fs::chown(&c, Some(pcb.uid), Some(pcb.gid))
-                    .map_err(|e| format!("chown {}: {e}", c.display()))?;
-            }
-        }
-        std::fs::write(&p, content).map_err(|e| format!("{}: {e}", p.display()))?;
-        std::os::unix::fs::chown(&p, Some(pcb.uid), Some(pcb.gid))
-            .map_err(|e| format!("chown {}: {e}", p.display()))?;
-    }
-    Ok(())
+/// The task's files, put into the workspace by the daemon (as the agent)
+/// before the agent starts: `agentos spawn --copy`.
+fn seed(task: &Task) -> Vec<CopyEntry> {
+    task.seed
+        .iter()
+        .map(|(path, content)| CopyEntry::File {
+            path: path.to_string(),
+            data: STANDARD.encode(content),
+            executable: false,
+            append: false,
+        })
+        .collect()
 }
 
 fn run_one(
@@ -348,7 +336,6 @@ fn run_one(
 ) -> Result<Run, String> {
     let t0 = Instant::now();
     let pcb = spawn(d, request(opts, env, mode, task))?;
-    seed(&pcb, task.seed)?;
     if let Some(body) = task.message {
         call(
             d,

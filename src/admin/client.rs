@@ -53,11 +53,30 @@ impl Client {
         })
     }
 
+    /// Writes one request line. A daemon that refuses a line (e.g. one
+    /// over `max_request_bytes`) answers and closes before it has read it
+    /// all: the write then fails, and its answer is what is returned.
     fn send(&mut self, req: &AdminRequest) -> Result<(), ClientError> {
         let mut line = serde_json::to_vec(req).map_err(ClientError::Encode)?;
         line.push(b'\n');
-        self.writer.write_all(&line)?;
-        Ok(())
+        match self.writer.write_all(&line) {
+            Ok(()) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                match self.read() {
+                    Ok(AdminResponse {
+                        error: Some(refusal),
+                        ..
+                    }) => Err(ClientError::Refused(refusal)),
+                    _ => Err(e.into()),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn read(&mut self) -> Result<AdminResponse, ClientError> {

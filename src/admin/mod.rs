@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod conns;
+pub mod hostcopy;
 pub mod owners;
 pub mod protocol;
 pub mod server;

@@ -4,6 +4,7 @@
 
 use crate::abi::SysError;
 use crate::abi::limits::LimitsPatch;
+use crate::drivers::fs::CopyEntry;
 use crate::kernel::journal::LogEvent;
 use crate::kernel::pcb::Pid;
 use serde::{Deserialize, Serialize};
@@ -72,6 +73,18 @@ pub enum AdminRequest {
         since: Option<u64>,
     },
     Status,
+    /// Copies files and directories into a running agent's workspace, as
+    /// the agent (`agentos cp HOST PID:PATH`).
+    CopyIn {
+        pid: Pid,
+        entries: Vec<CopyEntry>,
+    },
+    /// Copies a file or directory tree out of an agent's workspace, running
+    /// or ended (`agentos cp PID:PATH HOST`).
+    CopyOut {
+        pid: Pid,
+        path: String,
+    },
     /// Per-agent inference and syscall figures plus the scheduler's queues.
     Top,
     /// The audit trail: denied syscalls and admin actions.
@@ -100,7 +113,9 @@ impl AdminRequest {
             | AdminRequest::Cont { pid }
             | AdminRequest::Send { pid, .. }
             | AdminRequest::Wait { pid, .. }
-            | AdminRequest::Inbox { pid, .. } => Some(*pid),
+            | AdminRequest::Inbox { pid, .. }
+            | AdminRequest::CopyIn { pid, .. }
+            | AdminRequest::CopyOut { pid, .. } => Some(*pid),
             AdminRequest::Spawn(_)
             | AdminRequest::Ps
             | AdminRequest::Tree
@@ -124,6 +139,8 @@ impl AdminRequest {
             AdminRequest::Wait { .. } => "wait",
             AdminRequest::Inbox { .. } => "inbox",
             AdminRequest::Status => "status",
+            AdminRequest::CopyIn { .. } => "copy_in",
+            AdminRequest::CopyOut { .. } => "copy_out",
             AdminRequest::Top => "top",
             AdminRequest::Audit { .. } => "audit",
         }
@@ -165,6 +182,9 @@ pub struct SpawnRequest {
     /// Scheduling weight 1-100 (default 1).
     #[serde(default)]
     pub priority: Option<u32>,
+    /// Files put into the workspace, owned by the agent, before it starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copy: Vec<CopyEntry>,
 }
 
 /// One response line.

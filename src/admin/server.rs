@@ -296,6 +296,7 @@ async fn handle(
             | AdminRequest::Logs { .. }
             | AdminRequest::Inbox { .. }
             | AdminRequest::Wait { .. }
+            | AdminRequest::CopyOut { .. }
     ) {
         tracing::info!(target: "audit", uid = peer.uid, op, pid = target, "admin action");
         k.audit("admin", Some(peer.uid), target, op, "");
@@ -403,6 +404,14 @@ async fn handle(
                 .map_err(|e| SysError::io(e.to_string()))?;
             Ok(json!({"pid": pid, "seq": seq}))
         }
+        AdminRequest::CopyIn { pid, entries } => {
+            let target = checked.ok_or_else(|| SysError::srch(format!("no agent {pid}")))?;
+            Ok(json!(k.copy_in(&target, entries).await?))
+        }
+        AdminRequest::CopyOut { pid, path } => {
+            let target = checked.ok_or_else(|| SysError::srch(format!("no agent {pid}")))?;
+            Ok(json!(k.copy_out(&target, path).await?))
+        }
         AdminRequest::Wait { pid, timeout_ms } => {
             let exit = k.wait_for(pid, timeout_ms, None).await?;
             Ok(json!({"pid": pid, "exit": exit}))
@@ -473,6 +482,7 @@ fn child_request(s: SpawnRequest) -> ChildRequest {
         profile: s.profile,
         ro_binds: s.ro,
         models: s.models,
+        copy: s.copy,
     }
 }
 

@@ -5,12 +5,14 @@
 //! agent's own exit code (0-255).
 
 use agentos::admin::client::{Client, ClientError};
+use agentos::admin::hostcopy::{self, HostCopyError};
 use agentos::admin::protocol::{AdminRequest, DEFAULT_SOCKET, SpawnRequest};
+use agentos::drivers::fs::{CopiedIn, CopiedOut};
 use agentos::kernel::journal::LogEvent;
 use agentos::kernel::pcb::{LimitsPatch, Pcb, State, now_ms};
 use clap::{Parser, Subcommand};
-use serde_json::Value;
-use std::path::PathBuf;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Control AgentOS agents: spawn confined agents, watch and manage them.
@@ -39,6 +41,22 @@ enum Command {
     ///
     /// Example: agentos spawn --name probe --program /usr/local/bin/my-agent -- --flag
     Spawn(SpawnArgs),
+    /// Copy files between the host and an agent's workspace, like `docker cp`.
+    ///
+    /// Into a running agent:        agentos cp ./calc.py 12:/calc.py
+    /// Out of an agent (even ended): agentos cp 12:/results ./results
+    ///
+    /// Host files are read and written as you; in the workspace, files are
+    /// written as the agent (owned by it, within its quota). Symlinks are
+    /// not followed on either side: one named here is refused, one inside a
+    /// copied directory is left out and reported. A DEST that is an existing
+    /// directory receives the source under its own name.
+    Cp {
+        /// A host path, or PID:PATH in an agent's workspace.
+        src: String,
+        /// A host path, or PID:PATH in an agent's workspace.
+        dest: String,
+    },
     /// List agents (running ones; --all includes terminated).
     Ps {
         #[arg(long, short)]
@@ -183,6 +201,13 @@ struct SpawnArgs {
     /// Extra host path made visible read-only (e.g. a script); repeatable.
     #[arg(long)]
     ro: Vec<String>,
+    /// Put a host file or directory into the workspace before the agent
+    /// starts, owned by the agent: SRC[:DEST], DEST defaulting to /NAME of
+    /// SRC; repeatable. Read as you; symlinks are not followed. All copies
+    /// travel in the spawn request ([admin] max_request_bytes, 512 KiB by
+    /// default); bring bigger trees with `agentos cp` once it runs.
+    #[arg(long = "copy", value_name = "SRC[:DEST]")]
+    copy: Vec<String>,
     /// Send this agent's SYS_WRITE_STDOUT output to another agent's stdin.
     #[arg(long)]
     pipe_to: Option<u64>,
@@ -231,28 +256,51 @@ fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(|| format!("{s}: too large"))
 }
 
+/// Why a command failed: the daemon's side, or the host's.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    HostCopy(#[from] HostCopyError),
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(&cli) {
         Ok(code) => code,
-        Err(ClientError::Connect { path, source }) => {
+        Err(CliError::HostCopy(HostCopyError::Usage(e))) => {
+            eprintln!("agentos: {e}");
+            ExitCode::from(2)
+        }
+        Err(CliError::HostCopy(e)) => {
+            eprintln!("agentos: {e}");
+            ExitCode::from(1)
+        }
+        Err(CliError::Client(e)) => client_failed(e),
+    }
+}
+
+fn client_failed(e: ClientError) -> ExitCode {
+    match e {
+        ClientError::Connect { path, source } => {
             eprintln!(
                 "agentos: cannot connect to {path}: {source}\n  is agentosd running? (--socket or AGENTOS_SOCKET)"
             );
             ExitCode::from(3)
         }
-        Err(ClientError::Refused(e)) => {
+        ClientError::Refused(e) => {
             eprintln!("agentos: {}: {}", e.code, e.message);
             ExitCode::from(1)
         }
-        Err(e) => {
+        e => {
             eprintln!("agentos: {e}");
             ExitCode::from(1)
         }
     }
 }
 
-fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
+fn run(cli: &Cli) -> Result<ExitCode, CliError> {
     if let Command::Completions { shell } = &cli.command {
         use clap::CommandFactory;
         clap_complete::generate(
@@ -292,6 +340,13 @@ fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
                 max_turns: a.max_turns,
                 ..Default::default()
             };
+            let mut copy = Vec::new();
+            for spec in &a.copy {
+                let (src, dest) = hostcopy::parse_copy_spec(spec)?;
+                let tree = hostcopy::read_host(&src, &dest)?;
+                note_left_out(&tree.skipped);
+                copy.extend(tree.entries);
+            }
             let req = AdminRequest::Spawn(Box::new(SpawnRequest {
                 name: a.name.clone(),
                 program: a.program.clone().unwrap_or_default(),
@@ -305,6 +360,7 @@ fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
                 role: a.role.clone(),
                 models: a.allow_model.clone(),
                 priority: a.priority,
+                copy,
             }));
             let v = c.call(&req)?;
             if cli.json {
@@ -317,6 +373,7 @@ fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
                 );
             }
         }
+        Command::Cp { src, dest } => return copy(&mut c, cli, src, dest),
         Command::Ps { all } => {
             let pcbs: Vec<Pcb> = decode(c.call(&AdminRequest::Ps)?)?;
             let pcbs: Vec<Pcb> = pcbs.into_iter().filter(|p| *all || p.is_live()).collect();
@@ -508,6 +565,86 @@ fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `agentos cp`: into a running agent's workspace in batches, or out of
+/// any agent's.
+fn copy(c: &mut Client, cli: &Cli, src: &str, dest: &str) -> Result<ExitCode, CliError> {
+    let usage = |m: &str| CliError::HostCopy(HostCopyError::Usage(m.to_string()));
+    match (hostcopy::agent_path(src), hostcopy::agent_path(dest)) {
+        (None, Some((pid, to))) => {
+            let tree = hostcopy::read_host(Path::new(src), to)?;
+            note_left_out(&tree.skipped);
+            let mut total = CopiedIn::default();
+            for batch in hostcopy::batches(tree.entries) {
+                let v = c.call(&AdminRequest::CopyIn {
+                    pid,
+                    entries: batch,
+                })?;
+                let done: CopiedIn = decode(v)?;
+                total.files += done.files;
+                total.dirs += done.dirs;
+                total.bytes += done.bytes;
+            }
+            if cli.json {
+                println!("{}", serde_json::to_string(&total).unwrap_or_default());
+            } else {
+                println!(
+                    "copied {} files, {} directories ({} bytes) into agent {pid}:{to}",
+                    total.files, total.dirs, total.bytes
+                );
+            }
+        }
+        (Some((pid, from)), None) => {
+            let v = c.call(&AdminRequest::CopyOut {
+                pid,
+                path: from.to_string(),
+            })?;
+            let out: CopiedOut = decode(v)?;
+            let left_out: Vec<String> = out
+                .skipped
+                .iter()
+                .map(|s| format!("{pid}:{from}/{s}"))
+                .collect();
+            note_left_out(&left_out);
+            let done = hostcopy::write_host(&out, from, Path::new(dest))?;
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({"files": done.files, "dirs": done.dirs, "bytes": done.bytes, "target": done.target})
+                );
+            } else {
+                println!(
+                    "copied {} files, {} directories ({} bytes) from agent {pid}:{from} to {}",
+                    done.files,
+                    done.dirs,
+                    done.bytes,
+                    done.target.display()
+                );
+            }
+        }
+        (Some(_), Some(_)) => {
+            return Err(usage(
+                "agentos cp: copy between two agents through the host (one side must be a host path)",
+            ));
+        }
+        (None, None) => {
+            return Err(usage(
+                "agentos cp: one side must name an agent's workspace as PID:PATH (e.g. 12:/out.txt)",
+            ));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Says on stderr what a copy left out (symlinks, special files).
+fn note_left_out(paths: &[String]) {
+    for p in paths {
+        eprintln!(
+            "agentos: left out {}: not a regular file or directory (symlinks are not followed)",
+            agentos::terminal::escape(p)
+        );
+    }
 }
 
 /// Says on stderr that a page left earlier entries out.

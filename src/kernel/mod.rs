@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod conn;
+pub mod copy;
 pub mod dispatch;
 pub mod floor;
 pub mod infer;

@@ -179,7 +179,7 @@ impl Kernel {
                 p.started_ms = Some(now_ms());
             })?
             .ok_or(RecoveryError::Vanished)?;
-        self.launch(&pcb, &profile, binds)
+        self.launch(&pcb, &profile, binds, Vec::new())
             .await
             .map_err(RecoveryError::Launch)?;
         Ok(self.store.durable().await?)

@@ -16,7 +16,7 @@ use super::pcb::{Counters, ExitStatus, Pcb, Pid, State, now_ms};
 use super::store::StoreError;
 use super::table::ChildBounds;
 use crate::abi::SysError;
-use crate::drivers::fs::{FsLimits, Workspace};
+use crate::drivers::fs::{CopyEntry, FsLimits, Workspace, copy_in};
 use crate::sandbox::binds;
 use crate::sandbox::cgroup::{AgentCgroup, CgroupError};
 use crate::sandbox::handoff::AGENT_SOCKET_FD;
@@ -40,8 +40,9 @@ impl Kernel {
     pub async fn spawn(
         self: &Arc<Self>,
         parent: Ceiling<'_>,
-        request: ChildRequest,
+        mut request: ChildRequest,
     ) -> Result<Pcb, SysError> {
+        let seed = std::mem::take(&mut request.copy);
         let spec = self.child_spec(parent, request)?;
         if let Ceiling::Agent(pcb) = parent {
             self.check_tree_pids(pcb.pid)?;
@@ -82,7 +83,7 @@ impl Kernel {
             }
         };
 
-        if let Err(e) = self.launch(&pcb, &spec.profile, bind_fds).await {
+        if let Err(e) = self.launch(&pcb, &spec.profile, bind_fds, seed).await {
             // The PCB stays, TERMINATED, so the failure can be inspected.
             self.mark_terminated(
                 pid,
@@ -185,18 +186,28 @@ impl Kernel {
 
     /// Starts the sandbox of a READY agent in the table (new, or being
     /// recovered) with the sources of its program and extra binds, and
-    /// returns once its program was exec'd.
+    /// returns once its program was exec'd. `seed` is put into the
+    /// workspace first (a new agent's `spawn --copy`).
     pub(crate) async fn launch(
         self: &Arc<Self>,
         pcb: &Pcb,
         profile: &Profile,
         bind_fds: Vec<OwnedFd>,
+        seed: Vec<CopyEntry>,
     ) -> Result<(), SysError> {
         let pid = pcb.pid;
 
         // Prepare.
-        // 1. The workspace, owned by the agent, and its file driver.
-        let workspace = open_workspace(&self.quotas, pcb)?;
+        // 1. The workspace, owned by the agent, and its file driver; the
+        //    operator's files are written into it, as the agent, before
+        //    the agent can run.
+        let workspace = Arc::new(open_workspace(&self.quotas, pcb)?);
+        if !seed.is_empty() {
+            let ws = workspace.clone();
+            tokio::task::spawn_blocking(move || copy_in(&ws, &seed))
+                .await
+                .map_err(|e| SysError::io(format!("copying files into the workspace: {e}")))??;
+        }
         // 2. The agent's cgroups, created on a blocking thread while the
         //    sandbox's pid 1 builds its namespaces and root.
         //    It nests inside the parent's, so the parent's limits bound it.
@@ -230,7 +241,7 @@ impl Kernel {
             cgroup,
             host_pid: Some(sandbox.host_pid),
             host_start: sandbox.start_time(),
-            workspace: Arc::new(workspace),
+            workspace,
             inbox: Default::default(),
             stdin: Default::default(),
             kill_reason: Default::default(),
@@ -436,10 +447,14 @@ fn open_workspace(quotas: &WorkspaceQuotas, pcb: &Pcb) -> Result<Workspace, SysE
     let dir = Path::new(&pcb.workspace);
     let fail = |e: std::io::Error| SysError::io(format!("workspace {}: {e}", dir.display()));
     quotas.ensure_workspace(pcb.pid, pcb.uid, pcb.gid, pcb.limits.workspace_bytes)?;
-    let limits = FsLimits {
+    Workspace::open(dir, pcb.uid, pcb.gid, fs_limits(pcb)).map_err(fail)
+}
+
+/// The file driver's limits of an agent.
+pub(crate) fn fs_limits(pcb: &Pcb) -> FsLimits {
+    FsLimits {
         quota_bytes: pcb.limits.workspace_bytes,
         max_file_bytes: pcb.limits.max_file_bytes,
         max_read_bytes: pcb.limits.max_read_bytes,
-    };
-    Workspace::open(dir, pcb.uid, pcb.gid, limits).map_err(fail)
+    }
 }

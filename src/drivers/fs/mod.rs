@@ -24,9 +24,11 @@
 //! an agent's path, `args` the calls' arguments, `open` resolves and opens
 //! beneath the root and checks what was opened, `errors` maps errnos to the
 //! ABI, `walk` walks a tree without following symlinks; `read`, `write`,
-//! `list` and `delete` are the four calls.
+//! `list` and `delete` are the four calls; `copy` moves trees in and out
+//! for the operator with them.
 
 mod args;
+mod copy;
 mod delete;
 mod errors;
 mod list;
@@ -36,6 +38,9 @@ mod read;
 mod walk;
 mod write;
 
+pub use copy::{
+    CopiedIn, CopiedOut, CopyEntry, MAX_COPY_ENTRIES, MAX_COPY_OUT_BYTES, copy_in, copy_out,
+};
 pub use delete::fs_delete;
 pub use list::fs_list;
 pub use read::fs_read;

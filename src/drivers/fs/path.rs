@@ -64,6 +64,11 @@ impl<'a> WsPath<'a> {
         join_rel(&self.comps)
     }
 
+    /// The components beneath the root (none for the root itself).
+    pub(super) fn comps(&self) -> &[&'a str] {
+        &self.comps
+    }
+
     /// The parent components and the final name; `None` for the root.
     pub(super) fn split_last(&self) -> Option<(&[&'a str], &'a str)> {
         self.comps

@@ -30,7 +30,12 @@ const WRITE_ATTEMPTS: usize = 4;
 impl Workspace {
     /// Opens the directory `comps` beneath the root (`O_PATH`), creating missing
     /// directories (mode 0700, owned by the agent) one component at a time.
-    fn ensure_dir(&self, comps: &[&str], op: &str, path: &WsPath<'_>) -> Result<OwnedFd, SysError> {
+    pub(super) fn ensure_dir(
+        &self,
+        comps: &[&str],
+        op: &str,
+        path: &WsPath<'_>,
+    ) -> Result<OwnedFd, SysError> {
         let flags = OFlag::O_PATH | OFlag::O_DIRECTORY;
         let root_fd = self.root()?;
         let root = root_fd.as_fd();

@@ -15,6 +15,7 @@
 use crate::abi::SysError;
 use crate::abi::calls::{Call, expand_permissions};
 use crate::abi::limits::{Limits, LimitsPatch};
+use crate::drivers::fs::CopyEntry;
 use crate::kernel::Kernel;
 use crate::kernel::pcb::{Pcb, Pid};
 use crate::kernel::table::TreeRefusal;
@@ -64,6 +65,9 @@ pub struct ChildRequest {
     pub ro_binds: Vec<String>,
     /// Admin requests only: further models the agent may use.
     pub models: Vec<String>,
+    /// Admin requests only: files put into the workspace, as the agent,
+    /// before its program starts (`agentos spawn --copy`).
+    pub copy: Vec<CopyEntry>,
 }
 
 /// A checked request to create an agent, as [`Kernel::child_spec`] derives
@@ -115,6 +119,7 @@ impl Kernel {
             profile: asked_profile,
             ro_binds: asked_binds,
             models: asked_models,
+            copy: _,
         } = request;
         // An LLM agent has a role or a model; without a program of its own
         // it runs the built-in runtime.
