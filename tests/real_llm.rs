@@ -58,14 +58,14 @@ fn request(calls: &[Call], mode: Mode, task: &str) -> InferRequest {
     InferRequest {
         model: "qwen".into(),
         messages: vec![
-            ChatMessage::new(Role::System, system_prompt("t", 1, &offer, mode, 1)),
+            ChatMessage::new(Role::System, system_prompt("t", 1, &offer, mode, 1, false)),
             ChatMessage::new(Role::User, task),
         ],
         tools,
         max_tokens: Some(200),
         temperature: Some(0.0),
         seed: Some(SEED),
-        constraint: mode.constraint(&offer, 1),
+        constraint: mode.constraint(&offer, 1, false),
         ..Default::default()
     }
 }
@@ -152,7 +152,7 @@ fn a_grammar_constrains_the_reply_to_one_valid_call() {
     let offer = Offer::new(CALLS, Facilities::default());
     assert_eq!(
         req.constraint,
-        Some(Constraint::Grammar(offer_grammar(&offer, 1)))
+        Some(Constraint::Grammar(offer_grammar(&offer, 1, false)))
     );
     let r = infer(&s, &req);
     assert!(r.content.starts_with("[SYS_CALL::"), "{r:?}");
@@ -172,7 +172,7 @@ fn a_json_schema_constrains_the_reply_to_a_call_list() {
     let offer = Offer::new(CALLS, Facilities::default());
     assert_eq!(
         req.constraint,
-        Some(Constraint::JsonSchema(offer_reply_schema(&offer, 1)))
+        Some(Constraint::JsonSchema(offer_reply_schema(&offer, 1, false)))
     );
     let r = infer(&s, &req);
     let v: serde_json::Value = serde_json::from_str(&r.content).expect("JSON");

@@ -166,9 +166,19 @@ pub struct ModelConfig {
     /// the model to check its task once more first.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub confirm_exit: bool,
-    /// The runtime ends every result message with the task.
+    /// The runtime ends every result message with the task and the calls
+    /// made so far.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub remind_task: bool,
+    /// The model writes, before each call, one line saying which step of
+    /// its task the call does (`Step: ...`; a `step` field in json_schema
+    /// mode). Text, grammar and json_schema modes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub step_notes: bool,
+    /// The runtime shows the model a short task done turn by turn before
+    /// its own (text, grammar and json_schema modes).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub worked_example: bool,
 }
 
 fn default_context() -> u64 {

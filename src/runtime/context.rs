@@ -44,6 +44,15 @@ impl Context {
         }
     }
 
+    /// Puts `messages` (a worked example) between the instructions and the
+    /// task; they stay, like both.
+    pub fn with_example(mut self, messages: Vec<ChatMessage>) -> Self {
+        let task = self.head.split_off(1);
+        self.head.extend(messages);
+        self.head.extend(task);
+        self
+    }
+
     pub fn push_turn(&mut self, turn: Turn) {
         self.turns.push(turn);
     }
@@ -58,6 +67,11 @@ impl Context {
 
     pub fn record(&mut self, line: String) {
         self.done.push(line);
+    }
+
+    /// The last `n` executed calls, one line each (oldest first).
+    pub fn done_lines(&self, n: usize) -> &[String] {
+        &self.done[self.done.len().saturating_sub(n)..]
     }
 
     pub fn dropped_turns(&self) -> usize {

@@ -20,6 +20,7 @@
 
 pub mod client;
 pub mod context;
+pub mod example;
 pub mod mode;
 pub mod prompt;
 pub mod repeat;
@@ -152,12 +153,15 @@ fn run(client: &mut Client) -> Result<(), Fatal> {
         .map_or(DEFAULT_MAX_CALLS, |n| n as usize)
         .max(1);
     let tools = mode.tools(&s.offer);
-    let constraint = mode.constraint(&s.offer, max_calls);
-    let ctx = Context::new(
-        prompt::system_prompt(&s.name, s.pid, &s.offer, mode, max_calls),
+    let constraint = mode.constraint(&s.offer, max_calls, model.step_notes);
+    let mut ctx = Context::new(
+        prompt::system_prompt(&s.name, s.pid, &s.offer, mode, max_calls, model.step_notes),
         s.role.clone(),
         model.chars_per_token,
     );
+    if model.worked_example {
+        ctx = ctx.with_example(example::messages(&s.offer, mode));
+    }
     println!(
         "runtime: agent {} ({}) thinking with model {} ({} mode, at most {max_calls} calls per reply, {} turns); syscalls: {}",
         s.pid,
@@ -188,6 +192,14 @@ fn run(client: &mut Client) -> Result<(), Fatal> {
             println!("runtime: context compacted ({dropped} old turns replaced by a summary)");
         }
         let mut args = json!({"messages": agent.ctx.messages(), "max_tokens": model.max_tokens});
+        // A call the model just repeated with the same result is not
+        // offered for one turn where the wire can leave it out.
+        let avoid = agent.take_avoid();
+        let narrowed = avoid.map(|c| s.offer.without(c));
+        let (tools, constraint) = match &narrowed {
+            Some(o) => (mode.tools(o), mode.constraint(o, max_calls, model.step_notes)),
+            None => (tools.clone(), constraint.clone()),
+        };
         if !tools.is_empty() {
             args["tools"] = json!(tools);
         }

@@ -23,6 +23,8 @@ use serde_json::{Map, Value, json};
 
 /// Invalid replies in a row before the agent is ended.
 pub const MAX_INVALID_REPLIES: u32 = 3;
+/// Calls the progress note (`remind_task`) lists, the most recent.
+const PROGRESS_LINES: usize = 12;
 /// Longest syscall result kept in the context.
 const MAX_RESULT_CHARS: usize = 8000;
 
@@ -65,6 +67,9 @@ pub struct Agent {
     coaching: Coaching,
     /// A SYS_EXIT was held once for a last check (`confirm_exit`).
     exit_held: bool,
+    /// A call the model just repeated with the same result: a constrained
+    /// model is not offered it in the next turn.
+    avoid: Option<Call>,
 }
 
 /// Help for small models beyond the syntax (model settings).
@@ -91,7 +96,14 @@ impl Agent {
             notes: Vec::new(),
             coaching: Coaching::default(),
             exit_held: false,
+            avoid: None,
         }
+    }
+
+    /// The call not to offer in the next turn (once), if the model just
+    /// repeated it with the same result.
+    pub fn take_avoid(&mut self) -> Option<Call> {
+        self.avoid.take()
     }
 
     pub fn with_coaching(mut self, coaching: Coaching) -> Agent {
@@ -319,11 +331,16 @@ impl Agent {
                 body.insert("renamed".into(), Value::Object(renamed));
             }
         }
-        let outcome = inline_json(&Value::Object(body));
-        let repeat = match Call::parse(&p.call.name) {
-            Some(c) => self.guard.record(c, args, &outcome),
+        let body = Value::Object(body);
+        let outcome = inline_json(&body);
+        let call = Call::parse(&p.call.name);
+        let repeat = match call {
+            Some(c) => self.guard.record(c, args, &body),
             None => Repeat::New,
         };
+        if repeat == Repeat::Again {
+            self.avoid = call;
+        }
         let mut text = short(&outcome, MAX_RESULT_CHARS);
         if let Some(f) = fix {
             text.push_str(&format!("\nWrite it like this: {f}"));
@@ -341,8 +358,7 @@ impl Agent {
                 return Err((
                     exit::REPEATED,
                     format!(
-                        "the model made the same call {} times with the same result: {}",
-                        super::repeat::MAX_REPEATS,
+                        "the model kept making the same call with the same result: {}",
                         short(&self.line(&p.call.name, args), 200)
                     ),
                 ));
@@ -398,8 +414,16 @@ impl Agent {
             return;
         }
         if self.coaching.remind_task {
-            self.notes
-                .push(format!("Your task: {}", self.coaching.task.trim()));
+            let done = self.ctx.done_lines(PROGRESS_LINES);
+            if !done.is_empty() {
+                self.notes
+                    .push(format!("Done so far:\n{}", done.join("\n")));
+            }
+            self.notes.push(format!(
+                "Your task: {}\nMake the call for the first step that is not done yet; if every step is done, {}.",
+                self.coaching.task.trim(),
+                self.exit_line()
+            ));
         }
         let text = self.notes.join("\n");
         self.notes.clear();

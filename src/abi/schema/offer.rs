@@ -39,6 +39,20 @@ impl Offer {
         &self.calls
     }
 
+    /// The same offer without `call` (never without SYS_EXIT): what a
+    /// constrained model may write in a turn after it repeated `call`.
+    pub fn without(&self, call: Call) -> Offer {
+        Offer {
+            calls: self
+                .calls
+                .iter()
+                .copied()
+                .filter(|c| *c != call || *c == Call::SYS_EXIT)
+                .collect(),
+            facilities: self.facilities,
+        }
+    }
+
     pub fn names(&self) -> Vec<&'static str> {
         self.calls.iter().map(|c| c.name()).collect()
     }
@@ -54,6 +68,9 @@ impl Offer {
         let hidden: &[&str] = match call {
             Call::EXEC_CMD if !self.facilities.docker => &["driver"],
             Call::MEM_WRITE | Call::MEM_READ if !self.facilities.shared_memory => &["collection"],
+            // A model's child is a model too: it needs a role, and a
+            // program path or a pipe would be a guess.
+            Call::SPAWN_AGENT => &["program", "args", "pipe_to"],
             _ => &[],
         };
         if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
@@ -61,12 +78,23 @@ impl Offer {
                 props.remove(*h);
             }
         }
+        if call == Call::SPAWN_AGENT {
+            schema["required"] = serde_json::json!(["name", "role"]);
+        }
         schema
     }
 
     /// A short valid arguments object of `call`.
     pub fn example(&self, call: Call) -> Value {
-        example_args(call)
+        match call {
+            // The table's example names a permission this agent may not
+            // have; a model copies it.
+            Call::SPAWN_AGENT => serde_json::json!({
+                "name": "helper",
+                "role": "what the helper must do",
+            }),
+            _ => example_args(call),
+        }
     }
 
     /// The required fields of `call`, in order.

@@ -1,0 +1,124 @@
+//! A worked example the runtime puts before the task (`worked_example`):
+//! a short earlier task done turn by turn, in the mode's own syntax, with
+//! the result of each call coming back and the next call using it. A
+//! small model imitates what it sees: shown one call per reply, a result
+//! carried into the next call and SYS_EXIT only after the last step, it
+//! does the same with its own task.
+//!
+//! The example uses only calls the agent is offered, and other files and
+//! values than any task would (it must show the pattern, not answers).
+
+use super::mode::Mode;
+use super::text::inline_json;
+use crate::abi::calls::Call;
+use crate::abi::schema::offer::Offer;
+use crate::llm::{ChatMessage, Role};
+use serde_json::{Value, json};
+
+/// One example: its task, and each call with the result it got.
+struct Example {
+    task: &'static str,
+    steps: Vec<(Call, Value, Value)>,
+}
+
+/// The example for what `offer` holds: running a command and keeping its
+/// output when EXEC_CMD and FS_WRITE are offered, else reading a file and
+/// writing what it needs when FS_READ and FS_WRITE are; none otherwise.
+fn pick(offer: &Offer) -> Option<Example> {
+    let has = |c| offer.contains(c);
+    if has(Call::EXEC_CMD) && has(Call::FS_WRITE) {
+        return Some(Example {
+            task: "Find the name of the current directory with EXEC_CMD (the shell command `pwd`) and write it into the file /where.txt. Then exit.",
+            steps: vec![
+                (
+                    Call::EXEC_CMD,
+                    json!({"cmd": "pwd"}),
+                    json!({"stdout": "/workspace\n", "stderr": "", "exit_code": 0}),
+                ),
+                (
+                    Call::FS_WRITE,
+                    json!({"path": "/where.txt", "content": "/workspace"}),
+                    json!({"bytes_written": 10, "size": 10}),
+                ),
+            ],
+        });
+    }
+    if has(Call::FS_READ) && has(Call::FS_WRITE) {
+        return Some(Example {
+            task: "Read the file /colors.txt and write its first word into the file /first.txt. Then exit.",
+            steps: vec![
+                (
+                    Call::FS_READ,
+                    json!({"path": "/colors.txt"}),
+                    json!({"content": "teal maroon\n", "size": 12, "truncated": false}),
+                ),
+                (
+                    Call::FS_WRITE,
+                    json!({"path": "/first.txt", "content": "teal"}),
+                    json!({"bytes_written": 4, "size": 4}),
+                ),
+            ],
+        });
+    }
+    None
+}
+
+/// The example as chat messages (to go between the instructions and the
+/// task), in `mode`'s syntax; empty when no example fits the offer or the
+/// mode has native tools.
+pub fn messages(offer: &Offer, mode: Mode) -> Vec<ChatMessage> {
+    let Some(ex) = pick(offer).filter(|_| mode != Mode::Tools) else {
+        return Vec::new();
+    };
+    let syntax = mode.syntax();
+    let mut out = vec![ChatMessage::new(
+        Role::User,
+        format!("Here is an example of a finished task. Example task: {}", ex.task),
+    )];
+    for (call, args, result) in &ex.steps {
+        out.push(ChatMessage::new(Role::Assistant, syntax.render(call.name(), args)));
+        let outcome = inline_json(&json!({"status": "SUCCESS", "result": result}));
+        out.push(ChatMessage::new(
+            Role::User,
+            format!("[RESULT::{}] {outcome}", call.name()),
+        ));
+    }
+    out.push(ChatMessage::new(
+        Role::Assistant,
+        syntax.render("SYS_EXIT", &json!({"code": 0})),
+    ));
+    out.push(ChatMessage::new(
+        Role::User,
+        "[RESULT::SYS_EXIT] {\"status\": \"SUCCESS\"}\nThe example is finished. Now do your own task the same way, one step at a time.".to_string(),
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::abi::schema::offer::Facilities;
+
+    fn offer(calls: &[Call]) -> Offer {
+        Offer::new(calls, Facilities::default())
+    }
+
+    #[test]
+    fn the_example_uses_only_offered_calls_in_the_modes_syntax() {
+        let exec = offer(&[Call::EXEC_CMD, Call::FS_WRITE, Call::FS_READ]);
+        let m = messages(&exec, Mode::Grammar);
+        assert!(m[1].content.starts_with("[SYS_CALL::EXEC_CMD] "), "{m:?}");
+        assert!(m[2].content.starts_with("[RESULT::EXEC_CMD] "), "{m:?}");
+        let m = messages(&exec, Mode::JsonSchema);
+        assert!(m[1].content.starts_with("{\"calls\": [{\"name\": \"EXEC_CMD\""), "{m:?}");
+        let files = messages(&offer(&[Call::FS_READ, Call::FS_WRITE]), Mode::Text);
+        assert!(files[1].content.contains("FS_READ"), "{files:?}");
+        assert!(files.iter().all(|x| !x.content.contains("EXEC_CMD")));
+        assert!(messages(&offer(&[Call::SEND_MSG]), Mode::Text).is_empty());
+        assert!(messages(&exec, Mode::Tools).is_empty());
+        // Every step's result is a reply of its own: one call per reply.
+        let roles: Vec<Role> = messages(&exec, Mode::Text).iter().map(|x| x.role).collect();
+        assert_eq!(roles.first(), Some(&Role::User));
+        assert!(roles.windows(2).all(|w| w[0] != w[1]), "{roles:?}");
+    }
+}
