@@ -162,19 +162,16 @@ pub struct ModelConfig {
     /// Absent: 8.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_calls_per_reply: Option<u32>,
-    /// The runtime holds the first successful-looking SYS_EXIT and asks
-    /// the model to check its task once more first.
+    /// The runtime holds a SYS_EXIT with code 0 while the task names a
+    /// file or directory none of the agent's calls has used, tells the
+    /// model which, and ends the agent as unfinished (exit 8) if it still
+    /// finishes after two such holds.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub confirm_exit: bool,
     /// The runtime ends every result message with the task and the calls
     /// made so far.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub remind_task: bool,
-    /// The model writes, before each call, one line saying which step of
-    /// its task the call does (`Step: ...`; a `step` field in json_schema
-    /// mode). Text, grammar and json_schema modes.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub step_notes: bool,
     /// The runtime shows the model a short task done turn by turn before
     /// its own (text, grammar and json_schema modes).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

@@ -21,6 +21,7 @@
 pub mod client;
 pub mod context;
 pub mod example;
+pub mod finish;
 pub mod mode;
 pub mod prompt;
 pub mod repeat;
@@ -53,6 +54,9 @@ pub mod exit {
     pub const TURN_LIMIT: i32 = 6;
     /// The model made the same call with the same result three times.
     pub const REPEATED: i32 = 7;
+    /// The model finished although its task names a path none of its
+    /// calls used (`confirm_exit`).
+    pub const UNFINISHED: i32 = 8;
 }
 
 /// Entry point of `agentos-runtime`.
@@ -153,9 +157,9 @@ fn run(client: &mut Client) -> Result<(), Fatal> {
         .map_or(DEFAULT_MAX_CALLS, |n| n as usize)
         .max(1);
     let tools = mode.tools(&s.offer);
-    let constraint = mode.constraint(&s.offer, max_calls, model.step_notes);
+    let constraint = mode.constraint(&s.offer, max_calls);
     let mut ctx = Context::new(
-        prompt::system_prompt(&s.name, s.pid, &s.offer, mode, max_calls, model.step_notes),
+        prompt::system_prompt(&s.name, s.pid, &s.offer, mode, max_calls),
         s.role.clone(),
         model.chars_per_token,
     );
@@ -194,10 +198,9 @@ fn run(client: &mut Client) -> Result<(), Fatal> {
         let mut args = json!({"messages": agent.ctx.messages(), "max_tokens": model.max_tokens});
         // A call the model just repeated with the same result is not
         // offered for one turn where the wire can leave it out.
-        let avoid = agent.take_avoid();
-        let narrowed = avoid.map(|c| s.offer.without(c));
+        let narrowed = (!agent.avoided().is_empty()).then(|| s.offer.without(agent.avoided()));
         let (tools, constraint) = match &narrowed {
-            Some(o) => (mode.tools(o), mode.constraint(o, max_calls, model.step_notes)),
+            Some(o) => (mode.tools(o), mode.constraint(o, max_calls)),
             None => (tools.clone(), constraint.clone()),
         };
         if !tools.is_empty() {
@@ -258,7 +261,7 @@ fn run_calls(agent: &mut Agent, planned: Vec<Planned>, exec: &mut Exec) -> Resul
         ran += 1;
         let prepared = agent.prepare(&p);
         if let Ok((Call::SYS_EXIT, decoded)) = &prepared {
-            if agent.hold_exit(&decoded.args) {
+            if agent.hold_exit(&decoded.args)? {
                 agent.not_run(rest.collect(), "it came after SYS_EXIT");
                 break;
             }
@@ -304,7 +307,7 @@ fn rebuild(agent: &mut Agent, history: &[Value]) -> usize {
     let settle = |agent: &mut Agent, pending: &mut std::collections::VecDeque<Planned>| {
         while let Some(p) = pending.front().cloned() {
             match agent.prepare(&p) {
-                Ok((Call::SYS_EXIT, d)) if agent.hold_exit(&d.args) => {
+                Ok((Call::SYS_EXIT, d)) if agent.hold_exit(&d.args).unwrap_or(false) => {
                     pending.pop_front();
                     let rest: Vec<Planned> = pending.drain(..).collect();
                     agent.not_run(rest, "it came after SYS_EXIT");

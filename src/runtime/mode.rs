@@ -55,14 +55,10 @@ impl Mode {
 
     /// The constraint sent with every inference. With tools there is none
     /// (llama-server refuses a grammar next to tools).
-    /// With `step_notes`, each call comes after a line (a `step` field in
-    /// json_schema) saying which step of the task it does.
-    pub fn constraint(self, offer: &Offer, max_calls: usize, step_notes: bool) -> Option<Constraint> {
+    pub fn constraint(self, offer: &Offer, max_calls: usize) -> Option<Constraint> {
         match self {
-            Mode::Grammar => Some(Constraint::Grammar(offer_grammar(offer, max_calls, step_notes))),
-            Mode::JsonSchema => Some(Constraint::JsonSchema(offer_reply_schema(
-                offer, max_calls, step_notes,
-            ))),
+            Mode::Grammar => Some(Constraint::Grammar(offer_grammar(offer, max_calls))),
+            Mode::JsonSchema => Some(Constraint::JsonSchema(offer_reply_schema(offer, max_calls))),
             Mode::Text | Mode::Tools => None,
         }
     }

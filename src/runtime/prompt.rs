@@ -64,31 +64,8 @@ fn first_example(offer: &Offer) -> Option<Call> {
         .or_else(|| offer.calls().first().copied())
 }
 
-/// The example step note (`step_notes`).
-const STEP_EXAMPLE: &str = "the first step of my task";
-
-/// `line` after its step note, in the mode's syntax.
-fn with_step(mode: Mode, offer: &Offer, call: Call) -> String {
-    match mode {
-        Mode::JsonSchema => super::text::inline_json(&serde_json::json!({
-            "step": STEP_EXAMPLE,
-            "calls": [{"name": call.name(), "arguments": example_args(offer, call)}],
-        })),
-        _ => format!("Step: {STEP_EXAMPLE}\n{}", example_line(mode, offer, call)),
-    }
-}
-
-/// The system message. With `step_notes` the model is asked to write,
-/// before each call, which step of its task it does.
-pub fn system_prompt(
-    name: &str,
-    pid: u64,
-    offer: &Offer,
-    mode: Mode,
-    max_calls: usize,
-    step_notes: bool,
-) -> String {
-    let step_notes = step_notes && mode != Mode::Tools;
+/// The system message.
+pub fn system_prompt(name: &str, pid: u64, offer: &Offer, mode: Mode, max_calls: usize) -> String {
     let one = max_calls <= 1;
     let mut s = format!(
         "You are agent {pid} (\"{name}\"), a process of AgentOS. You act only through \
@@ -96,18 +73,9 @@ pub fn system_prompt(
          files are in your private workspace: write paths like /notes.md.\n\n"
     );
     s.push_str(mode.how_to_call(one));
-    if step_notes {
-        s.push_str(match mode {
-            Mode::JsonSchema => {
-                ", with \"step\" first: which step of your task the calls do"
-            }
-            _ => ". Before each call, write one line Step: saying which step of your task the call does",
-        });
-    }
     if mode != Mode::Tools {
         if let Some(c) = first_example(offer) {
             let example = match mode {
-                _ if step_notes => with_step(mode, offer, c),
                 Mode::JsonSchema => mode.syntax().render(c.name(), &example_args(offer, c)),
                 _ => example_line(mode, offer, c),
             };
@@ -175,7 +143,7 @@ mod tests {
     fn the_prompt_lists_exactly_the_permitted_calls() {
         let calls = model_calls(&["FS_WRITE".into(), "SYS_EXIT".into(), "LLM_INFER".into()]);
         assert_eq!(calls, vec![Call::FS_WRITE, Call::SYS_EXIT]);
-        let p = system_prompt("writer", 4, &offer(&calls), Mode::Text, 8, false);
+        let p = system_prompt("writer", 4, &offer(&calls), Mode::Text, 8);
         assert!(
             p.contains("[SYS_CALL::FS_WRITE] {\"path\": \"/notes.md\", \"content\": \"...\"}"),
             "{p}"
@@ -192,7 +160,7 @@ mod tests {
     fn no_schema_keywords_and_natural_order() {
         let all: Vec<Call> = Call::ALL.to_vec();
         for mode in [Mode::Text, Mode::Grammar, Mode::JsonSchema, Mode::Tools] {
-            let p = system_prompt("a", 1, &offer(&all), mode, 1, false);
+            let p = system_prompt("a", 1, &offer(&all), mode, 1);
             for keyword in [
                 "additionalProperties",
                 "\"properties\"",
@@ -202,7 +170,7 @@ mod tests {
                 assert!(!p.contains(keyword), "{mode:?}: {keyword} in\n{p}");
             }
         }
-        let p = system_prompt("a", 1, &offer(&all), Mode::Text, 1, false);
+        let p = system_prompt("a", 1, &offer(&all), Mode::Text, 1);
         assert!(
             p.contains("[SYS_CALL::SEND_MSG] {\"to\": 1, \"body\": \"done\"}"),
             "{p}"
@@ -214,13 +182,13 @@ mod tests {
     #[test]
     fn each_mode_speaks_its_own_syntax() {
         let calls = [Call::FS_WRITE];
-        let p = system_prompt("a", 1, &offer(&calls), Mode::JsonSchema, 1, false);
+        let p = system_prompt("a", 1, &offer(&calls), Mode::JsonSchema, 1);
         assert!(
             p.contains("{\"calls\": [{\"name\": \"FS_WRITE\", \"arguments\": {\"path\""),
             "{p}"
         );
         assert!(!p.contains("[SYS_CALL::"), "{p}");
-        let p = system_prompt("a", 1, &offer(&calls), Mode::Tools, 1, false);
+        let p = system_prompt("a", 1, &offer(&calls), Mode::Tools, 1);
         assert!(!p.contains("[SYS_CALL::"), "{p}");
         assert!(
             !p.contains("\"path\""),
@@ -235,7 +203,7 @@ mod tests {
     #[test]
     fn options_that_cannot_work_are_not_offered() {
         let calls = [Call::EXEC_CMD, Call::MEM_WRITE];
-        let p = system_prompt("a", 1, &offer(&calls), Mode::Text, 1, false);
+        let p = system_prompt("a", 1, &offer(&calls), Mode::Text, 1);
         assert!(!p.contains("driver"), "{p}");
         assert!(!p.contains("collection"), "{p}");
         let both = Offer::new(
@@ -245,7 +213,7 @@ mod tests {
                 shared_memory: true,
             },
         );
-        let p = system_prompt("a", 1, &both, Mode::Text, 1, false);
+        let p = system_prompt("a", 1, &both, Mode::Text, 1);
         assert!(p.contains("driver") && p.contains("collection"), "{p}");
     }
 }

@@ -10,6 +10,7 @@
 
 use super::context::{Context, Turn};
 use super::exit;
+use super::finish::{FinishCheck, MAX_HOLDS};
 use super::mode::Mode;
 use super::prompt::example_line;
 use super::repeat::{Repeat, RepeatGuard};
@@ -65,11 +66,11 @@ pub struct Agent {
     /// What the user message closing this turn will say.
     notes: Vec<String>,
     coaching: Coaching,
-    /// A SYS_EXIT was held once for a last check (`confirm_exit`).
-    exit_held: bool,
-    /// A call the model just repeated with the same result: a constrained
-    /// model is not offered it in the next turn.
-    avoid: Option<Call>,
+    /// What the task names and what the calls used (`confirm_exit`).
+    finish: FinishCheck,
+    /// Calls the model repeated with the same result since its last new
+    /// result: a constrained model is not offered them.
+    avoid: Vec<Call>,
 }
 
 /// Help for small models beyond the syntax (model settings).
@@ -77,7 +78,8 @@ pub struct Agent {
 pub struct Coaching {
     /// The agent's task (its role).
     pub task: String,
-    /// Hold the first SYS_EXIT with code 0 and ask for a last check.
+    /// Hold a SYS_EXIT with code 0 while the task names a path no call
+    /// has used (see [`super::finish`]).
     pub confirm_exit: bool,
     /// End every result message with the task.
     pub remind_task: bool,
@@ -95,36 +97,49 @@ impl Agent {
             invalid: 0,
             notes: Vec::new(),
             coaching: Coaching::default(),
-            exit_held: false,
-            avoid: None,
+            finish: FinishCheck::default(),
+            avoid: Vec::new(),
         }
     }
 
-    /// The call not to offer in the next turn (once), if the model just
-    /// repeated it with the same result.
-    pub fn take_avoid(&mut self) -> Option<Call> {
-        self.avoid.take()
+    /// The calls not to offer in the next turn: those repeated with the
+    /// same result since the last call that got a new one.
+    pub fn avoided(&self) -> &[Call] {
+        &self.avoid
     }
 
     pub fn with_coaching(mut self, coaching: Coaching) -> Agent {
+        self.finish = FinishCheck::new(&coaching.task);
         self.coaching = coaching;
         self
     }
 
-    /// Whether a SYS_EXIT with these (decoded) arguments is held for a
-    /// last check of the task instead of being made; the model is told.
-    pub fn hold_exit(&mut self, args: &Value) -> bool {
+    /// Whether a SYS_EXIT with these (decoded) arguments is held instead of
+    /// being made (`confirm_exit`): a success while the task names a path
+    /// no call has used is held, and the model told which; after
+    /// [`MAX_HOLDS`] holds the agent ends as unfinished.
+    pub fn hold_exit(&mut self, args: &Value) -> Result<bool, Fatal> {
         let success = args.get("code").and_then(Value::as_i64).unwrap_or(0) == 0;
-        if !self.coaching.confirm_exit || self.exit_held || !success {
-            return false;
+        if !self.coaching.confirm_exit || !success {
+            return Ok(false);
         }
-        self.exit_held = true;
+        let unused = self.finish.unused().join(", ");
+        if unused.is_empty() {
+            return Ok(false);
+        }
+        if self.finish.holds >= MAX_HOLDS {
+            return Err((
+                exit::UNFINISHED,
+                format!("the model finished without doing the steps of its task that use {unused}"),
+            ));
+        }
+        self.finish.holds += 1;
         self.notes.push(format!(
-            "Not yet: before you finish, check your task once more: \"{}\". If every step of it is done, make {} again. If a step is missing, make its call now.",
+            "Not yet: your task names {unused}, and none of your calls has used it yet. Your task: \"{}\". Make the call for the step that uses {unused} now; finish with {} only when every step is done.",
             self.coaching.task.trim(),
             self.exit_line()
         ));
-        true
+        Ok(true)
     }
 
     /// A call in the mode's syntax.
@@ -334,12 +349,18 @@ impl Agent {
         let body = Value::Object(body);
         let outcome = inline_json(&body);
         let call = Call::parse(&p.call.name);
+        if let (Some(c), Ok(_)) = (call, result) {
+            self.finish.note(c, args);
+        }
         let repeat = match call {
             Some(c) => self.guard.record(c, args, &body),
             None => Repeat::New,
         };
-        if repeat == Repeat::Again {
-            self.avoid = call;
+        match (repeat, call) {
+            (Repeat::Again, Some(c)) if !self.avoid.contains(&c) => self.avoid.push(c),
+            // Asking who it is (GETPID, never counted) is no progress.
+            (Repeat::New, Some(c)) if result.is_ok() && c != Call::GETPID => self.avoid.clear(),
+            _ => {}
         }
         let mut text = short(&outcome, MAX_RESULT_CHARS);
         if let Some(f) = fix {

@@ -11,7 +11,7 @@ use crate::abi::schema::offer::Facilities;
 fn agent(calls: &[Call], mode: Mode, max_calls: usize) -> Agent {
     let offer = Offer::new(calls, Facilities::default());
     let ctx = Context::new(
-        prompt::system_prompt("t", 1, &offer, mode, max_calls, false),
+        prompt::system_prompt("t", 1, &offer, mode, max_calls),
         "task".into(),
         4.0,
     );
@@ -267,29 +267,60 @@ fn calls_not_offered_are_refused_before_reaching_the_daemon() {
 }
 
 #[test]
-fn a_held_exit_asks_for_a_last_check_once() {
-    let mut a = agent(FS, Mode::Text, 8).with_coaching(reply::Coaching {
-        task: "Write /a.txt.".into(),
+fn an_exit_is_held_while_the_task_names_an_unused_path() {
+    let coaching = |task: &str| reply::Coaching {
+        task: task.into(),
         confirm_exit: true,
-        remind_task: true,
-    });
-    let (made, out, told) = turn(&mut a, "[SYS_CALL::SYS_EXIT] {\"code\": 0}", &mut ok);
-    assert!(made.is_empty());
-    assert_eq!(out, Ok(false));
+        remind_task: false,
+    };
+    // Held twice, naming the path; the third time the agent ends as
+    // unfinished.
+    let mut a = agent(FS, Mode::Text, 8).with_coaching(coaching("Write /a.txt. Then exit."));
+    for _ in 0..2 {
+        let (made, out, told) = turn(&mut a, "[SYS_CALL::SYS_EXIT] {\"code\": 0}", &mut ok);
+        assert!(made.is_empty());
+        assert_eq!(out, Ok(false));
+        assert!(told.contains("your task names /a.txt"), "{told}");
+    }
+    let (_, out, _) = turn(&mut a, "[SYS_CALL::SYS_EXIT] {\"code\": 0}", &mut ok);
     assert!(
-        told.contains("check your task once more: \"Write /a.txt.\""),
-        "{told}"
+        matches!(out, Err((exit::UNFINISHED, ref why)) if why.contains("/a.txt")),
+        "{out:?}"
     );
-    assert!(told.contains("Your task: Write /a.txt.\nMake the call"), "{told}");
+
+    // Once a call used the path, the exit goes through.
+    let mut a = agent(FS, Mode::Text, 8).with_coaching(coaching("Write /a.txt. Then exit."));
+    let write = "[SYS_CALL::FS_WRITE] {\"path\": \"/a.txt\", \"content\": \"x\"}";
+    let _ = turn(&mut a, write, &mut ok);
     let (made, out, _) = turn(&mut a, "[SYS_CALL::SYS_EXIT] {\"code\": 0}", &mut ok);
     assert_eq!(made.len(), 1);
     assert_eq!(out, Ok(true));
+    // A failed call does not count as using it.
+    let mut a = agent(FS, Mode::Text, 8).with_coaching(coaching("Write /a.txt."));
+    let _ = turn(&mut a, write, &mut |_, _| Err(SysError::io("disk")));
+    let (made, _, _) = turn(&mut a, "[SYS_CALL::SYS_EXIT] {\"code\": 0}", &mut ok);
+    assert!(made.is_empty());
     // A failure exit is never held.
-    let mut a = agent(FS, Mode::Text, 8).with_coaching(reply::Coaching {
-        task: "t".into(),
-        confirm_exit: true,
-        remind_task: false,
-    });
+    let mut a = agent(FS, Mode::Text, 8).with_coaching(coaching("Write /a.txt."));
     let (_, out, _) = turn(&mut a, "[SYS_CALL::SYS_EXIT] {\"code\": 1}", &mut ok);
     assert_eq!(out, Ok(true));
+}
+
+#[test]
+fn remind_task_lists_what_was_done() {
+    let mut a = agent(FS, Mode::Text, 8).with_coaching(reply::Coaching {
+        task: "Write /a.txt.".into(),
+        confirm_exit: false,
+        remind_task: true,
+    });
+    let (_, _, told) = turn(
+        &mut a,
+        "[SYS_CALL::FS_WRITE] {\"path\": \"/a.txt\", \"content\": \"x\"}",
+        &mut ok,
+    );
+    assert!(told.contains("Done so far:\nFS_WRITE"), "{told}");
+    assert!(
+        told.contains("Your task: Write /a.txt.\nMake the call"),
+        "{told}"
+    );
 }

@@ -37,7 +37,7 @@ pub fn offer_tools(offer: &Offer) -> Vec<(String, String, Value)> {
 
 /// A JSON schema for a whole reply, `{"calls": [...]}` with 1 to
 /// `max_calls` calls, each branch tying a name to its arguments.
-pub fn offer_reply_schema(offer: &Offer, max_calls: usize, step_notes: bool) -> Value {
+pub fn offer_reply_schema(offer: &Offer, max_calls: usize) -> Value {
     let branches: Vec<Value> = offer
         .calls()
         .iter()
@@ -53,34 +53,20 @@ pub fn offer_reply_schema(offer: &Offer, max_calls: usize, step_notes: bool) -> 
             })
         })
         .collect();
-    let calls = json!({
-        "type": "array",
-        "minItems": 1,
-        "maxItems": max_calls.max(1),
-        "items": {"anyOf": branches},
-    });
-    if step_notes {
-        return json!({
-            "type": "object",
-            "properties": {
-                "step": {"type": "string", "minLength": 1, "maxLength": MAX_STEP_NOTE},
-                "calls": calls,
-            },
-            "required": ["step", "calls"],
-            "additionalProperties": false,
-        });
-    }
     json!({
         "type": "object",
-        "properties": {"calls": calls},
+        "properties": {
+            "calls": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": max_calls.max(1),
+                "items": {"anyOf": branches},
+            },
+        },
         "required": ["calls"],
         "additionalProperties": false,
     })
 }
-
-/// Longest step note (`step_notes`) a constrained reply may hold, in
-/// characters.
-pub const MAX_STEP_NOTE: usize = 160;
 
 /// The GBNF rule name of a call: `FS_WRITE` → `fs-write`.
 fn rule(call: Call) -> String {
@@ -174,7 +160,7 @@ fn call_rules(offer: &Offer, call: Call) -> String {
 
 /// A llama.cpp GBNF grammar for a reply of 1 to `max_calls` lines
 /// `[SYS_CALL::NAME] {...}`, each with the offered fields of its call.
-pub fn offer_grammar(offer: &Offer, max_calls: usize, step_notes: bool) -> String {
+pub fn offer_grammar(offer: &Offer, max_calls: usize) -> String {
     let names: Vec<String> = offer.calls().iter().map(|c| rule(*c)).collect();
     let names = if names.is_empty() {
         "sys-exit".to_string()
@@ -188,18 +174,10 @@ pub fn offer_grammar(offer: &Offer, max_calls: usize, step_notes: bool) -> Strin
         root.push_str(" ( \"\\n\" call");
         tail.push_str(" )?");
     }
-    let mut g = if step_notes {
-        // Each call after a line saying which step of the task it does.
-        format!(
-            "# A reply: 1 to {} syscalls, each after its step note.\nroot ::= {root}{tail}\ncall ::= \"Step: \" note \"\\n\" ( {names} )\nnote ::= [^\\n\\x5B]+\n\n",
-            max_calls.max(1)
-        )
-    } else {
-        format!(
-            "# A reply: 1 to {} syscalls, one per line.\nroot ::= {root}{tail}\ncall ::= {names}\n\n",
-            max_calls.max(1)
-        )
-    };
+    let mut g = format!(
+        "# A reply: 1 to {} syscalls, one per line.\nroot ::= {root}{tail}\ncall ::= {names}\n\n",
+        max_calls.max(1)
+    );
     for c in offer.calls() {
         g.push_str(&call_rules(offer, *c));
     }
@@ -264,8 +242,7 @@ mod tests {
                 }
             }
             for w in cleaned.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')) {
-                // Repetition counts (`{1,160}`) are not rule names.
-                if !w.is_empty() && !w.chars().all(|c| c.is_ascii_digit()) {
+                if !w.is_empty() {
                     used.insert(w.to_string());
                 }
             }
@@ -276,29 +253,18 @@ mod tests {
     #[test]
     fn every_rule_used_is_defined_for_every_call() {
         let all = offer(&Call::ALL);
-        for (max, steps) in [(1, false), (3, false), (8, false), (1, true), (3, true)] {
-            let g = offer_grammar(&all, max, steps);
+        for max in [1, 3, 8] {
+            let g = offer_grammar(&all, max);
             let (defined, used) = rules(&g);
             let undefined: Vec<&String> = used.difference(&defined).collect();
             assert!(undefined.is_empty(), "undefined {undefined:?} in\n{g}");
             assert_eq!(g.matches("( \"\\n\" call").count(), max - 1, "{g}");
-            assert_eq!(g.contains(r#"call ::= "Step: " note"#), steps, "{g}");
         }
     }
 
     #[test]
-    fn the_reply_schema_asks_for_the_step_first_with_step_notes() {
-        let s = offer_reply_schema(&offer(&[Call::EXEC_CMD]), 1, true);
-        let keys: Vec<&String> = s["properties"].as_object().unwrap().keys().collect();
-        assert_eq!(keys, ["step", "calls"]);
-        assert_eq!(s["required"], json!(["step", "calls"]));
-        let plain = offer_reply_schema(&offer(&[Call::EXEC_CMD]), 1, false);
-        assert_eq!(plain["required"], json!(["calls"]));
-    }
-
-    #[test]
     fn the_grammar_spells_out_each_calls_fields_in_order() {
-        let g = offer_grammar(&offer(&[Call::FS_WRITE, Call::EXEC_CMD]), 1, false);
+        let g = offer_grammar(&offer(&[Call::FS_WRITE, Call::EXEC_CMD]), 1);
         assert!(
             g.contains(r#"fs-write ::= "[SYS_CALL::FS_WRITE] " fs-write-args"#),
             "{g}"
@@ -324,7 +290,7 @@ mod tests {
 
     #[test]
     fn the_reply_schema_bounds_the_calls_and_hides_what_cannot_work() {
-        let s = offer_reply_schema(&offer(&[Call::EXEC_CMD, Call::MEM_READ]), 1, false);
+        let s = offer_reply_schema(&offer(&[Call::EXEC_CMD, Call::MEM_READ]), 1);
         assert_eq!(s["properties"]["calls"]["maxItems"], 1);
         assert_eq!(s["properties"]["calls"]["minItems"], 1);
         let text = s.to_string();

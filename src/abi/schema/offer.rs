@@ -39,15 +39,15 @@ impl Offer {
         &self.calls
     }
 
-    /// The same offer without `call` (never without SYS_EXIT): what a
-    /// constrained model may write in a turn after it repeated `call`.
-    pub fn without(&self, call: Call) -> Offer {
+    /// The same offer without `calls` (never without SYS_EXIT): what a
+    /// constrained model may write after it repeated them.
+    pub fn without(&self, calls: &[Call]) -> Offer {
         Offer {
             calls: self
                 .calls
                 .iter()
                 .copied()
-                .filter(|c| *c != call || *c == Call::SYS_EXIT)
+                .filter(|c| !calls.contains(c) || *c == Call::SYS_EXIT)
                 .collect(),
             facilities: self.facilities,
         }

@@ -14,7 +14,7 @@ use super::args::{Encoding, READ_FIELDS, ReadArgs, parse_args};
 use super::errors::{io_path_err, path_err};
 use super::open::{file_size, len_u64, open_checked, probe, require_regular};
 use super::path::WsPath;
-use crate::abi::errno::SysError;
+use crate::abi::errno::{Errno, SysError};
 use crate::drivers::creds::AgentCreds;
 
 /// Reads at most `limit` bytes of `file` from `offset`, and never past `size`.
@@ -30,6 +30,42 @@ fn read_range(file: &File, offset: u64, limit: u64, size: u64) -> io::Result<Vec
     reader.seek(SeekFrom::Start(offset))?;
     reader.take(want).read_to_end(&mut buf)?;
     Ok(buf)
+}
+
+/// Most names the error of an FS_READ of a directory shows.
+const SHOWN_ENTRIES: usize = 20;
+
+/// FS_READ of a directory: the error names what it holds, so that the
+/// next call can read one of its files.
+fn directory_named(ws: &Workspace, raw: &str, e: SysError) -> SysError {
+    let Ok(listing) = super::fs_list(ws, &json!({ "path": raw })) else {
+        return e;
+    };
+    let names: Vec<&str> = listing["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x["name"].as_str())
+        .collect();
+    if names.is_empty() {
+        return SysError::new(e.code, format!("{}; it is empty", e.message));
+    }
+    let dir = raw.trim_end_matches('/');
+    let more = names.len().saturating_sub(SHOWN_ENTRIES);
+    SysError::new(
+        e.code,
+        format!(
+            "{} holding {}{}: read a file of it by its path, e.g. {dir}/{}",
+            e.message,
+            names[..names.len().min(SHOWN_ENTRIES)].join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            },
+            names[0]
+        ),
+    )
 }
 
 /// FS_READ `{"path", "offset"?, "max_bytes"?, "encoding"?}` →
@@ -48,7 +84,7 @@ pub fn fs_read(ws: &Workspace, args: &Value) -> Result<Value, SysError> {
     let offset = a.offset.unwrap_or(0);
     let max_read = ws.limits.max_read_bytes;
     let limit = a.max_bytes.map_or(max_read, |m| m.min(max_read));
-    let (bytes, size) = {
+    let read = || -> Result<(Vec<u8>, u64), SysError> {
         let _creds = AgentCreds::enter(ws.uid, ws.gid)?;
         let root_fd = ws.root()?;
         let root = root_fd.as_fd();
@@ -59,7 +95,11 @@ pub fn fs_read(ws: &Workspace, args: &Value) -> Result<Value, SysError> {
         let size = file_size(&st);
         let bytes = read_range(&file, offset, limit, size)
             .map_err(|e| io_path_err(&e, OP, &path, "reading failed"))?;
-        (bytes, size)
+        Ok((bytes, size))
+    };
+    let (bytes, size) = match read() {
+        Err(e) if e.code == Errno::EISDIR => return Err(directory_named(ws, &a.path, e)),
+        other => other?,
     };
     let cut_by_limit = offset.saturating_add(len_u64(&bytes)) < size;
     let content = match encoding {

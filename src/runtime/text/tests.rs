@@ -273,16 +273,6 @@ fn the_constrained_reply_shape() {
     assert_eq!(got[0].1["content"], r#"{"k": [1]}"#);
     assert_eq!(got[1], ("SYS_EXIT".to_string(), json!({"code": 0})));
     assert_eq!(parse_reply(r#"{"calls": []}"#), ParsedReply::default());
-    // With step notes (a `step` before the calls, a `Step:` line before a
-    // text call) the note is not a call and does not get in the way.
-    let noted = r#"{"step": "save the output", "calls": [{"name": "FS_WRITE", "arguments": {"path": "/a", "content": "b"}}]}"#;
-    assert_eq!(
-        calls(noted),
-        [("FS_WRITE".to_string(), json!({"path": "/a", "content": "b"}))]
-    );
-    let r = parse_reply("Step: save the output\n[SYS_CALL::FS_WRITE] {\"path\": \"/a\", \"content\": \"b\"}");
-    assert_eq!(r.calls.len(), 1);
-    assert!(r.problems.is_empty(), "{:?}", r.problems);
 }
 
 #[test]
