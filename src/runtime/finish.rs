@@ -7,11 +7,13 @@
 //! did not earn.
 //!
 //! This is a check of what was done, not of whether it was done well: a
-//! file written with the wrong content passes it.
+//! file written with the wrong content passes it. One no-op is caught on
+//! the way: an FS_WRITE of exactly the text the model last read from that
+//! file changed nothing, and the model is told so.
 
 use crate::abi::calls::Call;
 use serde_json::Value;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Exits held for paths not yet used before the agent is ended.
 pub const MAX_HOLDS: u32 = 2;
@@ -23,6 +25,8 @@ pub struct FinishCheck {
     used: BTreeSet<String>,
     /// Words of commands that ran (`wc -l < data.txt` uses /data.txt).
     command_words: BTreeSet<String>,
+    /// The whole text last read from each file.
+    read: BTreeMap<String, String>,
     pub holds: u32,
 }
 
@@ -70,8 +74,37 @@ impl FinishCheck {
         }
     }
 
-    /// Takes in a call that succeeded.
-    pub fn note(&mut self, call: Call, args: &Value) {
+    /// Takes in a call that succeeded with `result`; returns a note for the
+    /// model when the call changed nothing.
+    pub fn note(&mut self, call: Call, args: &Value, result: &Value) -> Option<String> {
+        let path = args["path"].as_str().map(normal);
+        match (call, &path) {
+            (Call::FS_READ, Some(p)) => match result["content"].as_str() {
+                Some(text)
+                    if result["truncated"] == false
+                        && result["encoding"] != "base64"
+                        && args.get("offset").is_none() =>
+                {
+                    self.read.insert(p.clone(), text.to_string());
+                }
+                _ => {
+                    self.read.remove(p);
+                }
+            },
+            (Call::FS_WRITE | Call::FS_DELETE, Some(p)) => {
+                let before = self.read.remove(p);
+                let same = call == Call::FS_WRITE
+                    && args["append"] != true
+                    && before.is_some_and(|b| args["content"].as_str() == Some(b.as_str()));
+                if same {
+                    self.used.insert(p.clone());
+                    return Some(format!(
+                        "This FS_WRITE wrote exactly the text {p} already had: it changed nothing."
+                    ));
+                }
+            }
+            _ => {}
+        }
         match call {
             Call::EXEC_CMD => {
                 let cmd = args["cmd"].as_str().unwrap_or_default();
@@ -82,11 +115,12 @@ impl FinishCheck {
                 }
             }
             _ => {
-                if let Some(p) = args["path"].as_str() {
-                    self.used.insert(normal(p));
+                if let Some(p) = path {
+                    self.used.insert(p);
                 }
             }
         }
+        None
     }
 
     /// The task's paths no successful call has used yet.
@@ -128,13 +162,40 @@ mod tests {
     fn a_path_is_used_by_a_file_call_a_call_inside_it_or_a_command() {
         let mut c = FinishCheck::new("Count /data.txt into /count.txt; list /docs.");
         assert_eq!(c.unused(), ["/data.txt", "/count.txt", "/docs"]);
-        c.note(Call::EXEC_CMD, &json!({"cmd": "wc -l < data.txt"}));
-        c.note(Call::FS_READ, &json!({"path": "/workspace/docs/a.txt"}));
+        let ok = json!({});
+        c.note(Call::EXEC_CMD, &json!({"cmd": "wc -l < data.txt"}), &ok);
+        c.note(
+            Call::FS_READ,
+            &json!({"path": "/workspace/docs/a.txt"}),
+            &ok,
+        );
         assert_eq!(c.unused(), ["/count.txt"]);
         c.note(
             Call::FS_WRITE,
             &json!({"path": "count.txt", "content": "7"}),
+            &ok,
         );
         assert!(c.unused().is_empty());
+    }
+
+    #[test]
+    fn writing_back_what_was_read_is_noticed() {
+        let mut c = FinishCheck::new("Fix /calc.py.");
+        let text = "print(2 - 3)\n";
+        let read = json!({"content": text, "truncated": false, "encoding": "utf8"});
+        assert_eq!(
+            c.note(Call::FS_READ, &json!({"path": "/calc.py"}), &read),
+            None
+        );
+        let same = json!({"path": "calc.py", "content": text});
+        let told = c
+            .note(Call::FS_WRITE, &same, &json!({}))
+            .unwrap_or_default();
+        assert!(told.contains("changed nothing"), "{told}");
+        // A changed text, or a write without a read before it, is not.
+        c.note(Call::FS_READ, &json!({"path": "/calc.py"}), &read);
+        let fixed = json!({"path": "/calc.py", "content": "print(2 + 3)\n"});
+        assert_eq!(c.note(Call::FS_WRITE, &fixed, &json!({})), None);
+        assert_eq!(c.note(Call::FS_WRITE, &same, &json!({})), None);
     }
 }

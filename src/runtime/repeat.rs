@@ -8,9 +8,9 @@
 //! again is a repeat even though its sequence number is new. Calls that
 //! waited (SLEEP, and RECV_MSG or SYS_READ_STDIN with `wait_ms`) may come
 //! back with nothing a few more times, since waiting for something is
-//! progress in time: they end the agent at [`MAX_WAIT_REPEATS`]. Calls
-//! without arguments that only ask who the agent is (GETPID) are not
-//! counted: their answer never changes by design.
+//! progress in time: they end the agent at [`MAX_WAIT_REPEATS`]. A call
+//! whose answer never changes (GETPID) is counted like any other: asking
+//! it again is exactly a loop.
 
 use crate::abi::calls::Call;
 use serde_json::Value;
@@ -94,9 +94,6 @@ fn stable(v: &Value) -> Value {
 impl RepeatGuard {
     /// Records a completed call with its (decoded) arguments and outcome.
     pub fn record(&mut self, call: Call, args: &Value, outcome: &Value) -> Repeat {
-        if call == Call::GETPID {
-            return Repeat::New;
-        }
         let limit = if waits(call, args) {
             MAX_WAIT_REPEATS
         } else {
@@ -163,13 +160,14 @@ mod tests {
     }
 
     #[test]
-    fn waiting_repeats_longer_and_getpid_is_not_counted() {
+    fn waiting_repeats_longer_and_getpid_like_any_call() {
         let mut g = RepeatGuard::default();
         let wait = json!({"wait_ms": 1000});
         let empty = json!({"messages": []});
-        for _ in 0..10 {
-            assert_eq!(g.record(Call::GETPID, &json!({}), &json!({})), Repeat::New);
-        }
+        let me = json!({"pid": 7});
+        assert_eq!(g.record(Call::GETPID, &json!({}), &me), Repeat::New);
+        assert_eq!(g.record(Call::GETPID, &json!({}), &me), Repeat::Again);
+        assert_eq!(g.record(Call::GETPID, &json!({}), &me), Repeat::Stuck);
         assert_eq!(g.record(Call::RECV_MSG, &wait, &empty), Repeat::New);
         for _ in 2..MAX_WAIT_REPEATS {
             assert_eq!(g.record(Call::RECV_MSG, &wait, &empty), Repeat::Again);

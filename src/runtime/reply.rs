@@ -349,8 +349,10 @@ impl Agent {
         let body = Value::Object(body);
         let outcome = inline_json(&body);
         let call = Call::parse(&p.call.name);
-        if let (Some(c), Ok(_)) = (call, result) {
-            self.finish.note(c, args);
+        if let (Some(c), Ok(v)) = (call, result) {
+            if let Some(n) = self.finish.note(c, args, v) {
+                self.notes.push(n);
+            }
         }
         let repeat = match call {
             Some(c) => self.guard.record(c, args, &body),
@@ -358,7 +360,7 @@ impl Agent {
         };
         match (repeat, call) {
             (Repeat::Again, Some(c)) if !self.avoid.contains(&c) => self.avoid.push(c),
-            // Asking who it is (GETPID, never counted) is no progress.
+            // Asking who it is (GETPID) is no progress.
             (Repeat::New, Some(c)) if result.is_ok() && c != Call::GETPID => self.avoid.clear(),
             _ => {}
         }
