@@ -68,10 +68,16 @@ pub struct Agent {
     coaching: Coaching,
     /// What the task names and what the calls used (`confirm_exit`).
     finish: FinishCheck,
-    /// Calls the model repeated with the same result since its last new
-    /// result: a constrained model is not offered them.
-    avoid: Vec<Call>,
+    /// Calls the model repeated with the same result, each with the new
+    /// results still to come before it is offered again: a constrained
+    /// model is not offered them meanwhile.
+    avoid: Vec<(Call, u32)>,
+    /// `avoid`'s calls, as offered to [`Agent::avoided`]'s callers.
+    avoided: Vec<Call>,
 }
+
+/// New results (of other calls) before a repeated call is offered again.
+const AVOID_FOR: u32 = 2;
 
 /// Help for small models beyond the syntax (model settings).
 #[derive(Debug, Clone, Default)]
@@ -99,13 +105,14 @@ impl Agent {
             coaching: Coaching::default(),
             finish: FinishCheck::default(),
             avoid: Vec::new(),
+            avoided: Vec::new(),
         }
     }
 
     /// The calls not to offer in the next turn: those repeated with the
-    /// same result since the last call that got a new one.
+    /// same result, until [`AVOID_FOR`] other calls got new results.
     pub fn avoided(&self) -> &[Call] {
-        &self.avoid
+        &self.avoided
     }
 
     pub fn with_coaching(mut self, coaching: Coaching) -> Agent {
@@ -359,11 +366,20 @@ impl Agent {
             None => Repeat::New,
         };
         match (repeat, call) {
-            (Repeat::Again, Some(c)) if !self.avoid.contains(&c) => self.avoid.push(c),
+            (Repeat::Again, Some(c)) => {
+                self.avoid.retain(|(a, _)| *a != c);
+                self.avoid.push((c, AVOID_FOR));
+            }
             // Asking who it is (GETPID) is no progress.
-            (Repeat::New, Some(c)) if result.is_ok() && c != Call::GETPID => self.avoid.clear(),
+            (Repeat::New, Some(c)) if result.is_ok() && c != Call::GETPID => {
+                for (_, left) in &mut self.avoid {
+                    *left = left.saturating_sub(1);
+                }
+                self.avoid.retain(|(_, left)| *left > 0);
+            }
             _ => {}
         }
+        self.avoided = self.avoid.iter().map(|(c, _)| *c).collect();
         let mut text = short(&outcome, MAX_RESULT_CHARS);
         if let Some(f) = fix {
             text.push_str(&format!("\nWrite it like this: {f}"));

@@ -324,3 +324,26 @@ fn remind_task_lists_what_was_done() {
         "{told}"
     );
 }
+
+#[test]
+fn a_repeated_call_is_left_out_until_two_others_got_new_results() {
+    let mut a = agent(FS, Mode::Grammar, 1);
+    let read = "[SYS_CALL::FS_READ] {\"path\": \"/a\"}";
+    let _ = turn(&mut a, read, &mut ok);
+    assert!(a.avoided().is_empty());
+    let _ = turn(&mut a, read, &mut ok);
+    assert_eq!(a.avoided(), [Call::FS_READ]);
+    let mut n = 0;
+    let mut fresh = |_: Call, _: &Value| {
+        n += 1;
+        Ok(json!({"n": n}))
+    };
+    let cmd = "[SYS_CALL::EXEC_CMD] {\"cmd\": \"date\"}";
+    let _ = turn(&mut a, cmd, &mut fresh);
+    assert_eq!(a.avoided(), [Call::FS_READ], "one new result is not enough");
+    let _ = turn(&mut a, cmd, &mut fresh);
+    assert!(a.avoided().is_empty());
+    let narrowed = a.offer.without(&[Call::FS_READ, Call::SYS_EXIT]);
+    assert!(!narrowed.contains(Call::FS_READ));
+    assert!(narrowed.contains(Call::SYS_EXIT), "SYS_EXIT is always offered");
+}
