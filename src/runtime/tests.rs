@@ -345,5 +345,8 @@ fn a_repeated_call_is_left_out_until_two_others_got_new_results() {
     assert!(a.avoided().is_empty());
     let narrowed = a.offer.without(&[Call::FS_READ, Call::SYS_EXIT]);
     assert!(!narrowed.contains(Call::FS_READ));
-    assert!(narrowed.contains(Call::SYS_EXIT), "SYS_EXIT is always offered");
+    assert!(
+        narrowed.contains(Call::SYS_EXIT),
+        "SYS_EXIT is always offered"
+    );
 }
