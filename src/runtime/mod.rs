@@ -196,8 +196,9 @@ fn run(client: &mut Client) -> Result<(), Fatal> {
             println!("runtime: context compacted ({dropped} old turns replaced by a summary)");
         }
         let mut args = json!({"messages": agent.ctx.messages(), "max_tokens": model.max_tokens});
-        // A call the model just repeated with the same result is not
-        // offered for one turn where the wire can leave it out.
+        // Calls the model repeated with the same result are left out
+        // where the wire can leave them out (grammar, schema, tools),
+        // until two other calls got new results.
         let narrowed = (!agent.avoided().is_empty()).then(|| s.offer.without(agent.avoided()));
         let (tools, constraint) = match &narrowed {
             Some(o) => (mode.tools(o), mode.constraint(o, max_calls)),

@@ -87,7 +87,7 @@ pub struct Coaching {
     /// Hold a SYS_EXIT with code 0 while the task names a path no call
     /// has used (see [`super::finish`]).
     pub confirm_exit: bool,
-    /// End every result message with the task.
+    /// End every result message with the calls made so far and the task.
     pub remind_task: bool,
 }
 

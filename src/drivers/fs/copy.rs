@@ -23,6 +23,7 @@ use super::{fs_list, fs_read, fs_write};
 use crate::abi::errno::{Errno, SysError};
 use crate::drivers::creds::AgentCreds;
 use nix::fcntl::OFlag;
+use std::os::fd::AsFd;
 
 /// Most bytes (file contents, before encoding) one copy out of a workspace
 /// returns; a larger tree is refused with EMSGSIZE.
@@ -219,40 +220,34 @@ fn read_file(ws: &Workspace, path: &str, total: &mut u64) -> Result<ReadFile, Sy
     Ok(ReadFile { data, executable })
 }
 
-/// Whether the regular file at `path` is executable by its owner.
-fn is_executable(ws: &Workspace, path: &str) -> Result<bool, SysError> {
-    const OP: &str = "copy";
-    let p = WsPath::parse(OP, path)?;
+/// Opens the regular file at `path` as the agent (beneath the root, not
+/// through a symlink) and runs `then` on it and its status.
+fn with_file<T>(
+    ws: &Workspace,
+    path: &str,
+    then: impl FnOnce(&std::fs::File, &WsPath<'_>, &nix::sys::stat::FileStat) -> Result<T, SysError>,
+) -> Result<T, SysError> {
+    let p = WsPath::parse("copy", path)?;
     let _creds = AgentCreds::enter(ws.uid, ws.gid)?;
     let root = ws.root()?;
-    let (_, st) = open_checked(
-        std::os::fd::AsFd::as_fd(&root),
-        &p.rel(),
-        OFlag::O_RDONLY,
-        OP,
-        &p,
-    )?;
-    Ok(st.st_mode & libc::S_IXUSR != 0)
+    let (file, st) = open_checked(root.as_fd(), &p.rel(), OFlag::O_RDONLY, "copy", &p)?;
+    then(&file, &p, &st)
+}
+
+/// Whether the regular file at `path` is executable by its owner.
+fn is_executable(ws: &Workspace, path: &str) -> Result<bool, SysError> {
+    with_file(ws, path, |_, _, st| Ok(st.st_mode & libc::S_IXUSR != 0))
 }
 
 /// Gives the regular file at `path` mode 0700, as the agent.
 fn make_executable(ws: &Workspace, path: &str) -> Result<(), SysError> {
-    const OP: &str = "copy";
-    let p = WsPath::parse(OP, path)?;
-    let _creds = AgentCreds::enter(ws.uid, ws.gid)?;
-    let root = ws.root()?;
-    let (file, _) = open_checked(
-        std::os::fd::AsFd::as_fd(&root),
-        &p.rel(),
-        OFlag::O_RDONLY,
-        OP,
-        &p,
-    )?;
-    fchmod(&file, Mode::S_IRWXU).map_err(|e| {
-        SysError::from_io(
-            &e.into(),
-            &format!("{OP} {}: making it executable", p.shown()),
-        )
+    with_file(ws, path, |file, p, _| {
+        fchmod(file, Mode::S_IRWXU).map_err(|e| {
+            SysError::from_io(
+                &e.into(),
+                &format!("copy {}: making it executable", p.shown()),
+            )
+        })
     })
 }
 
