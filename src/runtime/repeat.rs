@@ -8,9 +8,10 @@
 //! again is a repeat even though its sequence number is new. Calls that
 //! waited (SLEEP, and RECV_MSG or SYS_READ_STDIN with `wait_ms`) may come
 //! back with nothing a few more times, since waiting for something is
-//! progress in time: they end the agent at [`MAX_WAIT_REPEATS`]. A call
-//! whose answer never changes (GETPID) is counted like any other: asking
-//! it again is exactly a loop.
+//! progress in time: they end the agent at [`MAX_WAIT_REPEATS`]. GETPID,
+//! whose answer never changes by design, is nudged from its second time
+//! on (and so left out of a constrained model's offer for a while) but
+//! never ends the agent.
 
 use crate::abi::calls::Call;
 use serde_json::Value;
@@ -106,6 +107,9 @@ impl RepeatGuard {
         *n += 1;
         match *n {
             1 => Repeat::New,
+            // Its answer never changes by design: nudged (and left out of
+            // a constrained offer) but never the end of the agent.
+            _ if call == Call::GETPID => Repeat::Again,
             n if n >= limit => Repeat::Stuck,
             _ => Repeat::Again,
         }
@@ -160,14 +164,15 @@ mod tests {
     }
 
     #[test]
-    fn waiting_repeats_longer_and_getpid_like_any_call() {
+    fn waiting_repeats_longer_and_getpid_is_nudged_but_never_ends_it() {
         let mut g = RepeatGuard::default();
         let wait = json!({"wait_ms": 1000});
         let empty = json!({"messages": []});
         let me = json!({"pid": 7});
         assert_eq!(g.record(Call::GETPID, &json!({}), &me), Repeat::New);
-        assert_eq!(g.record(Call::GETPID, &json!({}), &me), Repeat::Again);
-        assert_eq!(g.record(Call::GETPID, &json!({}), &me), Repeat::Stuck);
+        for _ in 0..10 {
+            assert_eq!(g.record(Call::GETPID, &json!({}), &me), Repeat::Again);
+        }
         assert_eq!(g.record(Call::RECV_MSG, &wait, &empty), Repeat::New);
         for _ in 2..MAX_WAIT_REPEATS {
             assert_eq!(g.record(Call::RECV_MSG, &wait, &empty), Repeat::Again);

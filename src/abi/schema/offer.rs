@@ -69,8 +69,8 @@ impl Offer {
             Call::EXEC_CMD if !self.facilities.docker => &["driver"],
             Call::MEM_WRITE | Call::MEM_READ if !self.facilities.shared_memory => &["collection"],
             // A model's child is a model too: it needs a role, and a
-            // program path or a pipe would be a guess.
-            Call::SPAWN_AGENT => &["program", "args", "pipe_to"],
+            // program path would be a guess.
+            Call::SPAWN_AGENT => &["program", "args"],
             _ => &[],
         };
         if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
