@@ -4,15 +4,21 @@
 //! 2 usage error; 3 the daemon cannot be reached; `wait` exits with the
 //! agent's own exit code (0-255).
 
+#[path = "agentos/cp.rs"]
+mod cp;
+#[path = "agentos/show.rs"]
+mod show;
+
 use agentos::admin::client::{Client, ClientError};
 use agentos::admin::hostcopy::{self, HostCopyError};
 use agentos::admin::protocol::{AdminRequest, DEFAULT_SOCKET, SpawnRequest};
-use agentos::drivers::fs::{CopiedIn, CopiedOut};
 use agentos::kernel::journal::LogEvent;
-use agentos::kernel::pcb::{LimitsPatch, Pcb, State, now_ms};
+use agentos::kernel::pcb::{LimitsPatch, Pcb, now_ms};
 use clap::{Parser, Subcommand};
-use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use cp::note_left_out;
+use serde_json::Value;
+use show::{fmt_time, print_ps, print_status, print_top, print_tree};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Control AgentOS agents: spawn confined agents, watch and manage them.
@@ -373,7 +379,7 @@ fn run(cli: &Cli) -> Result<ExitCode, CliError> {
                 );
             }
         }
-        Command::Cp { src, dest } => return copy(&mut c, cli, src, dest),
+        Command::Cp { src, dest } => return cp::copy(&mut c, cli, src, dest),
         Command::Ps { all } => {
             let pcbs: Vec<Pcb> = decode(c.call(&AdminRequest::Ps)?)?;
             let pcbs: Vec<Pcb> = pcbs.into_iter().filter(|p| *all || p.is_live()).collect();
@@ -567,86 +573,6 @@ fn run(cli: &Cli) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `agentos cp`: into a running agent's workspace in batches, or out of
-/// any agent's.
-fn copy(c: &mut Client, cli: &Cli, src: &str, dest: &str) -> Result<ExitCode, CliError> {
-    let usage = |m: &str| CliError::HostCopy(HostCopyError::Usage(m.to_string()));
-    match (hostcopy::agent_path(src), hostcopy::agent_path(dest)) {
-        (None, Some((pid, to))) => {
-            let tree = hostcopy::read_host(Path::new(src), to)?;
-            note_left_out(&tree.skipped);
-            let mut total = CopiedIn::default();
-            for batch in hostcopy::batches(tree.entries) {
-                let v = c.call(&AdminRequest::CopyIn {
-                    pid,
-                    entries: batch,
-                })?;
-                let done: CopiedIn = decode(v)?;
-                total.files += done.files;
-                total.dirs += done.dirs;
-                total.bytes += done.bytes;
-            }
-            if cli.json {
-                println!("{}", serde_json::to_string(&total).unwrap_or_default());
-            } else {
-                println!(
-                    "copied {} files, {} directories ({} bytes) into agent {pid}:{to}",
-                    total.files, total.dirs, total.bytes
-                );
-            }
-        }
-        (Some((pid, from)), None) => {
-            let v = c.call(&AdminRequest::CopyOut {
-                pid,
-                path: from.to_string(),
-            })?;
-            let out: CopiedOut = decode(v)?;
-            let left_out: Vec<String> = out
-                .skipped
-                .iter()
-                .map(|s| format!("{pid}:{from}/{s}"))
-                .collect();
-            note_left_out(&left_out);
-            let done = hostcopy::write_host(&out, from, Path::new(dest))?;
-            if cli.json {
-                println!(
-                    "{}",
-                    json!({"files": done.files, "dirs": done.dirs, "bytes": done.bytes, "target": done.target})
-                );
-            } else {
-                println!(
-                    "copied {} files, {} directories ({} bytes) from agent {pid}:{from} to {}",
-                    done.files,
-                    done.dirs,
-                    done.bytes,
-                    done.target.display()
-                );
-            }
-        }
-        (Some(_), Some(_)) => {
-            return Err(usage(
-                "agentos cp: copy between two agents through the host (one side must be a host path)",
-            ));
-        }
-        (None, None) => {
-            return Err(usage(
-                "agentos cp: one side must name an agent's workspace as PID:PATH (e.g. 12:/out.txt)",
-            ));
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Says on stderr what a copy left out (symlinks, special files).
-fn note_left_out(paths: &[String]) {
-    for p in paths {
-        eprintln!(
-            "agentos: left out {}: not a regular file or directory (symlinks are not followed)",
-            agentos::terminal::escape(p)
-        );
-    }
-}
-
 /// Says on stderr that a page left earlier entries out.
 fn note_skipped(skipped: Option<u64>, shown: usize, what: &str, since_flag: &str) {
     if let Some(n) = skipped.filter(|n| *n > 0) {
@@ -660,213 +586,6 @@ fn decode<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ClientError> {
     serde_json::from_value(v).map_err(|e| ClientError::Protocol(e.to_string()))
 }
 
-fn fmt_time(ms: u64) -> String {
-    let s = ms / 1000;
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        (s / 3600) % 24,
-        (s / 60) % 60,
-        s % 60,
-        ms % 1000
-    )
-}
-
-pub fn fmt_duration(ms: u64) -> String {
-    let s = ms / 1000;
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
-        3600..86400 => format!("{}h{:02}m", s / 3600, (s / 60) % 60),
-        _ => format!("{}d{:02}h", s / 86400, (s / 3600) % 24),
-    }
-}
-
-fn user_name(uid: u32) -> String {
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    passwd
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_string())
-        })
-        .unwrap_or_else(|| uid.to_string())
-}
-
-fn print_ps(pcbs: &[Pcb]) {
-    println!(
-        "{:>6} {:>6} {:<20} {:<10} {:>8} {:<10} {:>8} {:>9} {:>5}",
-        "PID", "PPID", "NAME", "STATE", "UID", "OWNER", "UPTIME", "SYSCALLS", "RECOV"
-    );
-    let now = now_ms();
-    for p in pcbs {
-        let up = match (p.started_ms, p.ended_ms) {
-            (Some(s), Some(e)) => fmt_duration(e.saturating_sub(s)),
-            (Some(s), None) => fmt_duration(now.saturating_sub(s)),
-            _ => "-".into(),
-        };
-        println!(
-            "{:>6} {:>6} {:<20} {:<10} {:>8} {:<10} {:>8} {:>9} {:>5}",
-            p.pid,
-            p.ppid,
-            truncate(&p.name, 20),
-            p.state.as_str(),
-            p.uid,
-            truncate(&user_name(p.owner), 10),
-            up,
-            p.counters.syscalls,
-            p.recoveries
-        );
-    }
-}
-
-fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        s.chars().take(n - 1).chain(['…']).collect()
-    }
-}
-
-fn print_tree(nodes: &[Value], all: bool) {
-    let live = |n: &Value| all || n["state"].as_str() != Some(State::Terminated.as_str());
-    fn walk(nodes: &[Value], parent: u64, prefix: &str, live: &dyn Fn(&Value) -> bool) {
-        let kids: Vec<&Value> = nodes
-            .iter()
-            .filter(|n| n["ppid"].as_u64() == Some(parent) && live(n))
-            .collect();
-        for (i, n) in kids.iter().enumerate() {
-            let last = i + 1 == kids.len();
-            println!(
-                "{prefix}{}{} {} [{}]",
-                if last { "└─ " } else { "├─ " },
-                n["pid"],
-                n["name"].as_str().unwrap_or(""),
-                n["state"].as_str().unwrap_or("")
-            );
-            let next = format!("{prefix}{}", if last { "   " } else { "│  " });
-            walk(nodes, n["pid"].as_u64().unwrap_or(0), &next, live);
-        }
-    }
-    // Roots: spawned by an admin, or whose parent is not listed.
-    let pids: std::collections::HashSet<u64> =
-        nodes.iter().filter_map(|n| n["pid"].as_u64()).collect();
-    for n in nodes.iter().filter(|n| live(n)) {
-        let ppid = n["ppid"].as_u64().unwrap_or(0);
-        if ppid == 0 || !pids.contains(&ppid) {
-            println!(
-                "{} {} [{}]",
-                n["pid"],
-                n["name"].as_str().unwrap_or(""),
-                n["state"].as_str().unwrap_or("")
-            );
-            walk(nodes, n["pid"].as_u64().unwrap_or(0), "", &live);
-        }
-    }
-}
-
-fn print_top(v: &Value) {
-    let s = &v["scheduler"];
-    println!(
-        "inference: {} of {} slots busy, {} waiting",
-        s["in_flight"], s["max_concurrency"], s["waiting"]
-    );
-    for p in s["providers"].as_array().into_iter().flatten() {
-        println!(
-            "  provider {:<12} in flight {:>3}  waiting {:>3}  requests {:>7}  tokens {:>10}  avg wait {} ms",
-            p["name"].as_str().unwrap_or(""),
-            p["in_flight"],
-            p["waiting"],
-            p["requests"],
-            p["tokens"],
-            p["avg_wait_ms"]
-        );
-    }
-    println!(
-        "\n{:>6} {:<16} {:<10} {:<14} {:>9} {:>9} {:>6} {:>9} {:>8} {:>8} {:>8} {:>9} {:>5}",
-        "PID",
-        "NAME",
-        "STATE",
-        "MODEL",
-        "TOK IN",
-        "TOK OUT",
-        "LLM",
-        "SYSCALLS",
-        "WAIT ms",
-        "MEM MiB",
-        "TREE MiB",
-        "PIDS/TREE",
-        "DESC"
-    );
-    for a in v["agents"].as_array().into_iter().flatten() {
-        let Ok(p) = serde_json::from_value::<Pcb>(a.clone()) else {
-            continue;
-        };
-        let u = &a["usage"];
-        let mib = |x: &Value| format!("{:.1}", x.as_u64().unwrap_or(0) as f64 / 1048576.0);
-        println!(
-            "{:>6} {:<16} {:<10} {:<14} {:>9} {:>9} {:>6} {:>9} {:>8} {:>8} {:>8} {:>9} {:>5}",
-            p.pid,
-            truncate(&p.name, 16),
-            p.state.as_str(),
-            truncate(p.model.as_deref().unwrap_or("-"), 14),
-            p.counters.tokens_in,
-            p.counters.tokens_out,
-            p.counters.llm_calls,
-            p.counters.syscalls,
-            p.counters.llm_wait_ms,
-            mib(&u["own"]["memory_bytes"]),
-            mib(&u["tree"]["memory_bytes"]),
-            format!(
-                "{}/{}",
-                u["own"]["pids"].as_u64().unwrap_or(0),
-                u["tree"]["pids"].as_u64().unwrap_or(0)
-            ),
-            u["descendants"].as_u64().unwrap_or(0)
-        );
-    }
-}
-
-fn print_status(v: &Value) {
-    let k = &v["kernel"];
-    println!(
-        "agentosd {} (pid {}), up {}",
-        v["version"].as_str().unwrap_or("?"),
-        v["daemon_pid"],
-        fmt_duration(v["uptime_s"].as_u64().unwrap_or(0) * 1000)
-    );
-    println!(
-        "agents:      {} live, {} total",
-        v["agents_live"], v["agents_total"]
-    );
-    println!("state dir:   {}", v["state_dir"].as_str().unwrap_or("?"));
-    println!("uid range:   {}", v["uid_range"].as_str().unwrap_or("?"));
-    println!("kernel:      {}", k["kernel"].as_str().unwrap_or("?"));
-    println!("landlock:    ABI {}", k["landlock_abi"]);
-    println!(
-        "seccomp:     {}",
-        if k["seccomp_filter"].as_bool() == Some(true) {
-            "filter mode available"
-        } else {
-            "UNAVAILABLE"
-        }
-    );
-    println!("cgroups:     {}", k["cgroup"].as_str().unwrap_or("?"));
-    let ns: Vec<&str> = k["namespaces"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|x| x.as_str())
-        .collect();
-    println!("namespaces:  {}", ns.join(" "));
-    let profiles: Vec<&str> = v["profiles"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|x| x.as_str())
-        .collect();
-    println!("profiles:    {}", profiles.join(" "));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -878,12 +597,5 @@ mod tests {
         assert_eq!(parse_size("1GiB"), Ok(1 << 30));
         assert!(parse_size("12Q").is_err());
         assert!(parse_size("lots").is_err());
-    }
-
-    #[test]
-    fn durations_read_well() {
-        assert_eq!(fmt_duration(5_000), "5s");
-        assert_eq!(fmt_duration(125_000), "2m05s");
-        assert_eq!(fmt_duration(7_200_000), "2h00m");
     }
 }
