@@ -3,17 +3,8 @@
 
 mod common;
 
-use common::{Daemon, repo, require_root};
+use common::{Daemon, agentos, repo, require_root};
 use std::process::{Command, Output};
-
-fn agentos(d: &Daemon, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_agentos"))
-        .arg("--socket")
-        .arg(&d.socket)
-        .args(args)
-        .output()
-        .expect("run agentos")
-}
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

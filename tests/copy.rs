@@ -5,20 +5,11 @@
 
 mod common;
 
-use common::{Daemon, require_root};
+use common::{Daemon, agentos, require_root};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
-
-fn agentos(d: &Daemon, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_agentos"))
-        .arg("--socket")
-        .arg(&d.socket)
-        .args(args)
-        .output()
-        .expect("run agentos")
-}
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

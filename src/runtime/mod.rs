@@ -199,7 +199,8 @@ fn run(client: &mut Client) -> Result<(), Fatal> {
         // Calls the model repeated with the same result are left out
         // where the wire can leave them out (grammar, schema, tools),
         // until two other calls got new results.
-        let narrowed = (!agent.avoided().is_empty()).then(|| s.offer.without(agent.avoided()));
+        let avoided = agent.avoided();
+        let narrowed = (!avoided.is_empty()).then(|| s.offer.without(&avoided));
         let (tools, constraint) = match &narrowed {
             Some(o) => (mode.tools(o), mode.constraint(o, max_calls)),
             None => (tools.clone(), constraint.clone()),

@@ -72,8 +72,6 @@ pub struct Agent {
     /// results still to come before it is offered again: a constrained
     /// model is not offered them meanwhile.
     avoid: Vec<(Call, u32)>,
-    /// `avoid`'s calls, as offered to [`Agent::avoided`]'s callers.
-    avoided: Vec<Call>,
 }
 
 /// New results (of other calls) before a repeated call is offered again.
@@ -105,14 +103,13 @@ impl Agent {
             coaching: Coaching::default(),
             finish: FinishCheck::default(),
             avoid: Vec::new(),
-            avoided: Vec::new(),
         }
     }
 
     /// The calls not to offer in the next turn: those repeated with the
     /// same result, until [`AVOID_FOR`] other calls got new results.
-    pub fn avoided(&self) -> &[Call] {
-        &self.avoided
+    pub fn avoided(&self) -> Vec<Call> {
+        self.avoid.iter().map(|(c, _)| *c).collect()
     }
 
     pub fn with_coaching(mut self, coaching: Coaching) -> Agent {
@@ -379,7 +376,6 @@ impl Agent {
             }
             _ => {}
         }
-        self.avoided = self.avoid.iter().map(|(c, _)| *c).collect();
         let mut text = short(&outcome, MAX_RESULT_CHARS);
         if let Some(f) = fix {
             text.push_str(&format!("\nWrite it like this: {f}"));

@@ -79,6 +79,16 @@ pub fn python_agent(
     }
 }
 
+/// Runs the `agentos` CLI against daemon `d` with `args`.
+pub fn agentos(d: &Daemon, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_agentos"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(args)
+        .output()
+        .expect("run agentos")
+}
+
 /// A running daemon on its own state directory, socket, cgroup and uid range.
 pub struct Daemon {
     pub child: Option<Child>,
