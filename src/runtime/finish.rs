@@ -6,10 +6,19 @@
 //! agent ends with [`super::exit::UNFINISHED`] instead of a success it
 //! did not earn.
 //!
+//! Values the task spells out as settings (`mode=default`) or in double
+//! quotes (`"hello"`) must likewise appear in some successful call's
+//! arguments: a task that says what to write is not done while that text
+//! was written nowhere.
+//!
+//! A named file the agent wrote but left holding exactly the text it had
+//! when the agent first read it counts as not done either ("fix /calc.py"
+//! answered by writing the script back unchanged): nothing in the task
+//! asks for a write that changes nothing. The model is also told at once
+//! when an FS_WRITE repeats the text it last read from that file.
+//!
 //! This is a check of what was done, not of whether it was done well: a
-//! file written with the wrong content passes it. One no-op is caught on
-//! the way: an FS_WRITE of exactly the text the model last read from that
-//! file changed nothing, and the model is told so.
+//! file written with other wrong content passes it.
 
 use crate::abi::calls::Call;
 use serde_json::Value;
@@ -22,11 +31,18 @@ pub const MAX_HOLDS: u32 = 2;
 #[derive(Debug, Default)]
 pub struct FinishCheck {
     named: Vec<String>,
+    /// The values the task spells out, each with whether a call used it.
+    literals: Vec<(String, bool)>,
     used: BTreeSet<String>,
     /// Words of commands that ran (`wc -l < data.txt` uses /data.txt).
     command_words: BTreeSet<String>,
     /// The whole text last read from each file.
     read: BTreeMap<String, String>,
+    /// The text each file had when the agent first read it, before any
+    /// write of its own.
+    original: BTreeMap<String, String>,
+    /// The text each file was last written with (whole writes only).
+    written: BTreeMap<String, String>,
     pub holds: u32,
 }
 
@@ -54,6 +70,46 @@ pub fn task_paths(task: &str) -> Vec<String> {
     out
 }
 
+/// The values a task spells out: `key=value` words and double-quoted
+/// texts, e.g. `mode=default` in "create it with the content
+/// mode=default".
+pub fn task_literals(task: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut add = |v: &str| {
+        if !v.trim().is_empty() && !out.iter().any(|o| o == v) {
+            out.push(v.to_string());
+        }
+    };
+    for word in task.split_whitespace() {
+        let word = word.trim_end_matches(['.', ',', ';', ':', ')']);
+        let setting = word.split_once('=').is_some_and(|(k, v)| {
+            let name = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+            !k.is_empty() && k.chars().all(name) && !v.is_empty() && !v.starts_with('=')
+        });
+        if setting && !word.contains(['"', '`', '\'']) {
+            add(word);
+        }
+    }
+    let quoted: Vec<&str> = task.split('"').collect();
+    // Texts between pairs of quotes: the odd pieces, if the quotes pair up.
+    if quoted.len() % 2 == 1 {
+        for q in quoted.iter().skip(1).step_by(2) {
+            add(q);
+        }
+    }
+    out
+}
+
+/// Whether any string in `args` (at any depth) contains `text`.
+fn mentions(args: &Value, text: &str) -> bool {
+    match args {
+        Value::String(s) => s.contains(text),
+        Value::Array(a) => a.iter().any(|v| mentions(v, text)),
+        Value::Object(o) => o.values().any(|v| mentions(v, text)),
+        _ => false,
+    }
+}
+
 /// A path as the agent gave it, in the task's form (`/a/b`).
 fn normal(path: &str) -> String {
     let p = path.trim().trim_end_matches('/');
@@ -70,6 +126,10 @@ impl FinishCheck {
     pub fn new(task: &str) -> FinishCheck {
         FinishCheck {
             named: task_paths(task),
+            literals: task_literals(task)
+                .into_iter()
+                .map(|l| (l, false))
+                .collect(),
             ..FinishCheck::default()
         }
     }
@@ -77,6 +137,9 @@ impl FinishCheck {
     /// Takes in a call that succeeded with `result`; returns a note for the
     /// model when the call changed nothing.
     pub fn note(&mut self, call: Call, args: &Value, result: &Value) -> Option<String> {
+        for (text, used) in &mut self.literals {
+            *used = *used || mentions(args, text);
+        }
         let path = args["path"].as_str().map(normal);
         match (call, &path) {
             (Call::FS_READ, Some(p)) => match result["content"].as_str() {
@@ -86,6 +149,11 @@ impl FinishCheck {
                         && args.get("offset").is_none() =>
                 {
                     self.read.insert(p.clone(), text.to_string());
+                    if !self.written.contains_key(p) {
+                        self.original
+                            .entry(p.clone())
+                            .or_insert_with(|| text.to_string());
+                    }
                 }
                 _ => {
                     self.read.remove(p);
@@ -93,10 +161,15 @@ impl FinishCheck {
             },
             (Call::FS_WRITE | Call::FS_DELETE, Some(p)) => {
                 let before = self.read.remove(p);
-                let same = call == Call::FS_WRITE
-                    && args["append"] != true
-                    && before.is_some_and(|b| args["content"].as_str() == Some(b.as_str()));
-                if same {
+                let whole = match args["content"].as_str() {
+                    Some(text) if call == Call::FS_WRITE && args["append"] != true => Some(text),
+                    _ => None,
+                };
+                match whole {
+                    Some(text) => self.written.insert(p.clone(), text.to_string()),
+                    None => self.written.remove(p),
+                };
+                if whole.is_some() && before.as_deref() == whole {
                     self.used.insert(p.clone());
                     return Some(format!(
                         "This FS_WRITE wrote exactly the text {p} already had: it changed nothing."
@@ -110,7 +183,12 @@ impl FinishCheck {
                 let cmd = args["cmd"].as_str().unwrap_or_default();
                 for w in cmd.split(|c: char| c.is_whitespace() || "<>|;&'\"`()".contains(c)) {
                     if !w.is_empty() {
-                        self.command_words.insert(normal(w));
+                        // A command may change the file: its text is no
+                        // longer known.
+                        let w = normal(w);
+                        self.written.remove(&w);
+                        self.read.remove(&w);
+                        self.command_words.insert(w);
                     }
                 }
             }
@@ -121,6 +199,21 @@ impl FinishCheck {
             }
         }
         None
+    }
+
+    /// The task's files the agent wrote but that hold the text they had
+    /// when it first read them.
+    pub fn unchanged(&self) -> Vec<&str> {
+        self.named
+            .iter()
+            .filter(|p| {
+                let (Some(now), Some(was)) = (self.written.get(*p), self.original.get(*p)) else {
+                    return false;
+                };
+                now == was
+            })
+            .map(String::as_str)
+            .collect()
     }
 
     /// The task's paths no successful call has used yet.
@@ -136,6 +229,16 @@ impl FinishCheck {
                     .any(|u| u == *p || u.starts_with(&inside))
             })
             .map(String::as_str)
+            .collect()
+    }
+
+    /// The values the task spells out that no successful call's
+    /// arguments contain yet.
+    pub fn unwritten(&self) -> Vec<&str> {
+        self.literals
+            .iter()
+            .filter(|(_, used)| !used)
+            .map(|(text, _)| text.as_str())
             .collect()
     }
 }
@@ -197,5 +300,73 @@ mod tests {
         let fixed = json!({"path": "/calc.py", "content": "print(2 + 3)\n"});
         assert_eq!(c.note(Call::FS_WRITE, &fixed, &json!({})), None);
         assert_eq!(c.note(Call::FS_WRITE, &same, &json!({})), None);
+    }
+
+    #[test]
+    fn a_named_file_written_back_unchanged_is_not_done() {
+        let mut c = FinishCheck::new("Fix the bug in /calc.py.");
+        let buggy = "print(2 - 3)\n";
+        let read = |text: &str| json!({"content": text, "truncated": false, "encoding": "utf8"});
+        let path = json!({"path": "/calc.py"});
+        c.note(Call::FS_READ, &path, &read(buggy));
+        assert!(c.unchanged().is_empty(), "reading alone is not a write");
+        let back = json!({"path": "calc.py", "content": buggy});
+        c.note(Call::FS_WRITE, &back, &json!({}));
+        assert!(c.unused().is_empty());
+        assert_eq!(c.unchanged(), ["/calc.py"]);
+        // Read again and written again unchanged: still the original text.
+        c.note(Call::FS_READ, &path, &read(buggy));
+        c.note(Call::FS_WRITE, &back, &json!({}));
+        assert_eq!(c.unchanged(), ["/calc.py"]);
+        // A changed text clears it, and so does a later no-op write of
+        // the changed text (the file differs from the original).
+        let fixed = json!({"path": "/calc.py", "content": "print(2 + 3)\n"});
+        c.note(Call::FS_WRITE, &fixed, &json!({}));
+        assert!(c.unchanged().is_empty());
+        c.note(Call::FS_READ, &path, &read("print(2 + 3)\n"));
+        c.note(Call::FS_WRITE, &fixed, &json!({}));
+        assert!(c.unchanged().is_empty());
+        // A command that names the file may have changed it.
+        let mut c = FinishCheck::new("Fix the bug in /calc.py.");
+        c.note(Call::FS_READ, &path, &read(buggy));
+        c.note(Call::FS_WRITE, &back, &json!({}));
+        let sed = json!({"cmd": "sed -i s/-/+/ calc.py"});
+        c.note(Call::EXEC_CMD, &sed, &json!({}));
+        assert!(c.unchanged().is_empty());
+        // A file the task does not name is not checked.
+        let mut c = FinishCheck::new("Write /b.txt.");
+        c.note(Call::FS_READ, &path, &read(buggy));
+        c.note(Call::FS_WRITE, &back, &json!({}));
+        assert!(c.unchanged().is_empty());
+    }
+
+    #[test]
+    fn values_the_task_spells_out_must_be_used() {
+        assert_eq!(
+            task_literals(
+                "If it does not exist, create it with the content mode=default. Then exit."
+            ),
+            ["mode=default"]
+        );
+        assert_eq!(
+            task_literals("Write \"hello world\" to /a.txt, then \"bye\"; x == y, a=, =b."),
+            ["hello world", "bye"]
+        );
+        assert!(task_literals("Run `FOO=1 make` and say \"unpaired.").is_empty());
+        let mut c = FinishCheck::new("Create /s.txt with the content mode=default.");
+        let ok = json!({});
+        c.note(
+            Call::FS_WRITE,
+            &json!({"path": "/s.txt", "content": "default"}),
+            &ok,
+        );
+        assert!(c.unused().is_empty());
+        assert_eq!(c.unwritten(), ["mode=default"]);
+        c.note(
+            Call::FS_WRITE,
+            &json!({"path": "/s.txt", "content": "mode=default\n"}),
+            &ok,
+        );
+        assert!(c.unwritten().is_empty());
     }
 }

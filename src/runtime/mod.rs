@@ -55,7 +55,7 @@ pub mod exit {
     /// The model made the same call with the same result three times.
     pub const REPEATED: i32 = 7;
     /// The model finished although its task names a path none of its
-    /// calls used (`confirm_exit`).
+    /// calls used, or a file it left as it read it (`confirm_exit`).
     pub const UNFINISHED: i32 = 8;
 }
 

@@ -120,7 +120,8 @@ impl Agent {
 
     /// Whether a SYS_EXIT with these (decoded) arguments is held instead of
     /// being made (`confirm_exit`): a success while the task names a path
-    /// no call has used is held, and the model told which; after
+    /// no call has used, or a file written back as it was read, is held,
+    /// and the model told which; after
     /// [`MAX_HOLDS`] holds the agent ends as unfinished.
     pub fn hold_exit(&mut self, args: &Value) -> Result<bool, Fatal> {
         let success = args.get("code").and_then(Value::as_i64).unwrap_or(0) == 0;
@@ -128,18 +129,44 @@ impl Agent {
             return Ok(false);
         }
         let unused = self.finish.unused().join(", ");
-        if unused.is_empty() {
+        let unwritten = self.finish.unwritten();
+        let unchanged = self.finish.unchanged().join(", ");
+        let (missing, why, step) = if !unused.is_empty() {
+            (
+                format!("did not do the steps of its task that use {unused}"),
+                format!("your task names {unused}, and none of your calls has used it yet"),
+                format!("Make the call for the step that uses {unused} now"),
+            )
+        } else if !unwritten.is_empty() {
+            let quoted: Vec<String> = unwritten.iter().map(|v| json!(v).to_string()).collect();
+            let quoted = quoted.join(", ");
+            (
+                format!("never wrote {quoted}, which its task spells out"),
+                format!(
+                    "your task spells out the exact text {quoted}, and none of your calls has written it"
+                ),
+                format!("Write exactly {quoted} where your task says, now"),
+            )
+        } else if !unchanged.is_empty() {
+            (
+                format!("left {unchanged} unchanged"),
+                format!(
+                    "you wrote {unchanged}, but it still holds exactly the text it had when you read it, so nothing was changed"
+                ),
+                format!("Write the changed text to {unchanged} now"),
+            )
+        } else {
             return Ok(false);
-        }
+        };
         if self.finish.holds >= MAX_HOLDS {
             return Err((
                 exit::UNFINISHED,
-                format!("the model finished without doing the steps of its task that use {unused}"),
+                format!("the model finished but {missing}"),
             ));
         }
         self.finish.holds += 1;
         self.notes.push(format!(
-            "Not yet: your task names {unused}, and none of your calls has used it yet. Your task: \"{}\". Make the call for the step that uses {unused} now; finish with {} only when every step is done.",
+            "Not yet: {why}. Your task: \"{}\". {step}; finish with {} only when every step is done.",
             self.coaching.task.trim(),
             self.exit_line()
         ));

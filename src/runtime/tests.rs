@@ -307,6 +307,43 @@ fn an_exit_is_held_while_the_task_names_an_unused_path() {
 }
 
 #[test]
+fn an_exit_is_held_while_a_named_file_is_left_as_it_was_read() {
+    let mut a = agent(FS, Mode::Text, 1).with_coaching(reply::Coaching {
+        task: "Fix the bug in /calc.py. Then exit.".into(),
+        confirm_exit: true,
+        remind_task: false,
+    });
+    let buggy = "print(2 - 3)\n";
+    let mut files = |c: Call, _: &Value| match c {
+        Call::FS_READ => Ok(json!({"content": buggy, "truncated": false, "encoding": "utf8"})),
+        _ => Ok(json!({})),
+    };
+    let _ = turn(
+        &mut a,
+        "[SYS_CALL::FS_READ] {\"path\": \"/calc.py\"}",
+        &mut files,
+    );
+    let back = "[SYS_CALL::FS_WRITE] {\"path\": \"/calc.py\", \"content\": \"print(2 - 3)\\n\"}";
+    let (_, _, told) = turn(&mut a, back, &mut files);
+    assert!(told.contains("changed nothing"), "{told}");
+    let exit = "[SYS_CALL::SYS_EXIT] {\"code\": 0}";
+    for _ in 0..2 {
+        let (made, out, told) = turn(&mut a, exit, &mut files);
+        assert!(made.is_empty());
+        assert_eq!(out, Ok(false));
+        assert!(
+            told.contains("you wrote /calc.py, but it still holds"),
+            "{told}"
+        );
+    }
+    let (_, out, _) = turn(&mut a, exit, &mut files);
+    assert!(
+        matches!(out, Err((exit::UNFINISHED, ref why)) if why.contains("left /calc.py unchanged")),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn remind_task_lists_what_was_done() {
     let mut a = agent(FS, Mode::Text, 8).with_coaching(reply::Coaching {
         task: "Write /a.txt.".into(),
