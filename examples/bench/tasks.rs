@@ -144,7 +144,7 @@ pub fn all() -> Vec<Task> {
             name: "send_msg",
             role: |e| {
                 format!(
-                    "Send the message ready to agent {} with SEND_MSG. Then exit.",
+                    "Send the message \"ready\" to agent {} with SEND_MSG. Then exit.",
                     e.mailbox
                 )
             },

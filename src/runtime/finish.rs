@@ -6,6 +6,9 @@
 //! agent ends with [`super::exit::UNFINISHED`] instead of a success it
 //! did not earn.
 //!
+//! Calls the task names (`with SEND_MSG`, `Then WAIT`) must each have
+//! succeeded once.
+//!
 //! Values the task spells out as settings (`mode=default`) or in double
 //! quotes (`"hello"`) must likewise appear in some successful call's
 //! arguments: a task that says what to write is not done while that text
@@ -14,8 +17,10 @@
 //! A named file the agent wrote but left holding exactly the text it had
 //! when the agent first read it counts as not done either ("fix /calc.py"
 //! answered by writing the script back unchanged): nothing in the task
-//! asks for a write that changes nothing. The model is also told at once
-//! when an FS_WRITE repeats the text it last read from that file.
+//! asks for a write that changes nothing. If a command named such a file
+//! after the write (`python3 calc.py`, `sed -i … calc.py`), the runtime
+//! reads it again before it judges the exit. The model is also told at
+//! once when an FS_WRITE repeats the text it last read from that file.
 //!
 //! This is a check of what was done, not of whether it was done well: a
 //! file written with other wrong content passes it.
@@ -24,13 +29,16 @@ use crate::abi::calls::Call;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Exits held for paths not yet used before the agent is ended.
+/// Exits held before the agent is ended as unfinished.
 pub const MAX_HOLDS: u32 = 2;
 
 /// The task's paths and what the agent's successful calls used.
 #[derive(Debug, Default)]
 pub struct FinishCheck {
     named: Vec<String>,
+    /// The calls the task names (other than SYS_EXIT), each with whether
+    /// it succeeded.
+    calls: Vec<(Call, bool)>,
     /// The values the task spells out, each with whether a call used it.
     literals: Vec<(String, bool)>,
     used: BTreeSet<String>,
@@ -43,6 +51,9 @@ pub struct FinishCheck {
     original: BTreeMap<String, String>,
     /// The text each file was last written with (whole writes only).
     written: BTreeMap<String, String>,
+    /// Written files a command named since: their text is read again
+    /// before an exit is checked ([`FinishCheck::stale`]).
+    stale: BTreeSet<String>,
     pub holds: u32,
 }
 
@@ -65,6 +76,19 @@ pub fn task_paths(task: &str) -> Vec<String> {
         if word.len() > 1 && word.chars().any(|c| c.is_ascii_alphanumeric()) && !out.contains(&word)
         {
             out.push(word);
+        }
+    }
+    out
+}
+
+/// The calls a task names by their names, e.g. SEND_MSG in "Send the
+/// message ready to agent 1 with SEND_MSG"; SYS_EXIT is not one.
+pub fn task_calls(task: &str) -> Vec<Call> {
+    let mut out: Vec<Call> = Vec::new();
+    for word in task.split(|c: char| !(c.is_ascii_uppercase() || c == '_')) {
+        match Call::parse(word) {
+            Some(c) if c != Call::SYS_EXIT && !out.contains(&c) => out.push(c),
+            _ => {}
         }
     }
     out
@@ -126,6 +150,7 @@ impl FinishCheck {
     pub fn new(task: &str) -> FinishCheck {
         FinishCheck {
             named: task_paths(task),
+            calls: task_calls(task).into_iter().map(|c| (c, false)).collect(),
             literals: task_literals(task)
                 .into_iter()
                 .map(|l| (l, false))
@@ -137,6 +162,9 @@ impl FinishCheck {
     /// Takes in a call that succeeded with `result`; returns a note for the
     /// model when the call changed nothing.
     pub fn note(&mut self, call: Call, args: &Value, result: &Value) -> Option<String> {
+        for (named, made) in &mut self.calls {
+            *made = *made || *named == call;
+        }
         for (text, used) in &mut self.literals {
             *used = *used || mentions(args, text);
         }
@@ -169,6 +197,7 @@ impl FinishCheck {
                     Some(text) => self.written.insert(p.clone(), text.to_string()),
                     None => self.written.remove(p),
                 };
+                self.stale.remove(p);
                 if whole.is_some() && before.as_deref() == whole {
                     self.used.insert(p.clone());
                     return Some(format!(
@@ -186,8 +215,10 @@ impl FinishCheck {
                         // A command may change the file: its text is no
                         // longer known.
                         let w = normal(w);
-                        self.written.remove(&w);
                         self.read.remove(&w);
+                        if self.written.contains_key(&w) {
+                            self.stale.insert(w.clone());
+                        }
                         self.command_words.insert(w);
                     }
                 }
@@ -201,11 +232,33 @@ impl FinishCheck {
         None
     }
 
+    /// Named files the agent wrote whose text a later command may have
+    /// changed: the caller reads each and reports it with
+    /// [`FinishCheck::observed`]. One never read again (a turn replayed
+    /// after a restart) is not counted as unchanged.
+    pub fn stale(&self) -> Vec<String> {
+        self.stale
+            .iter()
+            .filter(|p| self.named.contains(p) && self.original.contains_key(*p))
+            .cloned()
+            .collect()
+    }
+
+    /// The text a stale file holds now (`None`: it could not be read).
+    pub fn observed(&mut self, path: &str, text: Option<&str>) {
+        self.stale.remove(path);
+        match text {
+            Some(t) => self.written.insert(path.to_string(), t.to_string()),
+            None => self.written.remove(path),
+        };
+    }
+
     /// The task's files the agent wrote but that hold the text they had
     /// when it first read them.
     pub fn unchanged(&self) -> Vec<&str> {
         self.named
             .iter()
+            .filter(|p| !self.stale.contains(*p))
             .filter(|p| {
                 let (Some(now), Some(was)) = (self.written.get(*p), self.original.get(*p)) else {
                     return false;
@@ -229,6 +282,15 @@ impl FinishCheck {
                     .any(|u| u == *p || u.starts_with(&inside))
             })
             .map(String::as_str)
+            .collect()
+    }
+
+    /// The calls the task names that have not succeeded yet.
+    pub fn unmade(&self) -> Vec<&'static str> {
+        self.calls
+            .iter()
+            .filter(|(_, made)| !made)
+            .map(|(c, _)| c.name())
             .collect()
     }
 
@@ -326,12 +388,28 @@ mod tests {
         c.note(Call::FS_READ, &path, &read("print(2 + 3)\n"));
         c.note(Call::FS_WRITE, &fixed, &json!({}));
         assert!(c.unchanged().is_empty());
-        // A command that names the file may have changed it.
+        // A command that names the file may have changed it: it is read
+        // again, and judged by what it holds.
         let mut c = FinishCheck::new("Fix the bug in /calc.py.");
         c.note(Call::FS_READ, &path, &read(buggy));
         c.note(Call::FS_WRITE, &back, &json!({}));
+        let run = json!({"cmd": "python3 calc.py"});
+        c.note(Call::EXEC_CMD, &run, &json!({}));
+        assert_eq!(c.stale(), ["/calc.py"]);
+        assert!(c.unchanged().is_empty(), "not judged before it is read");
+        c.observed("/calc.py", Some(buggy));
+        assert!(c.stale().is_empty());
+        assert_eq!(c.unchanged(), ["/calc.py"]);
         let sed = json!({"cmd": "sed -i s/-/+/ calc.py"});
         c.note(Call::EXEC_CMD, &sed, &json!({}));
+        c.observed("/calc.py", Some("print(2 + 3)\n"));
+        assert!(c.unchanged().is_empty());
+        // A command naming a file the agent only read is not a reason to
+        // read it again.
+        let mut c = FinishCheck::new("Run /calc.py.");
+        c.note(Call::FS_READ, &path, &read(buggy));
+        c.note(Call::EXEC_CMD, &run, &json!({}));
+        assert!(c.stale().is_empty());
         assert!(c.unchanged().is_empty());
         // A file the task does not name is not checked.
         let mut c = FinishCheck::new("Write /b.txt.");
@@ -368,5 +446,22 @@ mod tests {
             &ok,
         );
         assert!(c.unwritten().is_empty());
+    }
+
+    #[test]
+    fn calls_the_task_names_must_succeed() {
+        let task = "Start a helper with SPAWN_AGENT. Then WAIT for it (use the pid SPAWN_AGENT returns). Then exit with SYS_EXIT.";
+        assert_eq!(task_calls(task), [Call::SPAWN_AGENT, Call::WAIT]);
+        assert!(task_calls("Wait for it, then say OK. FS_READS is no call.").is_empty());
+        let mut c = FinishCheck::new(task);
+        assert_eq!(c.unmade(), ["SPAWN_AGENT", "WAIT"]);
+        c.note(
+            Call::SPAWN_AGENT,
+            &json!({"name": "helper"}),
+            &json!({"pid": 3}),
+        );
+        assert_eq!(c.unmade(), ["WAIT"]);
+        c.note(Call::WAIT, &json!({"pid": 3}), &json!({"code": 0}));
+        assert!(c.unmade().is_empty());
     }
 }

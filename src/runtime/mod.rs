@@ -55,7 +55,9 @@ pub mod exit {
     /// The model made the same call with the same result three times.
     pub const REPEATED: i32 = 7;
     /// The model finished although its task names a path none of its
-    /// calls used, or a file it left as it read it (`confirm_exit`).
+    /// calls used, a call it never made, a value no call wrote, or a file
+    /// it left as it read it
+    /// (`confirm_exit`).
     pub const UNFINISHED: i32 = 8;
 }
 
@@ -263,6 +265,12 @@ fn run_calls(agent: &mut Agent, planned: Vec<Planned>, exec: &mut Exec) -> Resul
         ran += 1;
         let prepared = agent.prepare(&p);
         if let Ok((Call::SYS_EXIT, decoded)) = &prepared {
+            // A file a command may have changed is read again first.
+            for path in agent.stale_files() {
+                let now = exec(Call::FS_READ, &json!({"path": path})).ok();
+                let text = now.as_ref().and_then(|v| v["content"].as_str());
+                agent.observed(&path, text);
+            }
             if agent.hold_exit(&decoded.args)? {
                 agent.not_run(rest.collect(), "it came after SYS_EXIT");
                 break;

@@ -120,7 +120,9 @@ impl Agent {
 
     /// Whether a SYS_EXIT with these (decoded) arguments is held instead of
     /// being made (`confirm_exit`): a success while the task names a path
-    /// no call has used, or a file written back as it was read, is held,
+    /// no call has used, a call it names that never succeeded, a value it
+    /// spells out (`mode=default`) that no
+    /// call wrote, or a named file written back as it was read, is held,
     /// and the model told which; after
     /// [`MAX_HOLDS`] holds the agent ends as unfinished.
     pub fn hold_exit(&mut self, args: &Value) -> Result<bool, Fatal> {
@@ -129,6 +131,7 @@ impl Agent {
             return Ok(false);
         }
         let unused = self.finish.unused().join(", ");
+        let unmade = self.finish.unmade().join(", ");
         let unwritten = self.finish.unwritten();
         let unchanged = self.finish.unchanged().join(", ");
         let (missing, why, step) = if !unused.is_empty() {
@@ -136,6 +139,12 @@ impl Agent {
                 format!("did not do the steps of its task that use {unused}"),
                 format!("your task names {unused}, and none of your calls has used it yet"),
                 format!("Make the call for the step that uses {unused} now"),
+            )
+        } else if !unmade.is_empty() {
+            (
+                format!("never made {unmade}, which its task names"),
+                format!("your task names {unmade}, and you have not made that call yet"),
+                format!("Make the {unmade} call of your task now"),
             )
         } else if !unwritten.is_empty() {
             let quoted: Vec<String> = unwritten.iter().map(|v| json!(v).to_string()).collect();
@@ -171,6 +180,21 @@ impl Agent {
             self.exit_line()
         ));
         Ok(true)
+    }
+
+    /// Files whose text the finish check must read again before it judges
+    /// an exit (`confirm_exit`; see [`FinishCheck::stale`]).
+    pub fn stale_files(&self) -> Vec<String> {
+        if self.coaching.confirm_exit {
+            self.finish.stale()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// What a stale file holds now, read by the runtime itself.
+    pub fn observed(&mut self, path: &str, text: Option<&str>) {
+        self.finish.observed(path, text);
     }
 
     /// A call in the mode's syntax.

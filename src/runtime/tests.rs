@@ -300,6 +300,14 @@ fn an_exit_is_held_while_the_task_names_an_unused_path() {
     let _ = turn(&mut a, write, &mut |_, _| Err(SysError::io("disk")));
     let (made, _, _) = turn(&mut a, "[SYS_CALL::SYS_EXIT] {\"code\": 0}", &mut ok);
     assert!(made.is_empty());
+    // A call the task names must have succeeded.
+    let mut a = agent(FS, Mode::Text, 8).with_coaching(coaching("Run `date` with EXEC_CMD."));
+    let (made, _, told) = turn(&mut a, "[SYS_CALL::SYS_EXIT] {\"code\": 0}", &mut ok);
+    assert!(made.is_empty());
+    assert!(told.contains("your task names EXEC_CMD"), "{told}");
+    let _ = turn(&mut a, "[SYS_CALL::EXEC_CMD] {\"cmd\": \"date\"}", &mut ok);
+    let (_, out, _) = turn(&mut a, "[SYS_CALL::SYS_EXIT] {\"code\": 0}", &mut ok);
+    assert_eq!(out, Ok(true));
     // A failure exit is never held.
     let mut a = agent(FS, Mode::Text, 8).with_coaching(coaching("Write /a.txt."));
     let (_, out, _) = turn(&mut a, "[SYS_CALL::SYS_EXIT] {\"code\": 1}", &mut ok);
@@ -326,10 +334,15 @@ fn an_exit_is_held_while_a_named_file_is_left_as_it_was_read() {
     let back = "[SYS_CALL::FS_WRITE] {\"path\": \"/calc.py\", \"content\": \"print(2 - 3)\\n\"}";
     let (_, _, told) = turn(&mut a, back, &mut files);
     assert!(told.contains("changed nothing"), "{told}");
+    // Running the script names it: the runtime reads it again before it
+    // judges the exit (once), and finds the text it was given first.
+    let run = "[SYS_CALL::EXEC_CMD] {\"cmd\": \"python3 calc.py\"}";
+    let _ = turn(&mut a, run, &mut files);
     let exit = "[SYS_CALL::SYS_EXIT] {\"code\": 0}";
-    for _ in 0..2 {
+    for i in 0..2 {
         let (made, out, told) = turn(&mut a, exit, &mut files);
-        assert!(made.is_empty());
+        let made: Vec<Call> = made.iter().map(|m| m.0).collect();
+        assert_eq!(made, if i == 0 { vec![Call::FS_READ] } else { vec![] });
         assert_eq!(out, Ok(false));
         assert!(
             told.contains("you wrote /calc.py, but it still holds"),
@@ -341,6 +354,27 @@ fn an_exit_is_held_while_a_named_file_is_left_as_it_was_read() {
         matches!(out, Err((exit::UNFINISHED, ref why)) if why.contains("left /calc.py unchanged")),
         "{out:?}"
     );
+}
+
+#[test]
+fn an_exit_is_held_while_a_value_the_task_spells_out_was_not_written() {
+    let mut a = agent(FS, Mode::Text, 1).with_coaching(reply::Coaching {
+        task: "Create /s.txt with the content mode=default. Then exit.".into(),
+        confirm_exit: true,
+        remind_task: false,
+    });
+    let short = "[SYS_CALL::FS_WRITE] {\"path\": \"/s.txt\", \"content\": \"default\"}";
+    let _ = turn(&mut a, short, &mut ok);
+    let exit = "[SYS_CALL::SYS_EXIT] {\"code\": 0}";
+    let (made, out, told) = turn(&mut a, exit, &mut ok);
+    assert!(made.is_empty());
+    assert_eq!(out, Ok(false));
+    assert!(told.contains("the exact text \"mode=default\""), "{told}");
+    let full = "[SYS_CALL::FS_WRITE] {\"path\": \"/s.txt\", \"content\": \"mode=default\"}";
+    let _ = turn(&mut a, full, &mut ok);
+    let (made, out, _) = turn(&mut a, exit, &mut ok);
+    assert_eq!(made.len(), 1);
+    assert_eq!(out, Ok(true));
 }
 
 #[test]
