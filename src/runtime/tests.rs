@@ -266,16 +266,20 @@ fn calls_not_offered_are_refused_before_reaching_the_daemon() {
     assert_eq!(made, 0);
 }
 
-#[test]
-fn an_exit_is_held_while_the_task_names_an_unused_path() {
-    let coaching = |task: &str| reply::Coaching {
+/// An agent whose exits are checked against `task` (`confirm_exit`).
+fn checked(task: &str, max_calls: usize) -> Agent {
+    agent(FS, Mode::Text, max_calls).with_coaching(reply::Coaching {
         task: task.into(),
         confirm_exit: true,
         remind_task: false,
-    };
+    })
+}
+
+#[test]
+fn an_exit_is_held_while_the_task_names_an_unused_path() {
     // Held twice, naming the path; the third time the agent ends as
     // unfinished.
-    let mut a = agent(FS, Mode::Text, 8).with_coaching(coaching("Write /a.txt. Then exit."));
+    let mut a = checked("Write /a.txt. Then exit.", 8);
     for _ in 0..2 {
         let (made, out, told) = turn(&mut a, "[SYS_CALL::SYS_EXIT] {\"code\": 0}", &mut ok);
         assert!(made.is_empty());
@@ -289,19 +293,19 @@ fn an_exit_is_held_while_the_task_names_an_unused_path() {
     );
 
     // Once a call used the path, the exit goes through.
-    let mut a = agent(FS, Mode::Text, 8).with_coaching(coaching("Write /a.txt. Then exit."));
+    let mut a = checked("Write /a.txt. Then exit.", 8);
     let write = "[SYS_CALL::FS_WRITE] {\"path\": \"/a.txt\", \"content\": \"x\"}";
     let _ = turn(&mut a, write, &mut ok);
     let (made, out, _) = turn(&mut a, "[SYS_CALL::SYS_EXIT] {\"code\": 0}", &mut ok);
     assert_eq!(made.len(), 1);
     assert_eq!(out, Ok(true));
     // A failed call does not count as using it.
-    let mut a = agent(FS, Mode::Text, 8).with_coaching(coaching("Write /a.txt."));
+    let mut a = checked("Write /a.txt.", 8);
     let _ = turn(&mut a, write, &mut |_, _| Err(SysError::io("disk")));
     let (made, _, _) = turn(&mut a, "[SYS_CALL::SYS_EXIT] {\"code\": 0}", &mut ok);
     assert!(made.is_empty());
     // A call the task names must have succeeded.
-    let mut a = agent(FS, Mode::Text, 8).with_coaching(coaching("Run `date` with EXEC_CMD."));
+    let mut a = checked("Run `date` with EXEC_CMD.", 8);
     let (made, _, told) = turn(&mut a, "[SYS_CALL::SYS_EXIT] {\"code\": 0}", &mut ok);
     assert!(made.is_empty());
     assert!(told.contains("your task names EXEC_CMD"), "{told}");
@@ -309,18 +313,14 @@ fn an_exit_is_held_while_the_task_names_an_unused_path() {
     let (_, out, _) = turn(&mut a, "[SYS_CALL::SYS_EXIT] {\"code\": 0}", &mut ok);
     assert_eq!(out, Ok(true));
     // A failure exit is never held.
-    let mut a = agent(FS, Mode::Text, 8).with_coaching(coaching("Write /a.txt."));
+    let mut a = checked("Write /a.txt.", 8);
     let (_, out, _) = turn(&mut a, "[SYS_CALL::SYS_EXIT] {\"code\": 1}", &mut ok);
     assert_eq!(out, Ok(true));
 }
 
 #[test]
 fn an_exit_is_held_while_a_named_file_is_left_as_it_was_read() {
-    let mut a = agent(FS, Mode::Text, 1).with_coaching(reply::Coaching {
-        task: "Fix the bug in /calc.py. Then exit.".into(),
-        confirm_exit: true,
-        remind_task: false,
-    });
+    let mut a = checked("Fix the bug in /calc.py. Then exit.", 1);
     let buggy = "print(2 - 3)\n";
     let mut files = |c: Call, _: &Value| match c {
         Call::FS_READ => Ok(json!({"content": buggy, "truncated": false, "encoding": "utf8"})),
@@ -358,11 +358,7 @@ fn an_exit_is_held_while_a_named_file_is_left_as_it_was_read() {
 
 #[test]
 fn an_exit_is_held_while_a_value_the_task_spells_out_was_not_written() {
-    let mut a = agent(FS, Mode::Text, 1).with_coaching(reply::Coaching {
-        task: "Create /s.txt with the content mode=default. Then exit.".into(),
-        confirm_exit: true,
-        remind_task: false,
-    });
+    let mut a = checked("Create /s.txt with the content mode=default. Then exit.", 1);
     let short = "[SYS_CALL::FS_WRITE] {\"path\": \"/s.txt\", \"content\": \"default\"}";
     let _ = turn(&mut a, short, &mut ok);
     let exit = "[SYS_CALL::SYS_EXIT] {\"code\": 0}";
