@@ -56,8 +56,7 @@ pub mod exit {
     pub const REPEATED: i32 = 7;
     /// The model finished although its task names a path none of its
     /// calls used, a call it never made, a value no call wrote, or a file
-    /// it left as it read it
-    /// (`confirm_exit`).
+    /// it left as it read it (`confirm_exit`).
     pub const UNFINISHED: i32 = 8;
 }
 
@@ -266,7 +265,7 @@ fn run_calls(agent: &mut Agent, planned: Vec<Planned>, exec: &mut Exec) -> Resul
         let prepared = agent.prepare(&p);
         if let Ok((Call::SYS_EXIT, decoded)) = &prepared {
             // A file a command may have changed is read again first.
-            for path in agent.stale_files() {
+            for path in agent.stale_files(&decoded.args) {
                 let now = exec(Call::FS_READ, &json!({"path": path})).ok();
                 let text = now.as_ref().and_then(|v| v["content"].as_str());
                 agent.observed(&path, text);

@@ -121,13 +121,12 @@ impl Agent {
     /// Whether a SYS_EXIT with these (decoded) arguments is held instead of
     /// being made (`confirm_exit`): a success while the task names a path
     /// no call has used, a call it names that never succeeded, a value it
-    /// spells out (`mode=default`) that no
-    /// call wrote, or a named file written back as it was read, is held,
-    /// and the model told which; after
+    /// spells out (`mode=default`) that no call wrote, or a named file
+    /// written back as it was read, is held, and the model told which;
+    /// after
     /// [`MAX_HOLDS`] holds the agent ends as unfinished.
     pub fn hold_exit(&mut self, args: &Value) -> Result<bool, Fatal> {
-        let success = args.get("code").and_then(Value::as_i64).unwrap_or(0) == 0;
-        if !self.coaching.confirm_exit || !success {
+        if !self.checks_exit(args) {
             return Ok(false);
         }
         let unused = self.finish.unused().join(", ");
@@ -182,10 +181,17 @@ impl Agent {
         Ok(true)
     }
 
+    /// Whether a SYS_EXIT with these arguments is checked: a success,
+    /// under `confirm_exit`.
+    fn checks_exit(&self, args: &Value) -> bool {
+        let success = args.get("code").and_then(Value::as_i64).unwrap_or(0) == 0;
+        self.coaching.confirm_exit && success
+    }
+
     /// Files whose text the finish check must read again before it judges
-    /// an exit (`confirm_exit`; see [`FinishCheck::stale`]).
-    pub fn stale_files(&self) -> Vec<String> {
-        if self.coaching.confirm_exit {
+    /// this SYS_EXIT (see [`FinishCheck::stale`]).
+    pub fn stale_files(&self, exit_args: &Value) -> Vec<String> {
+        if self.checks_exit(exit_args) {
             self.finish.stale()
         } else {
             Vec::new()
