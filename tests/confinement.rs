@@ -249,3 +249,30 @@ fn mount_points_are_made_beneath_the_new_root() {
     let exit = d.wait(ok.pid, Duration::from_secs(30));
     assert_eq!(exit.code, 0, "{exit:?}");
 }
+
+#[test]
+fn the_table_names_each_agents_process_by_pid_and_start_time() {
+    if !require_root("the_table_names_each_agents_process_by_pid_and_start_time") {
+        return;
+    }
+    // Signals and a later re-adoption trust a recorded pid only together
+    // with its start time: the record must be the process's own.
+    let d = Daemon::start();
+    let a = d.spawn_probe("named", &["sleep", "30000"], &[]);
+    let pcb = common::eventually(Duration::from_secs(5), || {
+        let p = d.inspect(a.pid);
+        p.host_pid.map(|_| p)
+    })
+    .expect("agent runs");
+    let host_pid = pcb.host_pid.expect("host pid");
+    let start = agentos::sandbox::pidfd::start_time(host_pid).expect("its /proc/<pid>/stat");
+    assert_eq!(pcb.host_start, Some(start), "recorded for pid {host_pid}");
+    d.call(AdminRequest::Kill { pid: a.pid }).expect("kill");
+    d.wait(a.pid, Duration::from_secs(10));
+    let ended = d.inspect(a.pid);
+    assert_eq!(
+        (ended.host_pid, ended.host_start),
+        (None, None),
+        "an ended agent names no process"
+    );
+}

@@ -128,6 +128,11 @@ pub struct Pcb {
     pub exit: Option<ExitStatus>,
     /// Host pid of the agent's pid-1 process while it runs.
     pub host_pid: Option<i32>,
+    /// That process's start time (clock ticks after boot, field 22 of
+    /// `/proc/<pid>/stat`) while it runs: with the pid, it names the process
+    /// even after the pid is reused.
+    #[serde(default)]
+    pub host_start: Option<u64>,
     /// Host path of the workspace.
     pub workspace: String,
     /// How many times the agent was restarted after a daemon restart.

@@ -64,6 +64,7 @@ impl Kernel {
             self.table.update(pcb.pid, |p| {
                 p.state = State::Ready;
                 p.host_pid = None;
+                p.host_start = None;
             })?;
             self.journal_state(
                 pcb.pid,
@@ -193,6 +194,7 @@ impl Kernel {
             from = p.state;
             p.state = State::Ready;
             p.host_pid = None;
+            p.host_start = None;
         });
         if let Err(e) = parked {
             // The table still says it runs; the next start's recovery

@@ -175,6 +175,7 @@ impl Kernel {
             ended_ms: None,
             exit: None,
             host_pid: None,
+            host_start: None,
             workspace: self.workspace_dir(pid).display().to_string(),
             model: spec.model.clone(),
             role: spec.role.clone(),
@@ -256,7 +257,7 @@ impl Kernel {
         // 7. The launcher's verdict: the host pid, then exec or a failed step.
         // 8. RUNNING, in the table and the journal.
         let running = match launch_events(io.status, Payload::Agent).await {
-            Ok(host_pid) => self.mark_running(pid, host_pid),
+            Ok(host_pid) => self.mark_running(pid, host_pid, live.host_start),
             Err(e) => Err(e.into()),
         };
         // 8b. Pid 1 joined by migration, which pids.max does not stop: a
@@ -314,11 +315,18 @@ impl Kernel {
         plan
     }
 
-    /// Records that the agent's program runs, under pid 1 `host_pid`.
-    fn mark_running(&self, pid: Pid, host_pid: i32) -> Result<(), LaunchError> {
+    /// Records that the agent's program runs, under pid 1 `host_pid`
+    /// started at `host_start`.
+    fn mark_running(
+        &self,
+        pid: Pid,
+        host_pid: i32,
+        host_start: Option<u64>,
+    ) -> Result<(), LaunchError> {
         let updated = self.table.update(pid, |p| {
             p.state = State::Running;
             p.host_pid = Some(host_pid);
+            p.host_start = host_start;
             p.started_ms = Some(now_ms());
         });
         match updated {

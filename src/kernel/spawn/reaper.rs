@@ -180,6 +180,7 @@ impl Kernel {
     pub(crate) async fn mark_terminated(&self, pid: Pid, exit: ExitStatus) {
         let ended = self.table.terminate(pid, |p| {
             p.host_pid = None;
+            p.host_start = None;
             p.ended_ms = Some(now_ms());
             if p.exit.is_none() {
                 p.exit = Some(exit.clone());
