@@ -276,3 +276,60 @@ fn the_table_names_each_agents_process_by_pid_and_start_time() {
         "an ended agent names no process"
     );
 }
+
+#[test]
+fn a_running_agent_is_verified_as_itself_and_nothing_else_is() {
+    if !require_root("a_running_agent_is_verified_as_itself_and_nothing_else_is") {
+        return;
+    }
+    use agentos::sandbox::pidfd::{NotTheAgent, RecordedAgent, verify_agent};
+    let d = Daemon::start();
+    let a = d.spawn_probe("verified", &["sleep", "30000"], &[]);
+    let pcb = common::eventually(Duration::from_secs(5), || {
+        let p = d.inspect(a.pid);
+        p.host_start.map(|_| p)
+    })
+    .expect("agent runs");
+    let pid = pcb.host_pid.expect("host pid");
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("its cgroups");
+    let leaf = cgroups
+        .lines()
+        .filter_map(|l| l.splitn(3, ':').nth(2))
+        .find(|p| p.len() > 1)
+        .expect("a cgroup below the root");
+    let dir = std::path::Path::new("/sys/fs/cgroup").join(leaf.trim_start_matches('/'));
+    let recorded = RecordedAgent {
+        pid,
+        start: pcb.host_start.expect("start"),
+        uid: pcb.uid,
+        gid: pcb.gid,
+        cgroup_dir: &dir,
+    };
+    // The agent as the table recorded it: confined as launched.
+    if let Err(e) = verify_agent(&recorded) {
+        panic!("agent {} refused: {e}", a.pid);
+    }
+    // Another uid, or the same pid with another start time, is not it.
+    let other_uid = RecordedAgent {
+        uid: pcb.uid + 1,
+        ..recorded
+    };
+    assert!(
+        matches!(verify_agent(&other_uid), Err(NotTheAgent::Unconfined { ref what, .. }) if what.starts_with("Uid")),
+        "another uid accepted"
+    );
+    let replaced = RecordedAgent {
+        start: recorded.start + 1,
+        ..recorded
+    };
+    assert!(matches!(
+        verify_agent(&replaced),
+        Err(NotTheAgent::Replaced { .. })
+    ));
+    d.call(AdminRequest::Kill { pid: a.pid }).expect("kill");
+    d.wait(a.pid, Duration::from_secs(10));
+    assert!(matches!(
+        verify_agent(&recorded),
+        Err(NotTheAgent::Gone { .. } | NotTheAgent::Replaced { .. })
+    ));
+}

@@ -2,7 +2,9 @@
 //! as soon as its process is reaped; a pidfd names one process for good.
 //! Each signal opens a pidfd first and only then checks that it refers to
 //! the process meant (same start time, or still a member of the agent's
-//! cgroup): a recycled pid is never signalled.
+//! cgroup): a recycled pid is never signalled. [`verify_agent`] checks
+//! more before a recorded pid is trusted as an agent: that it is still
+//! confined as one.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -112,6 +114,94 @@ fn member_of(pid: i32, cgroup_dir: &Path) -> bool {
     })
 }
 
+/// Why a recorded pid is not taken to be the agent it was recorded for.
+#[derive(Debug, thiserror::Error)]
+pub enum NotTheAgent {
+    #[error("process {pid} is gone: {source}")]
+    Gone {
+        pid: i32,
+        #[source]
+        source: PidfdError,
+    },
+    #[error("process {pid} started at tick {found:?}, not {recorded}: the pid was reused")]
+    Replaced {
+        pid: i32,
+        recorded: u64,
+        found: Option<u64>,
+    },
+    #[error("process {pid} is not in the agent's cgroup {}", dir.display())]
+    OutsideCgroup { pid: i32, dir: std::path::PathBuf },
+    #[error("process {pid} is not confined as the agent was: {what}")]
+    Unconfined { pid: i32, what: String },
+}
+
+/// What an agent's pid 1 was recorded as: the process, and what it must
+/// still be.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordedAgent<'a> {
+    pub pid: i32,
+    /// Its start time ([`start_time`]).
+    pub start: u64,
+    pub uid: u32,
+    pub gid: u32,
+    /// Its own cgroup leaf (any hierarchy).
+    pub cgroup_dir: &'a Path,
+}
+
+/// A pidfd of the process `agent` names, if it still is that agent: the
+/// same process (pid and start time, checked with the pidfd open), in its
+/// cgroup, with the agent's uid and gid (real, effective, saved and
+/// filesystem), no_new_privs, a seccomp filter and no capabilities in its
+/// effective, permitted or bounding sets. Nothing is changed in the
+/// process; a refusal names the first check that failed.
+pub fn verify_agent(agent: &RecordedAgent) -> Result<OwnedFd, NotTheAgent> {
+    let pid = agent.pid;
+    let fd = open(pid).map_err(|source| NotTheAgent::Gone { pid, source })?;
+    let found = start_time(pid);
+    if found != Some(agent.start) {
+        return Err(NotTheAgent::Replaced {
+            pid,
+            recorded: agent.start,
+            found,
+        });
+    }
+    if !member_of(pid, agent.cgroup_dir) {
+        return Err(NotTheAgent::OutsideCgroup {
+            pid,
+            dir: agent.cgroup_dir.to_path_buf(),
+        });
+    }
+    let unconfined = |what: String| NotTheAgent::Unconfined { pid, what };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| unconfined(format!("/proc/{pid}/status: {e}")))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+            .ok_or_else(|| unconfined(format!("no {name} in /proc/{pid}/status")))
+    };
+    for (name, want) in [("Uid", agent.uid), ("Gid", agent.gid)] {
+        let ids = field(name)?;
+        if ids.split_whitespace().any(|id| id != want.to_string()) {
+            return Err(unconfined(format!("{name} {ids}, not {want}")));
+        }
+    }
+    for (name, want) in [("NoNewPrivs", "1"), ("Seccomp", "2")] {
+        let got = field(name)?;
+        if got != want {
+            return Err(unconfined(format!("{name} {got}, not {want}")));
+        }
+    }
+    for name in ["CapEff", "CapPrm", "CapBnd"] {
+        let got = field(name)?;
+        if u64::from_str_radix(got, 16) != Ok(0) {
+            return Err(unconfined(format!("{name} {got}, not empty")));
+        }
+    }
+    Ok(fd)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +214,54 @@ mod tests {
         // A different start time means another process: not signalled.
         assert!(!kill_if_same(me, t + 1));
         assert!(start_time(i32::MAX).is_none());
+    }
+
+    #[test]
+    fn an_unconfined_or_replaced_process_is_not_taken_for_an_agent() {
+        let me = std::process::id() as i32;
+        let start = start_time(me).expect("own start time");
+        let cgroup = std::fs::read_to_string("/proc/self/cgroup").expect("own cgroup");
+        let rel = cgroup
+            .lines()
+            .find_map(|l| l.splitn(3, ':').nth(2))
+            .unwrap_or("/")
+            .trim_start_matches('/');
+        let dir = Path::new("/sys/fs/cgroup").join(rel);
+        // SAFETY: getuid and getgid only return the caller's ids.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let me_as = |start, dir| RecordedAgent {
+            pid: me,
+            start,
+            uid,
+            gid,
+            cgroup_dir: dir,
+        };
+        let gone = RecordedAgent {
+            pid: i32::MAX,
+            ..me_as(start, &dir)
+        };
+        assert!(matches!(verify_agent(&gone), Err(NotTheAgent::Gone { .. })));
+        let refused = verify_agent(&me_as(start + 1, &dir));
+        assert!(
+            matches!(refused, Err(NotTheAgent::Replaced { found: Some(f), .. }) if f == start),
+            "{refused:?}"
+        );
+        let elsewhere = Path::new("/sys/fs/cgroup/not-this-one");
+        let refused = verify_agent(&me_as(start, elsewhere));
+        assert!(
+            matches!(refused, Err(NotTheAgent::OutsideCgroup { .. })),
+            "{refused:?}"
+        );
+        if rel.is_empty() {
+            // In the root cgroup no leaf can be named: the rest needs one.
+            return;
+        }
+        // The test runner itself: the right process, but with no seccomp
+        // filter it is not an agent (whatever its capabilities).
+        let refused = verify_agent(&me_as(start, &dir));
+        assert!(
+            matches!(&refused, Err(NotTheAgent::Unconfined { what, .. }) if what.starts_with("NoNewPrivs") || what.starts_with("Seccomp")),
+            "{refused:?}"
+        );
     }
 }
