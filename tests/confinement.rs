@@ -251,12 +251,13 @@ fn mount_points_are_made_beneath_the_new_root() {
 }
 
 #[test]
-fn the_table_names_each_agents_process_by_pid_and_start_time() {
-    if !require_root("the_table_names_each_agents_process_by_pid_and_start_time") {
+fn the_table_names_each_agents_process_and_it_verifies_as_itself() {
+    if !require_root("the_table_names_each_agents_process_and_it_verifies_as_itself") {
         return;
     }
+    use agentos::sandbox::pidfd::{NotTheAgent, RecordedAgent, start_time, verify_agent};
     // Signals and a later re-adoption trust a recorded pid only together
-    // with its start time: the record must be the process's own.
+    // with its start time, and only while it is confined as launched.
     let d = Daemon::start();
     let a = d.spawn_probe("named", &["sleep", "30000"], &[]);
     let pcb = common::eventually(Duration::from_secs(5), || {
@@ -264,33 +265,10 @@ fn the_table_names_each_agents_process_by_pid_and_start_time() {
         p.host_pid.map(|_| p)
     })
     .expect("agent runs");
-    let host_pid = pcb.host_pid.expect("host pid");
-    let start = agentos::sandbox::pidfd::start_time(host_pid).expect("its /proc/<pid>/stat");
-    assert_eq!(pcb.host_start, Some(start), "recorded for pid {host_pid}");
-    d.call(AdminRequest::Kill { pid: a.pid }).expect("kill");
-    d.wait(a.pid, Duration::from_secs(10));
-    let ended = d.inspect(a.pid);
-    assert_eq!(
-        (ended.host_pid, ended.host_start),
-        (None, None),
-        "an ended agent names no process"
-    );
-}
-
-#[test]
-fn a_running_agent_is_verified_as_itself_and_nothing_else_is() {
-    if !require_root("a_running_agent_is_verified_as_itself_and_nothing_else_is") {
-        return;
-    }
-    use agentos::sandbox::pidfd::{NotTheAgent, RecordedAgent, verify_agent};
-    let d = Daemon::start();
-    let a = d.spawn_probe("verified", &["sleep", "30000"], &[]);
-    let pcb = common::eventually(Duration::from_secs(5), || {
-        let p = d.inspect(a.pid);
-        p.host_start.map(|_| p)
-    })
-    .expect("agent runs");
     let pid = pcb.host_pid.expect("host pid");
+    let start = start_time(pid).expect("its /proc/<pid>/stat");
+    assert_eq!(pcb.host_start, Some(start), "recorded for pid {pid}");
+
     let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("its cgroups");
     let leaf = cgroups
         .lines()
@@ -300,7 +278,7 @@ fn a_running_agent_is_verified_as_itself_and_nothing_else_is() {
     let dir = std::path::Path::new("/sys/fs/cgroup").join(leaf.trim_start_matches('/'));
     let recorded = RecordedAgent {
         pid,
-        start: pcb.host_start.expect("start"),
+        start,
         uid: pcb.uid,
         gid: pcb.gid,
         cgroup_dir: &dir,
@@ -319,15 +297,22 @@ fn a_running_agent_is_verified_as_itself_and_nothing_else_is() {
         "another uid accepted"
     );
     let replaced = RecordedAgent {
-        start: recorded.start + 1,
+        start: start + 1,
         ..recorded
     };
     assert!(matches!(
         verify_agent(&replaced),
         Err(NotTheAgent::Replaced { .. })
     ));
+
     d.call(AdminRequest::Kill { pid: a.pid }).expect("kill");
     d.wait(a.pid, Duration::from_secs(10));
+    let ended = d.inspect(a.pid);
+    assert_eq!(
+        (ended.host_pid, ended.host_start),
+        (None, None),
+        "an ended agent names no process"
+    );
     assert!(matches!(
         verify_agent(&recorded),
         Err(NotTheAgent::Gone { .. } | NotTheAgent::Replaced { .. })
