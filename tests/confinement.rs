@@ -15,11 +15,7 @@ fn probe_finds_every_escape_closed() {
     let d = Daemon::start();
     // A neighbour whose process and workspace the probe tries to reach.
     let victim = d.spawn_probe("victim", &["echo"], &["ipc"]);
-    let victim_pcb = common::eventually(Duration::from_secs(5), || {
-        let p = d.inspect(victim.pid);
-        p.host_pid.map(|_| p)
-    })
-    .expect("victim runs");
+    let victim_pcb = d.running(victim.pid);
     let host_pid = victim_pcb.host_pid.expect("host pid").to_string();
     let victim_ws = d.workspace(victim.pid).display().to_string();
     let socket = d.socket.display().to_string();
@@ -255,27 +251,23 @@ fn the_table_names_each_agents_process_and_it_verifies_as_itself() {
     if !require_root("the_table_names_each_agents_process_and_it_verifies_as_itself") {
         return;
     }
-    use agentos::sandbox::pidfd::{NotTheAgent, RecordedAgent, start_time, verify_agent};
+    use agentos::sandbox::pidfd::{
+        NotTheAgent, RecordedAgent, cgroup_paths, start_time, verify_agent,
+    };
     // Signals and a later re-adoption trust a recorded pid only together
     // with its start time, and only while it is confined as launched.
     let d = Daemon::start();
     let a = d.spawn_probe("named", &["sleep", "30000"], &[]);
-    let pcb = common::eventually(Duration::from_secs(5), || {
-        let p = d.inspect(a.pid);
-        p.host_pid.map(|_| p)
-    })
-    .expect("agent runs");
+    let pcb = d.running(a.pid);
     let pid = pcb.host_pid.expect("host pid");
     let start = start_time(pid).expect("its /proc/<pid>/stat");
     assert_eq!(pcb.host_start, Some(start), "recorded for pid {pid}");
 
-    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("its cgroups");
-    let leaf = cgroups
-        .lines()
-        .filter_map(|l| l.splitn(3, ':').nth(2))
-        .find(|p| p.len() > 1)
+    let leaf = cgroup_paths(pid)
+        .into_iter()
+        .find(|p| !p.is_empty())
         .expect("a cgroup below the root");
-    let dir = std::path::Path::new("/sys/fs/cgroup").join(leaf.trim_start_matches('/'));
+    let dir = std::path::Path::new("/sys/fs/cgroup").join(leaf);
     let recorded = RecordedAgent {
         pid,
         start,

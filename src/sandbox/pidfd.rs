@@ -78,15 +78,23 @@ pub fn send(pidfd: &OwnedFd, pid: i32, signal: i32) -> Result<(), PidfdError> {
 /// `start` (a start time from [`start_time`]). Returns whether it was
 /// signalled; a process that is gone or was replaced is not an error.
 pub fn kill_if_same(pid: i32, start: u64) -> bool {
-    let Ok(fd) = open(pid) else {
-        return false;
-    };
-    // With the pidfd open, the pid cannot be reused before we signal: if
-    // the start time matches now, the pidfd is the process we mean.
-    if start_time(pid) != Some(start) {
-        return false;
+    open_same(pid, start).is_ok_and(|fd| send(&fd, pid, libc::SIGKILL).is_ok())
+}
+
+/// A pidfd of host process `pid` if it is the one that started at `start`.
+fn open_same(pid: i32, start: u64) -> Result<OwnedFd, NotTheAgent> {
+    let fd = open(pid).map_err(|source| NotTheAgent::Gone { pid, source })?;
+    // With the pidfd open, the pid cannot be reused: if the start time
+    // matches now, the pidfd is the process we mean.
+    let found = start_time(pid);
+    if found != Some(start) {
+        return Err(NotTheAgent::Replaced {
+            pid,
+            recorded: start,
+            found,
+        });
     }
-    send(&fd, pid, libc::SIGKILL).is_ok()
+    Ok(fd)
 }
 
 /// SIGKILLs host process `pid`, read from `cgroup_dir`'s `cgroup.procs`, if
@@ -104,14 +112,19 @@ pub fn kill_member(pid: i32, cgroup_dir: &Path) -> bool {
 /// Whether `/proc/<pid>/cgroup` places the process in `cgroup_dir` (in any
 /// hierarchy: the directory's path ends with the listed cgroup path).
 fn member_of(pid: i32, cgroup_dir: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
-        return false;
-    };
-    text.lines().any(|l| {
-        let path = l.splitn(3, ':').nth(2).unwrap_or("");
-        let rel = path.trim_start_matches('/');
-        !rel.is_empty() && cgroup_dir.ends_with(rel)
-    })
+    cgroup_paths(pid)
+        .iter()
+        .any(|rel| !rel.is_empty() && cgroup_dir.ends_with(rel))
+}
+
+/// The cgroup paths of host process `pid`, one per hierarchy, relative to
+/// the hierarchy's root (`""` for the root itself); none if it is gone.
+pub fn cgroup_paths(pid: i32) -> Vec<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.splitn(3, ':').nth(2))
+        .map(|p| p.trim_start_matches('/').to_string())
+        .collect()
 }
 
 /// Why a recorded pid is not taken to be the agent it was recorded for.
@@ -156,15 +169,7 @@ pub struct RecordedAgent<'a> {
 /// process; a refusal names the first check that failed.
 pub fn verify_agent(agent: &RecordedAgent) -> Result<OwnedFd, NotTheAgent> {
     let pid = agent.pid;
-    let fd = open(pid).map_err(|source| NotTheAgent::Gone { pid, source })?;
-    let found = start_time(pid);
-    if found != Some(agent.start) {
-        return Err(NotTheAgent::Replaced {
-            pid,
-            recorded: agent.start,
-            found,
-        });
-    }
+    let fd = open_same(pid, agent.start)?;
     if !member_of(pid, agent.cgroup_dir) {
         return Err(NotTheAgent::OutsideCgroup {
             pid,
@@ -220,13 +225,8 @@ mod tests {
     fn an_unconfined_or_replaced_process_is_not_taken_for_an_agent() {
         let me = std::process::id() as i32;
         let start = start_time(me).expect("own start time");
-        let cgroup = std::fs::read_to_string("/proc/self/cgroup").expect("own cgroup");
-        let rel = cgroup
-            .lines()
-            .find_map(|l| l.splitn(3, ':').nth(2))
-            .unwrap_or("/")
-            .trim_start_matches('/');
-        let dir = Path::new("/sys/fs/cgroup").join(rel);
+        let rel = cgroup_paths(me).into_iter().next().unwrap_or_default();
+        let dir = Path::new("/sys/fs/cgroup").join(&rel);
         // SAFETY: getuid and getgid only return the caller's ids.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         let me_as = |start, dir| RecordedAgent {

@@ -291,6 +291,15 @@ impl Daemon {
             .expect("pcb")
     }
 
+    /// The agent's PCB once its program runs (it has a host pid), within 5 s.
+    pub fn running(&self, pid: u64) -> Pcb {
+        eventually(Duration::from_secs(5), || {
+            let p = self.inspect(pid);
+            p.host_pid.map(|_| p)
+        })
+        .unwrap_or_else(|| panic!("agent {pid} did not start running"))
+    }
+
     /// The agent's stored log events (stdout, stderr, syscalls), up to the
     /// largest page.
     pub fn log_events(&self, pid: u64) -> Vec<Value> {
