@@ -164,8 +164,8 @@ pub struct RecordedAgent<'a> {
 /// A pidfd of the process `agent` names, if it still is that agent: the
 /// same process (pid and start time, checked with the pidfd open), in its
 /// cgroup, with the agent's uid and gid (real, effective, saved and
-/// filesystem), no_new_privs, a seccomp filter and no capabilities in its
-/// effective, permitted or bounding sets. Nothing is changed in the
+/// filesystem), no_new_privs, a seccomp filter and no capabilities in any
+/// set (as the probe checks from the inside). Nothing is changed in the
 /// process; a refusal names the first check that failed.
 pub fn verify_agent(agent: &RecordedAgent) -> Result<OwnedFd, NotTheAgent> {
     let pid = agent.pid;
@@ -198,7 +198,7 @@ pub fn verify_agent(agent: &RecordedAgent) -> Result<OwnedFd, NotTheAgent> {
             return Err(unconfined(format!("{name} {got}, not {want}")));
         }
     }
-    for name in ["CapEff", "CapPrm", "CapBnd"] {
+    for name in ["CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb"] {
         let got = field(name)?;
         if u64::from_str_radix(got, 16) != Ok(0) {
             return Err(unconfined(format!("{name} {got}, not empty")));
